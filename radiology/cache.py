@@ -1,0 +1,175 @@
+"""The decode cache: every image of a dataset decoded once, resized, and kept as a uint8 array file.
+
+The cache is keyed by the file list (paths, sizes, modification times) and the preprocessing spec,
+so neither a second epoch nor a second run decodes again. Alongside the pixels it keeps what
+validation needs: which files were unreadable and why, the original sizes, and content hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from radiology.errors import ImageDecodeError
+from radiology.images import decode_image, read_bytes
+from radiology.preprocess import PreprocessSpec, resize
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class DecodedImages:
+    """Decoded, resized images of a list of files, in the order of that list.
+
+    Attributes:
+        paths: the files, as strings.
+        pixels: uint8 array of shape (N, H, W); zeros where a file was unreadable.
+        ok: bool array of shape (N,), False for unreadable files.
+        errors: the decode error per unreadable file path.
+        sizes: int array of shape (N, 2) with each original (height, width); zeros when unreadable.
+        sha256: hex digest of each file's bytes.
+        dhash: uint64 perceptual difference hash of each image.
+    """
+
+    paths: list[str]
+    pixels: np.ndarray
+    ok: np.ndarray
+    errors: dict[str, str]
+    sizes: np.ndarray
+    sha256: list[str]
+    dhash: np.ndarray
+
+    def index(self) -> dict[str, int]:
+        """Maps each path to its row."""
+        return {p: i for i, p in enumerate(self.paths)}
+
+
+def difference_hash(gray: np.ndarray) -> int:
+    """A 64-bit perceptual difference hash (dHash) of a grayscale image.
+
+    Args:
+        gray: uint8 array of shape (H, W).
+
+    Returns:
+        the hash as an int; near-identical images differ in few bits.
+    """
+    from PIL import Image
+
+    small = np.asarray(Image.fromarray(gray).resize((9, 8), Image.BILINEAR), dtype=np.int16)
+    bits = (small[:, 1:] > small[:, :-1]).flatten()
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def _decode_one(path: str, spec: PreprocessSpec):
+    try:
+        data = read_bytes(path)
+        gray = decode_image(data)
+    except ImageDecodeError as exc:
+        return None, str(exc), (0, 0), hashlib.sha256(b"").hexdigest(), 0
+    sha = hashlib.sha256(data).hexdigest()
+    return resize(gray, spec), None, gray.shape, sha, difference_hash(gray)
+
+
+def decode_files(paths: list[str], spec: PreprocessSpec, *, workers: int | None = None, progress=None) -> DecodedImages:
+    """Decodes and resizes files in worker threads; unreadable files are recorded, not fatal.
+
+    Args:
+        paths: the image files.
+        spec: the preprocessing spec giving the size.
+        workers: number of threads; defaults to the CPU count.
+        progress: optional callable ``progress(done, total)``.
+
+    Returns:
+        the decoded images.
+    """
+    n = len(paths)
+    pixels = np.zeros((n, spec.height, spec.width), dtype=np.uint8)
+    ok = np.zeros(n, dtype=bool)
+    sizes = np.zeros((n, 2), dtype=np.int64)
+    dhash = np.zeros(n, dtype=np.uint64)
+    sha: list[str] = [""] * n
+    errors: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        results = pool.map(lambda p: _decode_one(p, spec), paths, chunksize=16)
+        for i, (img, err, size, digest, h) in enumerate(results):
+            if err is None:
+                pixels[i], ok[i] = img, True
+                sizes[i], dhash[i] = size, h
+            else:
+                errors[paths[i]] = err
+            sha[i] = digest
+            if progress and (i % 64 == 0 or i == n - 1):
+                progress(i + 1, n)
+    return DecodedImages(list(paths), pixels, ok, errors, sizes, sha, dhash)
+
+
+def cache_key(paths: list[str], spec: PreprocessSpec) -> str:
+    """A hash of the file list (with sizes and modification times) and the preprocessing spec."""
+    h = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "spec": spec.to_dict()}, sort_keys=True).encode())
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{p}\0missing\n".encode())
+    return h.hexdigest()[:24]
+
+
+def load_or_decode(
+    paths: list[str], spec: PreprocessSpec, cache_dir: str | Path | None, *, progress=None
+) -> tuple[DecodedImages, bool]:
+    """Returns the decoded images of ``paths``, from the cache when it holds them.
+
+    Args:
+        paths: the image files.
+        spec: the preprocessing spec.
+        cache_dir: folder of the cache, or None to decode without caching.
+        progress: optional callable ``progress(done, total)`` while decoding.
+
+    Returns:
+        the decoded images, and whether they came from the cache.
+    """
+    if cache_dir is None:
+        return decode_files(paths, spec, progress=progress), False
+    entry = Path(cache_dir) / cache_key(paths, spec)
+    if (entry / "meta.json").is_file():
+        try:
+            return _read_entry(entry, paths), True
+        except (OSError, ValueError, KeyError):
+            shutil.rmtree(entry, ignore_errors=True)  # a damaged entry is rebuilt, never trusted
+    decoded = decode_files(paths, spec, progress=progress)
+    _write_entry(entry, decoded)
+    return decoded, False
+
+
+def _write_entry(entry: Path, d: DecodedImages) -> None:
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
+    try:
+        np.save(tmp / "pixels.npy", d.pixels)
+        np.savez(tmp / "arrays.npz", ok=d.ok, sizes=d.sizes, dhash=d.dhash)
+        meta = {"paths": d.paths, "errors": d.errors, "sha256": d.sha256}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        os.replace(tmp, entry)  # a killed writer leaves only a .tmp- folder, never a half entry
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _read_entry(entry: Path, paths: list[str]) -> DecodedImages:
+    meta = json.loads((entry / "meta.json").read_text())
+    if meta["paths"] != list(paths):
+        raise ValueError("cache entry lists other files")
+    arrays = np.load(entry / "arrays.npz")
+    pixels = np.load(entry / "pixels.npy", mmap_mode="r")
+    return DecodedImages(
+        meta["paths"], pixels, arrays["ok"], meta["errors"], arrays["sizes"], meta["sha256"], arrays["dhash"]
+    )

@@ -1,0 +1,111 @@
+"""Plotly figures built from the plain data of metrics.py, history and predictions."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+COLORS = {"covid": "#d62728", "normal": "#2ca02c", "pneumonia": "#1f77b4"}
+
+
+def probability_bars(probs, class_names) -> go.Figure:
+    """Horizontal bars of class probabilities for one image."""
+    fig = go.Figure(
+        go.Bar(
+            x=[float(p) for p in probs],
+            y=list(class_names),
+            orientation="h",
+            marker_color=[COLORS.get(c, "#7f7f7f") for c in class_names],
+            text=[f"{p:.1%}" for p in probs],
+            textposition="auto",
+        )
+    )
+    fig.update_layout(xaxis={"range": [0, 1], "tickformat": ".0%"}, height=180, margin=dict(l=10, r=10, t=10, b=10))
+    return fig
+
+
+def confusion_heatmap(confusion: dict, *, normalized: bool = False) -> go.Figure:
+    """Heatmap of a confusion matrix from ``metrics.confusion``; rows are true classes."""
+    z = confusion["normalized" if normalized else "matrix"]
+    labels = confusion["labels"]
+    text = [[f"{v:.0%}" if normalized else str(v) for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=z, x=labels, y=labels, text=text, texttemplate="%{text}", colorscale="Blues"))
+    fig.update_layout(
+        title="Confusion matrix" + (" (row-normalised)" if normalized else " (counts)"),
+        xaxis_title="predicted",
+        yaxis_title="true",
+        yaxis={"autorange": "reversed"},
+        height=380,
+    )
+    return fig
+
+
+def roc_figure(curves: dict) -> go.Figure:
+    """One-vs-rest ROC curves with AUC in the legend, from ``metrics.roc_pr_curves``."""
+    fig = go.Figure()
+    for name, c in curves.items():
+        if c["roc"]["auc"] is not None:
+            fig.add_scatter(x=c["roc"]["fpr"], y=c["roc"]["tpr"], name=f"{name} (AUC {c['roc']['auc']:.3f})",
+                            line_color=COLORS.get(name))
+    fig.add_scatter(x=[0, 1], y=[0, 1], name="chance", line={"dash": "dot", "color": "gray"})
+    fig.update_layout(title="ROC (one-vs-rest)", xaxis_title="false positive rate", yaxis_title="true positive rate", height=380)
+    return fig
+
+
+def pr_figure(curves: dict) -> go.Figure:
+    """One-vs-rest precision-recall curves with average precision in the legend."""
+    fig = go.Figure()
+    for name, c in curves.items():
+        if c["pr"]["auc"] is not None:
+            fig.add_scatter(x=c["pr"]["recall"], y=c["pr"]["precision"], name=f"{name} (AP {c['pr']['auc']:.3f})",
+                            line_color=COLORS.get(name))
+    fig.update_layout(title="Precision-recall (one-vs-rest)", xaxis_title="recall", yaxis_title="precision", height=380)
+    return fig
+
+
+def reliability_figure(calibration: dict) -> go.Figure:
+    """Reliability diagram: accuracy against confidence per bin, with the ECE in the title."""
+    bins = [b for b in calibration["bins"] if b["count"]]
+    fig = go.Figure()
+    fig.add_bar(x=[(b["lower"] + b["upper"]) / 2 for b in bins], y=[b["accuracy"] for b in bins], width=0.09,
+                name="accuracy", customdata=[b["count"] for b in bins],
+                hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata} images")
+    fig.add_scatter(x=[0, 1], y=[0, 1], name="perfect calibration", line={"dash": "dot", "color": "gray"})
+    fig.update_layout(title=f"Reliability (ECE {calibration['ece']:.3f})", xaxis_title="confidence",
+                      yaxis_title="accuracy", xaxis={"range": [0, 1]}, yaxis={"range": [0, 1]}, height=380)
+    return fig
+
+
+def history_figure(history: list[dict]) -> go.Figure:
+    """Loss and accuracy per epoch, training and validation, from a run's history rows."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+    epochs = [int(r["epoch"]) for r in history]
+    for col, metric in ((1, "loss"), (2, "accuracy")):
+        for prefix, dash in (("", "solid"), ("val_", "dash")):
+            key = prefix + metric
+            ys = [r.get(key) for r in history]
+            if any(y not in (None, "") for y in ys):
+                fig.add_scatter(x=epochs, y=ys, name=key, line={"dash": dash}, row=1, col=col)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(height=320, margin=dict(t=40))
+    return fig
+
+
+def class_balance_figure(counts: dict[str, dict[str, int]]) -> go.Figure:
+    """Grouped bars of images per class for each split."""
+    fig = go.Figure()
+    classes = sorted({c for split in counts.values() for c in split})
+    for c in classes:
+        fig.add_bar(x=list(counts), y=[counts[s].get(c, 0) for s in counts], name=c, marker_color=COLORS.get(c))
+    fig.update_layout(barmode="group", title="Images per class and split", height=340)
+    return fig
+
+
+def size_histogram(heights, widths) -> go.Figure:
+    """Histogram of original image heights and widths."""
+    fig = go.Figure()
+    fig.add_histogram(x=list(widths), name="width", opacity=0.6)
+    fig.add_histogram(x=list(heights), name="height", opacity=0.6)
+    fig.update_layout(barmode="overlay", title="Original image sizes (pixels)", height=320)
+    return fig

@@ -1,0 +1,170 @@
+"""Grad-CAM explanations: a fused one-pass Grad-CAM, and the tf-keras-vis CAM methods.
+
+This is the one TensorFlow-specific module. It never modifies the model it is given: the fused
+path builds its own sub-model over the same layers, and tf-keras-vis works on a clone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from radiology.model import LoadedModel
+from radiology.preprocess import preprocess
+
+METHODS = ("Grad-CAM", "Grad-CAM++", "ScoreCAM", "LayerCAM")
+SCORECAM_MAX_N = 16  # ScoreCAM costs one forward pass per channel kept; 16 keeps it interactive on a CPU
+
+
+@dataclass
+class Explanation:
+    """A prediction with its class activation map.
+
+    Attributes:
+        probs: float32 array of shape (C,), class probabilities.
+        label: index of the predicted class.
+        cam: float32 array of shape (H, W) at the model's input size, values in [0, 1].
+        method: the CAM method that made ``cam``.
+    """
+
+    probs: np.ndarray
+    label: int
+    cam: np.ndarray
+    method: str
+
+
+def _normalize(cam: np.ndarray) -> np.ndarray:
+    cam = np.nan_to_num(np.asarray(cam, dtype=np.float32))
+    lo, hi = cam.min(), cam.max()
+    return (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
+
+
+class Explainer:
+    """Predicts and explains images for one loaded model.
+
+    Build it once per model (it compiles a function and clones the model for tf-keras-vis on
+    first use), then call :meth:`explain` per image.
+    """
+
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+        self.layer = loaded.metadata.gradcam_layer
+        if not self.layer:
+            raise ValueError(f"model {loaded.path} has no convolution layer to explain")
+        self._fused = None
+        self._vis: dict[str, object] = {}
+
+    def _build_fused(self):
+        import keras
+        import tensorflow as tf
+
+        model = self.loaded.model
+        conv = model.get_layer(self.layer)
+        features = keras.Model(model.inputs, conv.output)
+        names = [layer.name for layer in model.layers]
+        tail = model.layers[names.index(self.layer) + 1 :]
+        *body, last = tail
+        if not hasattr(last, "kernel") or any(len(getattr(layer, "_inbound_nodes", [])) > 1 for layer in tail):
+            raise ValueError(f"fused Grad-CAM needs a sequential head ending in Dense after {self.layer}")
+
+        @tf.function(reduce_retracing=True)
+        def run(x):
+            with tf.GradientTape() as tape:
+                maps = features(x, training=False)
+                tape.watch(maps)
+                h = maps
+                for layer in body:
+                    h = layer(h, training=False)
+                logits = tf.matmul(tf.cast(h, last.kernel.dtype), last.kernel) + last.bias
+                label = tf.argmax(logits, axis=-1)
+                score = tf.gather(logits, label, batch_dims=1)
+            grads = tape.gradient(score, maps)
+            weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+            cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))
+            return tf.nn.softmax(logits), label, cam
+
+        return run
+
+    def _gradcam_fused(self, x: np.ndarray) -> Explanation:
+        if self._fused is None:
+            self._fused = self._build_fused()
+        probs, label, cam = self._fused(x)
+        spec = self.loaded.metadata.preprocess
+        cam = np.asarray(Image.fromarray(cam.numpy()[0].astype(np.float32)).resize((spec.width, spec.height), Image.BILINEAR))
+        return Explanation(probs.numpy()[0], int(label.numpy()[0]), _normalize(cam), "Grad-CAM")
+
+    def _vis_method(self, method: str):
+        if method not in self._vis:
+            from tf_keras_vis.gradcam import Gradcam
+            from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+            from tf_keras_vis.layercam import Layercam
+            from tf_keras_vis.scorecam import Scorecam
+            from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+
+            cls = {"Grad-CAM": Gradcam, "Grad-CAM++": GradcamPlusPlus, "ScoreCAM": Scorecam, "LayerCAM": Layercam}[method]
+            self._vis[method] = cls(self.loaded.model, model_modifier=ReplaceToLinear(), clone=True)
+        return self._vis[method]
+
+    def vis_cam(self, x: np.ndarray, label: int, method: str) -> np.ndarray:
+        """A CAM from tf-keras-vis for model input ``x`` of shape (1, H, W, C) and class ``label``."""
+        from tf_keras_vis.utils.scores import CategoricalScore
+
+        kwargs = {"penultimate_layer": self.layer}
+        if method == "ScoreCAM":
+            kwargs["max_N"] = SCORECAM_MAX_N
+        cam = self._vis_method(method)(CategoricalScore([label]), x, **kwargs)
+        return _normalize(np.asarray(cam)[0])
+
+    def explain(self, gray: np.ndarray, *, method: str = "Grad-CAM") -> Explanation:
+        """Predicts one image and explains the predicted class.
+
+        Grad-CAM runs fused: one pass gives the probabilities, the activations of the CAM layer and
+        their gradients. The other methods predict first, then call tf-keras-vis.
+
+        Args:
+            gray: uint8 array of shape (H, W).
+            method: one of ``METHODS``.
+
+        Returns:
+            the explanation, with the CAM at the model's input size.
+        """
+        if method not in METHODS:
+            raise ValueError(f"unknown CAM method {method!r}, expected one of {METHODS}")
+        x = preprocess(gray, self.loaded.metadata.preprocess)
+        if method == "Grad-CAM":
+            try:
+                return self._gradcam_fused(x)
+            except ValueError:
+                pass  # a model whose head is not a plain chain: tf-keras-vis handles it below
+        probs = np.asarray(self.loaded.model.predict_on_batch(x))[0]
+        label = int(np.argmax(probs))
+        return Explanation(probs, label, self.vis_cam(x, label, method), method)
+
+
+def _jet(values: np.ndarray) -> np.ndarray:
+    """The jet colormap: float array in [0, 1] of shape (H, W) to uint8 RGB of shape (H, W, 3)."""
+    v = np.clip(values, 0, 1)[..., None]
+    rgb = np.clip(1.5 - np.abs(4 * v - np.array([3.0, 2.0, 1.0])), 0, 1)
+    return (rgb * 255).astype(np.uint8)
+
+
+def overlay(gray: np.ndarray, cam: np.ndarray, *, alpha: float = 0.4) -> np.ndarray:
+    """Blends a CAM, coloured with jet, over a grayscale image at the image's own size.
+
+    Args:
+        gray: uint8 array of shape (H, W).
+        cam: float array of shape (h, w) with values in [0, 1], any size.
+        alpha: opacity of the heatmap, 0 shows only the image.
+
+    Returns:
+        uint8 array of shape (H, W, 3).
+    """
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be within [0, 1], got {alpha}")
+    h, w = gray.shape
+    cam = np.asarray(Image.fromarray(np.asarray(cam, dtype=np.float32)).resize((w, h), Image.BILINEAR))
+    base = np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
+    heat = _jet(cam).astype(np.float32)
+    return np.clip((1 - alpha) * base + alpha * heat, 0, 255).astype(np.uint8)

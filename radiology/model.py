@@ -1,0 +1,341 @@
+"""The VGG16 transfer model of the original notebook, and saving and loading it with its metadata.
+
+The classifier is one flat functional graph: augmentation layers, the VGG16 conv layers, then
+GlobalMaxPooling2D, Dense 512 ReLU, Dropout 0.5 and Dense softmax. ``block5_conv3`` is a
+top-level layer, which Grad-CAM needs. Only Keras 3 APIs are used, so the same code runs on the
+TensorFlow and JAX backends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from radiology import CLASS_NAMES
+from radiology.errors import ModelLoadError
+from radiology.preprocess import PreprocessSpec, to_model_input
+
+GRADCAM_LAYER = "block5_conv3"
+METADATA_ENTRY = "radiology.json"
+IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+UNSAFE_LAYERS = ("Lambda", "TFOpLambda")
+
+
+@dataclass
+class ModelMetadata:
+    """What travels with a model's weights so label order and preprocessing never drift.
+
+    Attributes:
+        class_names: class names in output order.
+        preprocess: the preprocessing spec of the inputs.
+        gradcam_layer: the conv layer Grad-CAM explains.
+        train_config: the config the model was trained with, as data.
+        data_fingerprint: hash of the training data's file list and splits.
+        created: ISO timestamp of saving.
+        name: a short human name.
+        assumed: True when the file had no metadata and the notebook's spec was assumed.
+    """
+
+    class_names: tuple[str, ...] = CLASS_NAMES
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    gradcam_layer: str = GRADCAM_LAYER
+    train_config: dict = field(default_factory=dict)
+    data_fingerprint: str | None = None
+    created: str | None = None
+    name: str = ""
+    assumed: bool = False
+
+    def to_dict(self) -> dict:
+        """Returns the metadata as JSON-ready data."""
+        d = asdict(self)
+        d["class_names"] = list(self.class_names)
+        d["preprocess"] = self.preprocess.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelMetadata:
+        """Builds metadata from :meth:`to_dict` output."""
+        names = tuple(d.get("class_names") or CLASS_NAMES)
+        return cls(
+            class_names=names,
+            preprocess=PreprocessSpec.from_dict(d.get("preprocess", {})),
+            gradcam_layer=d.get("gradcam_layer", GRADCAM_LAYER),
+            train_config=dict(d.get("train_config", {})),
+            data_fingerprint=d.get("data_fingerprint"),
+            created=d.get("created"),
+            name=d.get("name", ""),
+        )
+
+
+@dataclass
+class LoadedModel:
+    """A loaded Keras model with its metadata and any warnings raised while loading."""
+
+    model: object
+    metadata: ModelMetadata
+    path: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def build_augmentation(*, seed: int | None = None):
+    """The notebook's augmentation as Keras layers: horizontal flip and rotation of up to 15 degrees.
+
+    Keras' random layers are identity at inference, so they live inside the model.
+    """
+    import keras
+
+    return [
+        keras.layers.RandomFlip("horizontal", seed=seed, name="augment_flip"),
+        keras.layers.RandomRotation(15 / 360, fill_mode="constant", seed=seed, name="augment_rotate"),
+    ]
+
+
+def _vgg16(x, weights):
+    import keras
+
+    try:
+        return keras.applications.VGG16(include_top=False, weights=weights, input_tensor=x)
+    except (OSError, ValueError) as exc:  # urllib errors are OSErrors; a bad weights file is a ValueError
+        if weights == "imagenet":
+            cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / IMAGENET_FILE
+            raise ModelLoadError(
+                f"could not download the ImageNet weights for VGG16 ({exc}). Without network access, place "
+                f"{IMAGENET_FILE} at {cache}, or train with weights 'none'."
+            ) from exc
+        raise ModelLoadError(f"cannot load VGG16 weights from {weights}: {exc}") from exc
+
+
+def build_model(
+    *,
+    spec: PreprocessSpec | None = None,
+    num_classes: int = len(CLASS_NAMES),
+    weights: str | None = "imagenet",
+    trainable_layers: int = 6,
+    augment: bool = True,
+    dropout: float = 0.5,
+    seed: int | None = None,
+):
+    """Builds the notebook's classifier as one flat functional graph.
+
+    Args:
+        spec: preprocessing spec giving the input shape; the notebook's by default.
+        num_classes: number of softmax outputs.
+        weights: ``"imagenet"``, ``None``/``"none"``, or a path to VGG16 weights or to a ``.keras``
+            model whose layers are copied by name.
+        trainable_layers: how many of the VGG16 layers, counted from its end, stay trainable;
+            the notebook keeps 6. A number at least the layer count trains every layer.
+        augment: whether the flip and rotation layers are part of the model.
+        dropout: dropout rate of the head.
+        seed: seed of the augmentation and dropout layers.
+
+    Returns:
+        an uncompiled ``keras.Model``.
+
+    Raises:
+        ModelLoadError: the weights cannot be loaded or downloaded.
+    """
+    import keras
+
+    spec = spec or PreprocessSpec()
+    if trainable_layers < 0:
+        raise ValueError(f"trainable_layers must be >= 0, got {trainable_layers}")
+    inputs = keras.Input(spec.input_shape, name="image")
+    x = inputs
+    if augment:
+        for layer in build_augmentation(seed=seed):
+            x = layer(x)
+    copy_from = None
+    if weights in (None, "none", "None"):
+        weights = None
+    elif weights != "imagenet" and str(weights).endswith(".keras"):
+        copy_from, weights = weights, None
+    base = _vgg16(x, weights)
+    vgg_layers = [layer for layer in base.layers if layer.name.startswith("block")]
+    for i, layer in enumerate(vgg_layers):
+        layer.trainable = i >= len(vgg_layers) - trainable_layers
+    x = keras.layers.GlobalMaxPooling2D(name="global_max_pool")(base.output)
+    x = keras.layers.Dense(512, activation="relu", name="dense_512")(x)
+    x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions", dtype="float32")(x)
+    model = keras.Model(inputs, outputs, name="vgg16_transfer")
+    if copy_from:
+        copy_weights(load_model(copy_from).model, model)
+    return model
+
+
+def copy_weights(source, target) -> int:
+    """Copies weights layer by layer where names and shapes match; returns the layer count copied."""
+    copied = 0
+    for layer in target.layers:
+        try:
+            other = source.get_layer(layer.name)
+        except ValueError:
+            continue
+        ws, wt = other.get_weights(), layer.get_weights()
+        if ws and len(ws) == len(wt) and all(a.shape == b.shape for a, b in zip(ws, wt)):
+            layer.set_weights(ws)
+            copied += 1
+    return copied
+
+
+def compile_model(model, *, learning_rate: float = 1e-4, amsgrad: bool = True, jit_compile="auto") -> None:
+    """Compiles with the notebook's optimizer: Adam with amsgrad, sparse categorical cross-entropy."""
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate, amsgrad=amsgrad),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+
+
+def save_model(model, path: str | Path, metadata: ModelMetadata) -> Path:
+    """Saves a model as ``.keras`` with its metadata inside the same file, atomically.
+
+    The file is written under a temporary name and renamed, so a crash or a full disk never
+    leaves a half-written model at ``path``.
+
+    Raises:
+        OSError: the file cannot be written; ``path`` is then left as it was.
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"expected a .keras path, got {path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata.created = metadata.created or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    try:
+        _inference_copy(model).save(tmp)
+        with zipfile.ZipFile(tmp, "a") as zf:
+            zf.writestr(METADATA_ENTRY, json.dumps(metadata.to_dict(), indent=2))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _inference_copy(model):
+    """An uncompiled copy sharing no state, so the saved file holds no optimizer slots (a third of the size)."""
+    import keras
+
+    if model.optimizer is None:
+        return model
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _model_config(path: Path) -> tuple[dict | None, dict | None]:
+    """Reads the architecture config and our metadata without building the model."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            config = json.loads(zf.read("config.json")) if "config.json" in names else None
+            meta = json.loads(zf.read(METADATA_ENTRY)) if METADATA_ENTRY in names else None
+        return config, meta
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        raw = f.attrs.get("model_config")
+        meta = f.attrs.get(METADATA_ENTRY)
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    if isinstance(meta, bytes):
+        meta = meta.decode()
+    return (json.loads(raw) if raw else None), (json.loads(meta) if meta else None)
+
+
+def _layer_classes(config) -> set[str]:
+    found = set()
+    if isinstance(config, dict):
+        if "class_name" in config:
+            found.add(config["class_name"])
+        for v in config.values():
+            found |= _layer_classes(v)
+    elif isinstance(config, list):
+        for v in config:
+            found |= _layer_classes(v)
+    return found
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Loads a model with Keras' safe mode and returns it with its metadata.
+
+    A model without metadata, such as the notebook's ``best_model.h5``, still loads: the notebook's
+    spec is assumed (classes covid/normal/pneumonia, 224x224, rescale 1/255) with a warning.
+
+    Raises:
+        ModelLoadError: the file is missing, unreadable, holds code (Lambda layers), or its output
+            does not match its class names.
+    """
+    import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    try:
+        config, meta = _model_config(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ModelLoadError(f"not a Keras model file: {path.name} ({exc})") from exc
+    unsafe = _layer_classes(config) & set(UNSAFE_LAYERS)
+    if unsafe:
+        raise ModelLoadError(f"refusing {path.name}: it contains {', '.join(sorted(unsafe))} layers, which run arbitrary code")
+    notes = []
+    if meta is None:
+        metadata = ModelMetadata(name=path.stem, assumed=True)
+        notes.append(
+            f"{path.name} carries no metadata: assuming the notebook's spec (classes "
+            f"{'/'.join(CLASS_NAMES)} in this order, 224x224 RGB, rescale 1/255)"
+        )
+    else:
+        metadata = ModelMetadata.from_dict(meta)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for one cause: an incompatible file
+        raise ModelLoadError(f"cannot load {path.name}: {exc}") from exc
+    n_out = model.output_shape[-1]
+    if n_out != len(metadata.class_names):
+        raise ModelLoadError(f"expected {len(metadata.class_names)} outputs for {metadata.class_names}, got {n_out}")
+    if meta is None:
+        shape = model.input_shape
+        metadata.preprocess = PreprocessSpec(height=shape[1] or 224, width=shape[2] or 224, channels=shape[3] or 3)
+        layer_names = {layer.name for layer in model.layers}
+        if GRADCAM_LAYER not in layer_names:
+            convs = [layer.name for layer in model.layers if type(layer).__name__ == "Conv2D"]
+            metadata.gradcam_layer = convs[-1] if convs else ""
+            notes.append(f"{GRADCAM_LAYER} is not a top-level layer; Grad-CAM uses {metadata.gradcam_layer or 'nothing'}")
+    return LoadedModel(model, metadata, str(path), notes)
+
+
+def predict_images(loaded: LoadedModel, images: list[np.ndarray], *, batch_size: int = 32) -> np.ndarray:
+    """Class probabilities for grayscale images.
+
+    Args:
+        loaded: the model and its metadata.
+        images: uint8 arrays of shape (H, W), any size.
+        batch_size: images per forward pass.
+
+    Returns:
+        float32 array of shape (N, num_classes), columns in ``metadata.class_names`` order.
+    """
+    from radiology.preprocess import resize
+
+    spec = loaded.metadata.preprocess
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = np.stack([resize(img, spec) for img in images[start : start + batch_size]])
+        out.append(np.asarray(loaded.model.predict_on_batch(to_model_input(batch, spec)), dtype=np.float32))
+    return np.concatenate(out) if out else np.zeros((0, len(loaded.metadata.class_names)), np.float32)

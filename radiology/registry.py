@@ -1,0 +1,274 @@
+"""The run registry: run folders, their status, and the atomic pointer to the active model.
+
+A run folder holds ``config.json``, ``status.json``, ``history.csv``, ``progress.json``,
+``log.txt``, the best checkpoint ``model.keras``, and after testing ``metrics.json`` and
+``predictions.csv``. The bundled model ships in the same layout. ``active.json`` in the runs
+folder names the active run; it is replaced atomically, so a crash never leaves it half-written.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import errno
+import fcntl
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+BUNDLED_ID = "bundled"
+ACTIVE_FILE = "active.json"
+LOCK_FILE = ".training.lock"
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+LIVE_STATES = ("queued", "running")
+
+
+def default_runs_dir() -> Path:
+    """The runs folder: ``$RADIOLOGY_RUNS_DIR``, or ``runs`` in the working directory."""
+    return Path(os.environ.get("RADIOLOGY_RUNS_DIR", "runs")).resolve()
+
+
+def now() -> str:
+    """The current UTC time as an ISO string."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: str | Path, data) -> None:
+    """Writes JSON to a temporary file beside ``path``, syncs it, then renames it over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: str | Path, default=None):
+    """Reads JSON, returning ``default`` when the file is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def pid_alive(pid) -> bool:
+    """Whether a process with this pid exists and is not a zombie; reaps it if it is our child."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@dataclass
+class Run:
+    """One run folder as read from disk."""
+
+    dir: Path
+    status: dict
+    config: dict
+    metrics: dict | None
+
+    @property
+    def id(self) -> str:
+        """The run's folder name, or ``bundled`` for the shipped model."""
+        return BUNDLED_ID if self.dir == BUNDLED_DIR else self.dir.name
+
+    @property
+    def state(self) -> str:
+        """The status, with a live status whose process has died read as ``failed``."""
+        state = self.status.get("state", "failed")
+        if state in LIVE_STATES and not pid_alive(self.status.get("pid")):
+            return "failed"
+        return state
+
+    @property
+    def error(self) -> str | None:
+        """Why the run failed, if it did."""
+        if self.status.get("state") in LIVE_STATES and self.state == "failed":
+            return f"the training process (pid {self.status.get('pid')}) died without finishing"
+        return self.status.get("error")
+
+    @property
+    def model_path(self) -> Path:
+        """Path of the run's best checkpoint."""
+        return self.dir / "model.keras"
+
+    @property
+    def has_model(self) -> bool:
+        """Whether the run has a checkpoint file."""
+        return self.model_path.is_file()
+
+    def progress(self) -> dict:
+        """The latest progress record: phase, epoch, epochs, batch, batches."""
+        return read_json(self.dir / "progress.json", {}) or {}
+
+    def history(self) -> list[dict]:
+        """Per-epoch history rows with numbers as floats."""
+        return read_history(self.dir / "history.csv")
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last ``lines`` lines of the run's log."""
+        try:
+            with open(self.dir / "log.txt", "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 200 * lines))
+                return "\n".join(fh.read().decode(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def predictions(self) -> list[dict]:
+        """Rows of ``predictions.csv``: path, label and one probability column per class."""
+        try:
+            with open(self.dir / "predictions.csv", newline="") as fh:
+                return list(csv.DictReader(fh))
+        except OSError:
+            return []
+
+
+def read_history(path: Path) -> list[dict]:
+    """Reads a history CSV into rows of floats (epoch as int)."""
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError:
+        return []
+    out = []
+    for row in rows:
+        try:
+            out.append({k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v not in ("", None)})
+        except ValueError:
+            continue  # a line cut short by a crash
+    return out
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Reads one run folder; missing files read as empty."""
+    run_dir = Path(run_dir).resolve()
+    return Run(
+        run_dir,
+        read_json(run_dir / "status.json", {}) or {},
+        read_json(run_dir / "config.json", {}) or {},
+        read_json(run_dir / "metrics.json"),
+    )
+
+
+def list_runs(runs_dir: str | Path | None = None, *, include_bundled: bool = True) -> list[Run]:
+    """Runs in the registry, newest first, then the bundled model if it ships."""
+    runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+    runs = []
+    if runs_dir.is_dir():
+        for d in sorted(runs_dir.iterdir(), reverse=True):
+            if d.is_dir() and not d.name.startswith(".") and (d / "status.json").exists():
+                runs.append(load_run(d))
+    if include_bundled and (BUNDLED_DIR / "model.keras").is_file():
+        runs.append(load_run(BUNDLED_DIR))
+    return runs
+
+
+def get_run(run_id: str, runs_dir: str | Path | None = None) -> Run:
+    """The run with this id (folder name or ``bundled``)."""
+    if run_id == BUNDLED_ID:
+        return load_run(BUNDLED_DIR)
+    runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+    path = (runs_dir / run_id).resolve()
+    if path.parent != runs_dir.resolve() or not (path / "status.json").exists():
+        raise KeyError(f"no run {run_id!r} in {runs_dir}")
+    return load_run(path)
+
+
+def set_active(run: Run, runs_dir: str | Path | None = None) -> None:
+    """Makes ``run``'s model the active one by replacing ``active.json`` atomically.
+
+    Raises:
+        ValueError: the run has not succeeded or has no model file.
+    """
+    if run.state != "succeeded" or not run.has_model:
+        raise ValueError(f"run {run.id} cannot be promoted: it is {run.state} and has {'a' if run.has_model else 'no'} model")
+    runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(runs_dir / ACTIVE_FILE, {"run": run.id, "promoted": now()})
+
+
+def active_run(runs_dir: str | Path | None = None) -> Run | None:
+    """The active run: the promoted one, else the bundled model, else None."""
+    runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+    pointer = read_json(runs_dir / ACTIVE_FILE, {}) or {}
+    if pointer.get("run"):
+        try:
+            run = get_run(pointer["run"], runs_dir)
+            if run.has_model:
+                return run
+        except KeyError:
+            pass
+    bundled = load_run(BUNDLED_DIR)
+    return bundled if bundled.has_model else None
+
+
+class TrainingLock:
+    """The one-training-at-a-time lock: an exclusive ``flock`` on a file in the runs folder.
+
+    The kernel drops a ``flock`` when its holder dies, even by ``kill -9``, so a stale lock never
+    blocks the next launch. The descriptor can be handed to a child process, which then holds it.
+    """
+
+    def __init__(self, runs_dir: str | Path | None = None):
+        runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        self.path = runs_dir / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Takes the lock without waiting; False if another process holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        """Closes this process's descriptor (the lock ends when no process holds it open)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def held_elsewhere(self) -> bool:
+        """Whether some process holds the lock now."""
+        if self.acquire():
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            self.release()
+            return False
+        return True
+
+
+def running_run(runs_dir: str | Path | None = None) -> Run | None:
+    """The run that is queued or running now, if any."""
+    for run in list_runs(runs_dir, include_bundled=False):
+        if run.state in LIVE_STATES:
+            return run
+    return None

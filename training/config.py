@@ -1,0 +1,92 @@
+"""The frozen config of one training run: the only way parameters reach the training code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every parameter of a training run.
+
+    Attributes:
+        data: the dataset folder.
+        epochs: number of epochs.
+        batch_size: images per batch.
+        lr: Adam learning rate (amsgrad, as in the notebook).
+        trainable_layers: VGG16 layers left trainable, counted from the end (notebook: 6).
+        weights: ``imagenet``, ``none`` or a path to a weights file or ``.keras`` model.
+        seed: seed of the split, shuffling, augmentation and initialisation.
+        augment: horizontal flip and rotation of up to 15 degrees while training.
+        fractions: train/val/test fractions when the dataset has class folders only.
+        class_weights: weight the loss by inverse class frequency.
+        mixed_precision: compute in bfloat16 where the device supports it.
+        lr_patience: epochs without val_loss improvement before ReduceLROnPlateau halves the rate.
+        runs_dir: where run folders are created.
+        cache_dir: where decoded images are cached; ``<runs_dir>/.cache`` when empty.
+        n_boot: bootstrap resamples for the test confidence intervals.
+    """
+
+    data: str
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-4
+    trainable_layers: int = 6
+    weights: str = "imagenet"
+    seed: int = 42
+    augment: bool = True
+    fractions: tuple[float, float, float] = (0.7, 0.2, 0.1)
+    class_weights: bool = False
+    mixed_precision: bool = False
+    lr_patience: int = 2
+    runs_dir: str = "runs"
+    cache_dir: str = ""
+    n_boot: int = 1000
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0 < self.lr < 1:
+            raise ValueError(f"lr must be in (0, 1), got {self.lr}")
+        if self.trainable_layers < 0:
+            raise ValueError(f"trainable_layers must be >= 0, got {self.trainable_layers}")
+        object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        """The cache folder actually used."""
+        return Path(self.cache_dir) if self.cache_dir else Path(self.runs_dir) / ".cache"
+
+    def to_dict(self) -> dict:
+        """Returns the config as JSON-ready data."""
+        d = asdict(self)
+        d["fractions"] = list(self.fractions)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Builds a config from :meth:`to_dict` output; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        """Writes the config as JSON."""
+        from radiology.registry import write_json_atomic
+
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        """Reads a config written by :meth:`save`."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def with_(self, **changes) -> TrainConfig:
+        """A copy with some fields changed."""
+        return replace(self, **changes)

@@ -1,0 +1,289 @@
+"""One training run, from dataset folder to evaluated checkpoint, written into its run folder.
+
+The run folder is the interface to the app: ``status.json`` and ``progress.json`` are rewritten
+atomically as the run goes, ``history.csv`` grows by one row per epoch, and ``log.txt`` holds the
+log. A cancel request (a ``cancel`` file in the run folder, or SIGTERM) stops training after the
+current batch and keeps the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import secrets
+import signal
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from radiology.cache import load_or_decode
+from radiology.datasets import Dataset, discover
+from radiology.errors import DatasetError, RadiologyError
+from radiology.evaluation import evaluate_samples, write_evaluation
+from radiology.leakage import validate
+from radiology.model import ModelMetadata, build_model, compile_model, load_model, save_model
+from radiology.preprocess import PreprocessSpec, to_model_input
+from radiology.registry import now, read_json, write_json_atomic
+from training.config import TrainConfig
+
+CANCEL_FILE = "cancel"
+log = logging.getLogger("training")
+
+
+class Cancelled(Exception):
+    """Raised inside the run when a cancel request arrives outside of fit."""
+
+
+def new_run_dir(runs_dir: str | Path) -> Path:
+    """Creates a new, uniquely named run folder; names sort by start time."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = runs_dir / f"{stamp}-{secrets.token_hex(2)}"
+    path.mkdir()
+    return path
+
+
+def write_status(run_dir: Path, state: str, **fields) -> None:
+    """Updates ``status.json`` atomically, keeping fields written before."""
+    status = read_json(run_dir / "status.json", {}) or {}
+    status.update(fields, state=state, updated=now())
+    write_json_atomic(run_dir / "status.json", status)
+
+
+class RunMonitor:
+    """Progress, cancellation and history of one run, shared by the data phase and the Keras callback."""
+
+    def __init__(self, run_dir: Path, epochs: int):
+        self.run_dir = run_dir
+        self.epochs = epochs
+        self.cancel_requested = False
+        self._last_write = 0.0
+        self.progress = {"phase": "starting", "epoch": 0, "epochs": epochs, "batch": 0, "batches": 0}
+
+    def check_cancel(self) -> bool:
+        """Whether a cancel was requested by file or signal."""
+        if not self.cancel_requested and (self.run_dir / CANCEL_FILE).exists():
+            self.cancel_requested = True
+        return self.cancel_requested
+
+    def update(self, *, force: bool = False, **fields) -> None:
+        """Records progress; writes it at most every 0.3 s unless forced."""
+        self.progress.update(fields)
+        t = time.monotonic()
+        if force or t - self._last_write > 0.3:
+            self._last_write = t
+            write_json_atomic(self.run_dir / "progress.json", {**self.progress, "updated": now()})
+
+
+def _make_callbacks(monitor: RunMonitor, run_dir: Path, metadata: ModelMetadata, batches: int, monitor_key: str, patience: int):
+    import keras
+
+    class RunCallback(keras.callbacks.Callback):
+        """Writes progress per batch and history per epoch, keeps the best checkpoint, honours cancel."""
+
+        def __init__(self):
+            super().__init__()
+            self.best = -math.inf
+            self.epoch_start = time.monotonic()
+            self.rows: list[dict] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_start = time.monotonic()
+            monitor.update(force=True, phase="training", epoch=epoch + 1, batch=0, batches=batches)
+
+        def on_train_batch_end(self, batch, logs=None):
+            monitor.update(batch=batch + 1)
+            if monitor.check_cancel():
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            seconds = time.monotonic() - self.epoch_start
+            lr = self.model.optimizer.learning_rate
+            row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}, "lr": float(np.asarray(lr)), "seconds": round(seconds, 2)}
+            self.rows.append(row)
+            _write_history(run_dir / "history.csv", self.rows)
+            score = logs.get(monitor_key, -math.inf)
+            improved = score > self.best
+            if improved:
+                self.best = score
+                monitor.update(force=True, phase="checkpoint")
+                save_model(self.model, run_dir / "model.keras", metadata)
+            log.info(
+                "epoch %d/%d  %s  %.1fs%s", epoch + 1, monitor.epochs,
+                "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "learning_rate"),
+                seconds, "  (best, saved)" if improved else "",
+            )
+
+    return [
+        RunCallback(),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss" if monitor_key.startswith("val_") else "loss",
+                                          factor=0.5, patience=patience, min_lr=1e-7, verbose=0),
+    ]
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_name(".tmp-history.csv")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _batches(pixels: np.ndarray, labels: np.ndarray, spec: PreprocessSpec, batch_size: int, *, seed: int | None):
+    """A Keras PyDataset over uint8 images; reshuffled every epoch when ``seed`` is given."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed) if seed is not None else None
+            self.order = self.rng.permutation(len(labels)) if self.rng is not None else np.arange(len(labels))
+
+        def __len__(self):
+            return math.ceil(len(labels) / batch_size)
+
+        def __getitem__(self, i):
+            idx = np.sort(self.order[i * batch_size : (i + 1) * batch_size])
+            return to_model_input(pixels[idx], spec), labels[idx]
+
+        def on_epoch_end(self):
+            if self.rng is not None:
+                self.order = self.rng.permutation(len(labels))
+
+    return Batches()
+
+
+def _split_arrays(dataset: Dataset, decoded, split: str, class_names) -> tuple[np.ndarray, np.ndarray]:
+    index = decoded.index()
+    rows = [index[s.path] for s in dataset.splits[split] if decoded.ok[index[s.path]]]
+    labels = np.array([class_names.index(s.label) for s in dataset.splits[split] if decoded.ok[index[s.path]]], dtype=np.int32)
+    return np.asarray(decoded.pixels[rows]), labels
+
+
+def _setup_logging(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    log.addHandler(handler)
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in log.handlers):
+        log.addHandler(logging.StreamHandler())
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def run_training(config: TrainConfig, run_dir: str | Path) -> str:
+    """Runs one training end to end and returns its final state.
+
+    Writes the config, status, progress, history, log, best checkpoint, validation report and
+    test evaluation into ``run_dir``. Never raises for a failed run: the error goes into
+    ``status.json`` and the log.
+
+    Args:
+        config: the run's frozen config.
+        run_dir: the run folder, created beforehand.
+
+    Returns:
+        ``succeeded``, ``failed`` or ``cancelled``.
+    """
+    run_dir = Path(run_dir)
+    config.save(run_dir / "config.json")
+    handler = _setup_logging(run_dir)
+    monitor = RunMonitor(run_dir, config.epochs)
+    previous = signal.signal(signal.SIGTERM, lambda *_: setattr(monitor, "cancel_requested", True))
+    write_status(run_dir, "running", pid=os.getpid(), started=now(), error=None)
+    try:
+        state = _train(config, run_dir, monitor)
+        write_status(run_dir, state, ended=now())
+        monitor.update(force=True, phase=state)
+        return state
+    except Cancelled:
+        write_status(run_dir, "cancelled", ended=now())
+        monitor.update(force=True, phase="cancelled")
+        log.info("cancelled before training started")
+        return "cancelled"
+    except (RadiologyError, ValueError, OSError) as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        log.error("run failed: %s\n%s", message, traceback.format_exc())
+        write_status(run_dir, "failed", ended=now(), error=message)
+        monitor.update(force=True, phase="failed")
+        return "failed"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
+    import keras
+
+    log.info("run %s: %s", run_dir.name, config.to_dict())
+    dataset = discover(config.data, fractions=config.fractions, seed=config.seed)
+    for w in dataset.warnings:
+        log.warning(w)
+    spec = PreprocessSpec()
+    monitor.update(force=True, phase="caching")
+
+    def decode_progress(done, total):
+        monitor.update(batch=done, batches=total)
+        if monitor.check_cancel():
+            raise Cancelled()
+
+    paths = [s.path for s in dataset.samples()]
+    decoded, cached = load_or_decode(paths, spec, config.resolved_cache_dir, progress=decode_progress)
+    log.info("%d images %s", len(paths), "loaded from the cache" if cached else "decoded and cached")
+    report = validate(dataset, decoded)
+    write_json_atomic(run_dir / "validation.json", {
+        "split_method": dataset.split_method, "fingerprint": dataset.fingerprint(), **report.summary(),
+        "counts": report.counts, "unreadable": report.unreadable, "warnings": report.warnings,
+        "duplicates": [vars(d) for d in report.duplicates[:200]],
+    })
+    for path, err in report.unreadable.items():
+        log.warning("skipped unreadable file %s: %s", path, err)
+    class_names = list(dataset.class_names)
+    x_train, y_train = _split_arrays(dataset, decoded, "train", class_names)
+    x_val, y_val = _split_arrays(dataset, decoded, "val", class_names)
+    if not len(x_train):
+        raise DatasetError("no readable training images")
+    log.info("train %d, val %d, test %d images (%s)", len(x_train), len(x_val),
+             sum(1 for s in dataset.splits["test"]), dataset.split_method)
+
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    model = build_model(spec=spec, weights=config.weights, trainable_layers=config.trainable_layers,
+                        augment=config.augment, seed=config.seed)
+    compile_model(model, learning_rate=config.lr)
+    metadata = ModelMetadata(tuple(class_names), spec, train_config=config.to_dict(),
+                             data_fingerprint=dataset.fingerprint(), name=run_dir.name)
+    train = _batches(x_train, y_train, spec, config.batch_size, seed=config.seed)
+    val = _batches(x_val, y_val, spec, config.batch_size, seed=None) if len(x_val) else None
+    monitor_key = "val_accuracy" if val is not None else "accuracy"
+    class_weight = None
+    if config.class_weights:
+        counts = np.bincount(y_train, minlength=len(class_names))
+        class_weight = {k: len(y_train) / (len(class_names) * c) for k, c in enumerate(counts) if c}
+    callbacks = _make_callbacks(monitor, run_dir, metadata, len(train), monitor_key, config.lr_patience)
+    model.fit(train, validation_data=val, epochs=config.epochs, callbacks=callbacks, class_weight=class_weight, verbose=0)
+    if monitor.check_cancel():
+        log.info("cancelled; the best checkpoint so far is kept")
+        return "cancelled"
+
+    test = dataset.splits["test"]
+    if not test:
+        log.warning("no test split: nothing to evaluate")
+        return "succeeded"
+    monitor.update(force=True, phase="evaluating")
+    best = load_model(run_dir / "model.keras")
+    result, rows = evaluate_samples(best, test, decoded, root=dataset.root, n_boot=config.n_boot)
+    result.update(data_root=str(dataset.root), split="test", split_method=dataset.split_method)
+    write_evaluation(run_dir, result, rows)
+    log.info("test accuracy %.4f (95%% CI %.4f-%.4f), macro F1 %.4f, ECE %.4f on %d images",
+             result["accuracy"], *result["ci"]["accuracy"], result["macro_f1"], result["calibration"]["ece"], result["n"])
+    return "succeeded"
