@@ -22,7 +22,8 @@ from radiology.errors import ImageDecodeError
 from radiology.images import decode_image, read_bytes
 from radiology.preprocess import PreprocessSpec, resize
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+HASH_BYTES = 32
 
 
 @dataclass
@@ -36,7 +37,7 @@ class DecodedImages:
         errors: the decode error per unreadable file path.
         sizes: int array of shape (N, 2) with each original (height, width); zeros when unreadable.
         sha256: hex digest of each file's bytes.
-        dhash: uint64 perceptual difference hash of each image.
+        phash: uint8 array of shape (N, 32), the 256-bit perceptual hash of each image.
     """
 
     paths: list[str]
@@ -45,27 +46,32 @@ class DecodedImages:
     errors: dict[str, str]
     sizes: np.ndarray
     sha256: list[str]
-    dhash: np.ndarray
+    phash: np.ndarray
 
     def index(self) -> dict[str, int]:
         """Maps each path to its row."""
         return {p: i for i, p in enumerate(self.paths)}
 
 
-def difference_hash(gray: np.ndarray) -> int:
-    """A 64-bit perceptual difference hash (dHash) of a grayscale image.
+def perceptual_hash(gray: np.ndarray) -> np.ndarray:
+    """A 256-bit perceptual hash: signs of the 16x16 lowest DCT frequencies of a 64x64 thumbnail.
+
+    Chest X-rays all look alike at 8x8, so the common 64-bit hashes call unrelated films
+    duplicates; 256 bits separate them (unrelated films of cxr3 differ in 40 or more bits) while
+    re-encoding, resizing or a brightness shift changes a few bits.
 
     Args:
         gray: uint8 array of shape (H, W).
 
     Returns:
-        the hash as an int; near-identical images differ in few bits.
+        uint8 array of shape (32,), the packed bits.
     """
     from PIL import Image
+    from scipy.fft import dctn
 
-    small = np.asarray(Image.fromarray(gray).resize((9, 8), Image.BILINEAR), dtype=np.int16)
-    bits = (small[:, 1:] > small[:, :-1]).flatten()
-    return int(np.packbits(bits).view(">u8")[0])
+    small = np.asarray(Image.fromarray(gray).resize((64, 64), Image.BILINEAR), dtype=np.float64)
+    low = dctn(small, norm="ortho")[:16, :16].ravel()
+    return np.packbits(low > np.median(low[1:]))
 
 
 def _decode_one(path: str, spec: PreprocessSpec):
@@ -73,9 +79,9 @@ def _decode_one(path: str, spec: PreprocessSpec):
         data = read_bytes(path)
         gray = decode_image(data)
     except ImageDecodeError as exc:
-        return None, str(exc), (0, 0), hashlib.sha256(b"").hexdigest(), 0
+        return None, str(exc), (0, 0), "", None
     sha = hashlib.sha256(data).hexdigest()
-    return resize(gray, spec), None, gray.shape, sha, difference_hash(gray)
+    return resize(gray, spec), None, gray.shape, sha, perceptual_hash(gray)
 
 
 def decode_files(paths: list[str], spec: PreprocessSpec, *, workers: int | None = None, progress=None) -> DecodedImages:
@@ -94,7 +100,7 @@ def decode_files(paths: list[str], spec: PreprocessSpec, *, workers: int | None 
     pixels = np.zeros((n, spec.height, spec.width), dtype=np.uint8)
     ok = np.zeros(n, dtype=bool)
     sizes = np.zeros((n, 2), dtype=np.int64)
-    dhash = np.zeros(n, dtype=np.uint64)
+    phash = np.zeros((n, HASH_BYTES), dtype=np.uint8)
     sha: list[str] = [""] * n
     errors: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
@@ -102,13 +108,13 @@ def decode_files(paths: list[str], spec: PreprocessSpec, *, workers: int | None 
         for i, (img, err, size, digest, h) in enumerate(results):
             if err is None:
                 pixels[i], ok[i] = img, True
-                sizes[i], dhash[i] = size, h
+                sizes[i], phash[i] = size, h
             else:
                 errors[paths[i]] = err
             sha[i] = digest
             if progress and (i % 64 == 0 or i == n - 1):
                 progress(i + 1, n)
-    return DecodedImages(list(paths), pixels, ok, errors, sizes, sha, dhash)
+    return DecodedImages(list(paths), pixels, ok, errors, sizes, sha, phash)
 
 
 def cache_key(paths: list[str], spec: PreprocessSpec) -> str:
@@ -155,7 +161,7 @@ def _write_entry(entry: Path, d: DecodedImages) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
     try:
         np.save(tmp / "pixels.npy", d.pixels)
-        np.savez(tmp / "arrays.npz", ok=d.ok, sizes=d.sizes, dhash=d.dhash)
+        np.savez(tmp / "arrays.npz", ok=d.ok, sizes=d.sizes, phash=d.phash)
         meta = {"paths": d.paths, "errors": d.errors, "sha256": d.sha256}
         (tmp / "meta.json").write_text(json.dumps(meta))
         os.replace(tmp, entry)  # a killed writer leaves only a .tmp- folder, never a half entry
@@ -171,5 +177,5 @@ def _read_entry(entry: Path, paths: list[str]) -> DecodedImages:
     arrays = np.load(entry / "arrays.npz")
     pixels = np.load(entry / "pixels.npy", mmap_mode="r")
     return DecodedImages(
-        meta["paths"], pixels, arrays["ok"], meta["errors"], arrays["sizes"], meta["sha256"], arrays["dhash"]
+        meta["paths"], pixels, arrays["ok"], meta["errors"], arrays["sizes"], meta["sha256"], arrays["phash"]
     )

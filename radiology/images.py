@@ -7,6 +7,7 @@ raises :class:`~radiology.errors.ImageDecodeError` with a message that says what
 from __future__ import annotations
 
 import io
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -21,8 +22,9 @@ MAX_FILE_BYTES = 200 * 1024 * 1024
 RASTER_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom")
 
-# Pillow's own bomb check warns below 2x its limit; we turn both into our error instead.
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# Pillow's own bomb check would raise before we can name the size; ours runs on the header,
+# right after Image.open and before any pixel is decoded, so it is the one that applies.
+Image.MAX_IMAGE_PIXELS = None
 
 
 def is_dicom(data: bytes) -> bool:
@@ -66,7 +68,17 @@ def decode_image(source: bytes | str | os.PathLike) -> np.ndarray:
     """
     data = read_bytes(source)
     if is_dicom(data):
-        return _decode_dicom(data)
+        pydicom_log = logging.getLogger("pydicom")
+        level = pydicom_log.level
+        # pydicom warns on every non-conformant element it repairs and logs each failed decoder
+        # before raising; our error carries the reason, so keep the log quiet.
+        pydicom_log.setLevel(logging.CRITICAL)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return _decode_dicom(data)
+        finally:
+            pydicom_log.setLevel(level)
     return _decode_raster(data)
 
 
@@ -81,19 +93,15 @@ def _check_size(width: int, height: int) -> None:
 
 def _decode_raster(data: bytes) -> np.ndarray:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=RASTER_FORMATS)
-            _check_size(*image.size)
-            image.seek(0)  # animated images: the first frame
-            image = ImageOps.exif_transpose(image)
-            return _to_gray(image)
+        image = Image.open(io.BytesIO(data), formats=RASTER_FORMATS)
+        _check_size(*image.size)
+        image.seek(0)  # animated images: the first frame
+        image = ImageOps.exif_transpose(image)
+        return _to_gray(image)
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        if isinstance(exc, UnidentifiedImageError):
-            raise ImageDecodeError("not an image: the content is no PNG, JPEG, BMP, TIFF, WebP, GIF or DICOM") from exc
-        raise ImageDecodeError(f"image too large: exceeds the {MAX_PIXELS // 1_000_000}-megapixel limit") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError("not an image: the content is no PNG, JPEG, BMP, TIFF, WebP, GIF or DICOM") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageDecodeError(f"corrupt or truncated image: {exc}") from exc
 

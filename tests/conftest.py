@@ -1,0 +1,45 @@
+"""Shared fixtures: a tiny dataset and a tiny trained run of the real architecture."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from tests.factories import make_dataset  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cxr3"
+
+
+@pytest.fixture
+def dataset_dir(tmp_path) -> Path:
+    """A class-folders dataset of 30 synthetic images."""
+    return make_dataset(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished 1-epoch training run of the real architecture (weights none) on synthetic data."""
+    from training.config import TrainConfig
+    from training.trainer import new_run_dir, run_training
+
+    base = tmp_path_factory.mktemp("tiny")
+    data = make_dataset(base / "data", per_class=8)
+    (data / "covid" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    config = TrainConfig(data=str(data), epochs=1, batch_size=8, weights="none", runs_dir=str(base / "runs"), n_boot=100)
+    run_dir = new_run_dir(config.runs_dir)
+    state = run_training(config, run_dir)
+    assert state == "succeeded", (run_dir / "log.txt").read_text()
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_run):
+    """The loaded model of ``tiny_run``."""
+    from radiology.model import load_model
+
+    return load_model(tiny_run / "model.keras")

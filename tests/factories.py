@@ -1,0 +1,92 @@
+"""Small generated inputs for the tests: synthetic X-rays, encoded files, DICOMs and datasets."""
+
+from __future__ import annotations
+
+import io
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CLASSES = ("covid", "normal", "pneumonia")
+
+
+def xray(seed: int = 0, size: tuple[int, int] = (96, 96), level: int = 100) -> np.ndarray:
+    """A synthetic chest-X-ray-like uint8 image: two dark lung fields in a bright body, with noise."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.full(size, 200.0)
+    for cx in (0.3, 0.7):
+        lung = ((xx / w - cx) / 0.16) ** 2 + ((yy / h - 0.5) / 0.33) ** 2 < 1
+        img[lung] = level
+    img += rng.normal(0, 12, size)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def png_bytes(array: np.ndarray, **save_kwargs) -> bytes:
+    """Encodes an array as PNG."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", **save_kwargs)
+    return buf.getvalue()
+
+
+def jpeg_bytes(image: Image.Image, **save_kwargs) -> bytes:
+    """Encodes a Pillow image as JPEG."""
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", **save_kwargs)
+    return buf.getvalue()
+
+
+def dicom_bytes(
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    slope: float | None = None,
+    intercept: float | None = None,
+    window: tuple[float, float] | None = None,
+    with_pixels: bool = True,
+    patient_name: str = "Doe^Jane",
+) -> bytes:
+    """Writes a minimal DICOM file (secondary capture, explicit VR little endian) with pydicom."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("x", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.PatientName = patient_name
+    ds.PatientID = "SECRET-123"
+    ds.Modality = "CR"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    bits = 16 if pixels.dtype == np.uint16 else 8
+    ds.BitsAllocated = ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 0
+    if slope is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept or 0
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    if with_pixels:
+        ds.PixelData = pixels.tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def make_dataset(root: Path, *, per_class: int = 10, size=(64, 64), splits: bool = False) -> Path:
+    """Writes a small class-folders (or split-folders) dataset of synthetic PNGs whose classes differ in brightness."""
+    for k, name in enumerate(CLASSES):
+        folders = [root / s / name for s in ("train", "val", "test")] if splits else [root / name]
+        for f in folders:
+            f.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                (f / f"{name}_{i}.png").write_bytes(png_bytes(xray(seed=zlib.crc32(f"{f.name}{i}".encode()) + 97 * k, size=size, level=40 + 70 * k)))
+    return root

@@ -1,0 +1,67 @@
+"""Tests for radiology.cache: decode once, then load from the cache without decoding."""
+
+import numpy as np
+
+import radiology.cache as cache
+from radiology.preprocess import PreprocessSpec
+from tests.factories import make_dataset
+
+
+def test_second_load_comes_from_cache_without_decoding(tmp_path, monkeypatch):
+    """The second call returns the same arrays from the cache and never calls the decoder."""
+    make_dataset(tmp_path / "d", per_class=3)
+    (tmp_path / "d" / "covid" / "bad.png").write_bytes(b"garbage")
+    paths = sorted(str(p) for p in (tmp_path / "d").rglob("*.png"))
+    spec = PreprocessSpec(height=32, width=32)
+    first, cached = cache.load_or_decode(paths, spec, tmp_path / "cache")
+    assert not cached and first.pixels.shape == (10, 32, 32)
+    assert first.ok.sum() == 9 and "not an image" in next(iter(first.errors.values()))
+
+    def boom(*a, **k):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(cache, "decode_image", boom)
+    second, cached = cache.load_or_decode(paths, spec, tmp_path / "cache")
+    assert cached and np.array_equal(np.asarray(second.pixels), first.pixels)
+    assert second.errors == first.errors and np.array_equal(second.phash, first.phash)
+
+
+def test_cache_key_changes_with_files_and_spec(tmp_path):
+    """Touching a file or changing the spec changes the cache key."""
+    make_dataset(tmp_path, per_class=1)
+    paths = sorted(str(p) for p in tmp_path.rglob("*.png"))
+    k = cache.cache_key(paths, PreprocessSpec())
+    assert k != cache.cache_key(paths, PreprocessSpec(height=100))
+    with open(paths[0], "ab") as fh:
+        fh.write(b"\0")
+    assert k != cache.cache_key(paths, PreprocessSpec())
+
+
+def test_damaged_cache_entry_is_rebuilt(tmp_path):
+    """A cache entry with a broken meta file is decoded again, not trusted."""
+    make_dataset(tmp_path / "d", per_class=1)
+    paths = sorted(str(p) for p in (tmp_path / "d").rglob("*.png"))
+    spec = PreprocessSpec(height=16, width=16)
+    cache.load_or_decode(paths, spec, tmp_path / "c")
+    (tmp_path / "c" / cache.cache_key(paths, spec) / "meta.json").write_text("{broken")
+    decoded, cached = cache.load_or_decode(paths, spec, tmp_path / "c")
+    assert not cached and decoded.ok.all()
+
+
+def test_perceptual_hash_is_robust_to_small_changes():
+    """The hash changes by few bits under a brightness shift and resizing, by many for another image."""
+    from PIL import Image
+
+    from tests.factories import xray
+
+    def bits(a, b):
+        return int(np.unpackbits(a ^ b).sum())
+
+    img = xray(0, size=(128, 128))
+    h = cache.perceptual_hash(img)
+    brighter = np.clip(img.astype(int) + 10, 0, 255).astype(np.uint8)
+    resized = np.asarray(Image.fromarray(img).resize((300, 300)))
+    assert h.shape == (32,) and h.dtype == np.uint8
+    assert bits(h, cache.perceptual_hash(brighter)) <= 8
+    assert bits(h, cache.perceptual_hash(resized)) <= 8
+    assert bits(h, cache.perceptual_hash(np.rot90(img).copy())) > 40
