@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -42,11 +42,21 @@ def cmd_predict(args) -> int:
         except RadiologyError as exc:
             failures += 1
             line = {"file": path, "error": str(exc)}
-            print(json.dumps(line) if args.json else f"{path}: error: {exc}", file=sys.stdout if args.json else sys.stderr)
+            print(
+                json.dumps(line) if args.json else f"{path}: error: {exc}", file=sys.stdout if args.json else sys.stderr
+            )
             continue
         label = names[int(probs.argmax())]
         if args.json:
-            print(json.dumps({"file": path, "label": label, "probabilities": {c: round(float(p), 6) for c, p in zip(names, probs)}}))
+            print(
+                json.dumps(
+                    {
+                        "file": path,
+                        "label": label,
+                        "probabilities": {c: round(float(p), 6) for c, p in zip(names, probs)},
+                    }
+                )
+            )
         else:
             print(f"{path}: {label}  " + "  ".join(f"{c} {p:.3f}" for c, p in zip(names, probs)))
     return 1 if failures else 0
@@ -68,13 +78,19 @@ def cmd_evaluate(args) -> int:
         print(f"skipped {path}: {err}", file=sys.stderr)
     result, _ = evaluate_samples(loaded, samples, decoded, root=dataset.root)
     if args.json:
-        print(json.dumps({k: result[k] for k in ("n", "accuracy", "macro_f1", "report", "confusion", "ci", "skipped")}
-                         | {"ece": result["calibration"]["ece"]}))
+        print(
+            json.dumps(
+                {k: result[k] for k in ("n", "accuracy", "macro_f1", "report", "confusion", "ci", "skipped")}
+                | {"ece": result["calibration"]["ece"]}
+            )
+        )
         return 0
     ci = result["ci"]["accuracy"]
     print(f"{result['n']} images ({args.split} split, {result['skipped']} unreadable skipped)")
-    print(f"accuracy {result['accuracy']:.4f}  (95% CI {ci[0]:.4f}-{ci[1]:.4f})   macro F1 {result['macro_f1']:.4f}"
-          f"   ECE {result['calibration']['ece']:.4f}")
+    print(
+        f"accuracy {result['accuracy']:.4f}  (95% CI {ci[0]:.4f}-{ci[1]:.4f})   macro F1 {result['macro_f1']:.4f}"
+        f"   ECE {result['calibration']['ece']:.4f}"
+    )
     print(f"{'class':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
     for name in loaded.metadata.class_names:
         r = result["report"][name]
@@ -87,7 +103,9 @@ def cmd_evaluate(args) -> int:
 
 def main(argv=None) -> int:
     """Runs the command line; returns the exit status."""
-    p = argparse.ArgumentParser(prog="python -m radiology", description="RadiologyAI: research demo, not for diagnosis.")
+    p = argparse.ArgumentParser(
+        prog="python -m radiology", description="RadiologyAI: research demo, not for diagnosis."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     pr = sub.add_parser("predict", help="classify images")
     pr.add_argument("images", nargs="+")

@@ -44,10 +44,16 @@ def roc_figure(curves: dict) -> go.Figure:
     fig = go.Figure()
     for name, c in curves.items():
         if c["roc"]["auc"] is not None:
-            fig.add_scatter(x=c["roc"]["fpr"], y=c["roc"]["tpr"], name=f"{name} (AUC {c['roc']['auc']:.3f})",
-                            line_color=COLORS.get(name))
+            fig.add_scatter(
+                x=c["roc"]["fpr"],
+                y=c["roc"]["tpr"],
+                name=f"{name} (AUC {c['roc']['auc']:.3f})",
+                line_color=COLORS.get(name),
+            )
     fig.add_scatter(x=[0, 1], y=[0, 1], name="chance", line={"dash": "dot", "color": "gray"})
-    fig.update_layout(title="ROC (one-vs-rest)", xaxis_title="false positive rate", yaxis_title="true positive rate", height=380)
+    fig.update_layout(
+        title="ROC (one-vs-rest)", xaxis_title="false positive rate", yaxis_title="true positive rate", height=380
+    )
     return fig
 
 
@@ -56,8 +62,12 @@ def pr_figure(curves: dict) -> go.Figure:
     fig = go.Figure()
     for name, c in curves.items():
         if c["pr"]["auc"] is not None:
-            fig.add_scatter(x=c["pr"]["recall"], y=c["pr"]["precision"], name=f"{name} (AP {c['pr']['auc']:.3f})",
-                            line_color=COLORS.get(name))
+            fig.add_scatter(
+                x=c["pr"]["recall"],
+                y=c["pr"]["precision"],
+                name=f"{name} (AP {c['pr']['auc']:.3f})",
+                line_color=COLORS.get(name),
+            )
     fig.update_layout(title="Precision-recall (one-vs-rest)", xaxis_title="recall", yaxis_title="precision", height=380)
     return fig
 
@@ -66,12 +76,23 @@ def reliability_figure(calibration: dict) -> go.Figure:
     """Reliability diagram: accuracy against confidence per bin, with the ECE in the title."""
     bins = [b for b in calibration["bins"] if b["count"]]
     fig = go.Figure()
-    fig.add_bar(x=[(b["lower"] + b["upper"]) / 2 for b in bins], y=[b["accuracy"] for b in bins], width=0.09,
-                name="accuracy", customdata=[b["count"] for b in bins],
-                hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata} images")
+    fig.add_bar(
+        x=[(b["lower"] + b["upper"]) / 2 for b in bins],
+        y=[b["accuracy"] for b in bins],
+        width=0.09,
+        name="accuracy",
+        customdata=[b["count"] for b in bins],
+        hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata} images",
+    )
     fig.add_scatter(x=[0, 1], y=[0, 1], name="perfect calibration", line={"dash": "dot", "color": "gray"})
-    fig.update_layout(title=f"Reliability (ECE {calibration['ece']:.3f})", xaxis_title="confidence",
-                      yaxis_title="accuracy", xaxis={"range": [0, 1]}, yaxis={"range": [0, 1]}, height=380)
+    fig.update_layout(
+        title=f"Reliability (ECE {calibration['ece']:.3f})",
+        xaxis_title="confidence",
+        yaxis_title="accuracy",
+        xaxis={"range": [0, 1]},
+        yaxis={"range": [0, 1]},
+        height=380,
+    )
     return fig
 
 

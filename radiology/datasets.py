@@ -22,7 +22,14 @@ from radiology.errors import DatasetError
 from radiology.images import IMAGE_SUFFIXES
 
 SPLITS = ("train", "val", "test")
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
 CLASS_ALIASES = {
     "covid": "covid",
     "covid19": "covid",
@@ -82,10 +89,7 @@ class Dataset:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Returns the number of images per split and class, zeros included."""
-        return {
-            name: {c: sum(s.label == c for s in self.splits.get(name, [])) for c in CLASS_NAMES}
-            for name in SPLITS
-        }
+        return {name: {c: sum(s.label == c for s in self.splits.get(name, [])) for c in CLASS_NAMES} for name in SPLITS}
 
     def fingerprint(self) -> str:
         """A short hash of the file list, labels and split assignment."""
@@ -213,9 +217,8 @@ def discover(root: str | Path, *, fractions=DEFAULT_FRACTIONS, seed: int = 42) -
             )
         grouped = any(s.group for s in pool)
         splits = split_samples(pool, fractions=fractions, seed=seed)
-        method = (
-            f"stratified {fractions[0]:.0%}/{fractions[1]:.0%}/{fractions[2]:.0%} split, seed {seed}"
-            + (", each patient group in one split (manifest.csv)" if grouped else "")
+        method = f"stratified {fractions[0]:.0%}/{fractions[1]:.0%}/{fractions[2]:.0%} split, seed {seed}" + (
+            ", each patient group in one split (manifest.csv)" if grouped else ""
         )
         dataset = Dataset(root, "classes", splits, warnings, method)
     empty = [c for c in CLASS_NAMES if not any(s.label == c for s in dataset.samples())]

@@ -91,9 +91,14 @@ class Explainer:
         if self._fused is None:
             self._fused = self._build_fused()
         probs, label, cam = self._fused(x)
+        return Explanation(probs.numpy()[0], int(label.numpy()[0]), self._expand(cam.numpy()[0]), "Grad-CAM")
+
+    def _expand(self, cam: np.ndarray) -> np.ndarray:
+        """Upsamples a layer-sized CAM to the input size as tf-keras-vis does (linear spline zoom)."""
+        from scipy.ndimage import zoom
+
         spec = self.loaded.metadata.preprocess
-        cam = np.asarray(Image.fromarray(cam.numpy()[0].astype(np.float32)).resize((spec.width, spec.height), Image.BILINEAR))
-        return Explanation(probs.numpy()[0], int(label.numpy()[0]), _normalize(cam), "Grad-CAM")
+        return _normalize(zoom(cam, (spec.height / cam.shape[0], spec.width / cam.shape[1]), order=1))
 
     def _vis_method(self, method: str):
         if method not in self._vis:
@@ -103,7 +108,9 @@ class Explainer:
             from tf_keras_vis.scorecam import Scorecam
             from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
 
-            cls = {"Grad-CAM": Gradcam, "Grad-CAM++": GradcamPlusPlus, "ScoreCAM": Scorecam, "LayerCAM": Layercam}[method]
+            cls = {"Grad-CAM": Gradcam, "Grad-CAM++": GradcamPlusPlus, "ScoreCAM": Scorecam, "LayerCAM": Layercam}[
+                method
+            ]
             self._vis[method] = cls(self.loaded.model, model_modifier=ReplaceToLinear(), clone=True)
         return self._vis[method]
 

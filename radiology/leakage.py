@@ -76,9 +76,7 @@ def find_cross_split_duplicates(
         one entry per pair of files in different splits.
     """
     index = decoded.index()
-    rows = {
-        name: [index[s.path] for s in dataset.splits.get(name, []) if decoded.ok[index[s.path]]] for name in SPLITS
-    }
+    rows = {name: [index[s.path] for s in dataset.splits.get(name, []) if decoded.ok[index[s.path]]] for name in SPLITS}
     pairs = []
     for a, b in combinations(SPLITS, 2):
         ia, ib = np.asarray(rows[a], dtype=int), np.asarray(rows[b], dtype=int)
@@ -97,9 +95,7 @@ def find_cross_split_duplicates(
 
 def validate(dataset: Dataset, decoded: DecodedImages) -> ValidationReport:
     """Builds the validation report of a dataset from its decoded images."""
-    unreadable = {
-        str(Path(p).relative_to(dataset.root)): err for p, err in decoded.errors.items()
-    }
+    unreadable = {str(Path(p).relative_to(dataset.root)): err for p, err in decoded.errors.items()}
     return ValidationReport(
         counts=dataset.counts(),
         unreadable=unreadable,

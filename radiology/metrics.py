@@ -101,7 +101,9 @@ def calibration(labels, probs, *, bins: int = 10) -> dict:
     return {"ece": float(ece) if len(labels) else float("nan"), "bins": out}
 
 
-def bootstrap_ci(labels, probs, class_names=CLASS_NAMES, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+def bootstrap_ci(
+    labels, probs, class_names=CLASS_NAMES, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict:
     """Percentile bootstrap confidence intervals for accuracy, macro F1 and recall per class.
 
     Returns:

@@ -290,7 +290,9 @@ def load_model(path: str | Path) -> LoadedModel:
         raise ModelLoadError(f"not a Keras model file: {path.name} ({exc})") from exc
     unsafe = _layer_classes(config) & set(UNSAFE_LAYERS)
     if unsafe:
-        raise ModelLoadError(f"refusing {path.name}: it contains {', '.join(sorted(unsafe))} layers, which run arbitrary code")
+        raise ModelLoadError(
+            f"refusing {path.name}: it contains {', '.join(sorted(unsafe))} layers, which run arbitrary code"
+        )
     notes = []
     if meta is None:
         metadata = ModelMetadata(name=path.stem, assumed=True)
@@ -316,7 +318,9 @@ def load_model(path: str | Path) -> LoadedModel:
         if GRADCAM_LAYER not in layer_names:
             convs = [layer.name for layer in model.layers if type(layer).__name__ == "Conv2D"]
             metadata.gradcam_layer = convs[-1] if convs else ""
-            notes.append(f"{GRADCAM_LAYER} is not a top-level layer; Grad-CAM uses {metadata.gradcam_layer or 'nothing'}")
+            notes.append(
+                f"{GRADCAM_LAYER} is not a top-level layer; Grad-CAM uses {metadata.gradcam_layer or 'nothing'}"
+            )
     return LoadedModel(model, metadata, str(path), notes)
 
 

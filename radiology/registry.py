@@ -204,7 +204,9 @@ def set_active(run: Run, runs_dir: str | Path | None = None) -> None:
         ValueError: the run has not succeeded or has no model file.
     """
     if run.state != "succeeded" or not run.has_model:
-        raise ValueError(f"run {run.id} cannot be promoted: it is {run.state} and has {'a' if run.has_model else 'no'} model")
+        raise ValueError(
+            f"run {run.id} cannot be promoted: it is {run.state} and has {'a' if run.has_model else 'no'} model"
+        )
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
     runs_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(runs_dir / ACTIVE_FILE, {"run": run.id, "promoted": now()})

@@ -30,7 +30,9 @@ def tiny_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("tiny")
     data = make_dataset(base / "data", per_class=8)
     (data / "covid" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    config = TrainConfig(data=str(data), epochs=1, batch_size=8, weights="none", runs_dir=str(base / "runs"), n_boot=100)
+    config = TrainConfig(
+        data=str(data), epochs=1, batch_size=8, weights="none", runs_dir=str(base / "runs"), n_boot=100
+    )
     run_dir = new_run_dir(config.runs_dir)
     state = run_training(config, run_dir)
     assert state == "succeeded", (run_dir / "log.txt").read_text()

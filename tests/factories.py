@@ -88,5 +88,7 @@ def make_dataset(root: Path, *, per_class: int = 10, size=(64, 64), splits: bool
         for f in folders:
             f.mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
-                (f / f"{name}_{i}.png").write_bytes(png_bytes(xray(seed=zlib.crc32(f"{f.name}{i}".encode()) + 97 * k, size=size, level=40 + 70 * k)))
+                (f / f"{name}_{i}.png").write_bytes(
+                    png_bytes(xray(seed=zlib.crc32(f"{f.name}{i}".encode()) + 97 * k, size=size, level=40 + 70 * k))
+                )
     return root

@@ -4,16 +4,24 @@ import csv
 
 import pytest
 
-from radiology.datasets import class_for_folder, discover, split_samples, Sample
+from radiology.datasets import Sample, class_for_folder, discover, split_samples
 from radiology.errors import DatasetError
 from tests.factories import make_dataset, png_bytes, xray
 
 
 @pytest.mark.parametrize(
     ("name", "label"),
-    [("COVID", "covid"), ("COVID-19", "covid"), ("covid19", "covid"), ("NORMAL", "normal"),
-     ("PNEUMONIA", "pneumonia"), ("Viral Pneumonia", "pneumonia"), ("bacterial", "pneumonia"),
-     ("viral", "pneumonia"), ("Lung_Opacity", None)],
+    [
+        ("COVID", "covid"),
+        ("COVID-19", "covid"),
+        ("covid19", "covid"),
+        ("NORMAL", "normal"),
+        ("PNEUMONIA", "pneumonia"),
+        ("Viral Pneumonia", "pneumonia"),
+        ("bacterial", "pneumonia"),
+        ("viral", "pneumonia"),
+        ("Lung_Opacity", None),
+    ],
 )
 def test_class_aliases(name, label):
     """Folder names map to classes case-insensitively through aliases."""
@@ -73,8 +81,15 @@ def test_manifest_groups_keep_patients_in_one_split(tmp_path):
     for f in sorted(tmp_path.rglob("*.png")):
         rel = f.relative_to(tmp_path).as_posix()
         i = int(f.stem.split("_")[-1])
-        rows.append({"file": rel, "label": f.parent.name, "source": "synthetic", "patient_id": "",
-                     "group_id": f"{f.parent.name}-{i // 3}"})
+        rows.append(
+            {
+                "file": rel,
+                "label": f.parent.name,
+                "source": "synthetic",
+                "patient_id": "",
+                "group_id": f"{f.parent.name}-{i // 3}",
+            }
+        )
     with open(tmp_path / "manifest.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()

@@ -106,7 +106,13 @@ def test_dicom_compressed_transfer_syntaxes():
     """JPEG, JPEG-LS, JPEG 2000 and RLE compressed DICOMs from pydicom's test data decode."""
     from pydicom.data import get_testdata_file
 
-    for name in ("JPGExtended.dcm", "SC_rgb_jpeg_dcmtk.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm", "MR_small_RLE.dcm"):
+    for name in (
+        "JPGExtended.dcm",
+        "SC_rgb_jpeg_dcmtk.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_RLE.dcm",
+    ):
         out = decode_image(get_testdata_file(name))
         assert out.dtype == np.uint8 and out.ndim == 2 and out.std() > 0, name
 
@@ -145,7 +151,12 @@ def test_decompression_bomb_is_refused_without_allocating():
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", 50000, 50000, 8, 0, 0, 0, 0)
-    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + chunk(b"IEND", b"")
+    )
     assert len(bomb) < 200
     with pytest.raises(ImageDecodeError, match="image too large: 50000x50000 exceeds the 50-megapixel limit"):
         decode_image(bomb)

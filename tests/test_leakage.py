@@ -23,7 +23,9 @@ def test_exact_and_near_duplicates_across_splits_are_reported(tmp_path):
     report = validate(ds, decoded)
     kinds = {(d.split_a, d.split_b, d.kind) for d in report.duplicates}
     assert ("train", "test", "exact") in kinds and ("train", "val", "near") in kinds
-    assert report.unreadable == {"test/normal/bad.png": "not an image: the content is no PNG, JPEG, BMP, TIFF, WebP, GIF or DICOM"}
+    assert report.unreadable == {
+        "test/normal/bad.png": "not an image: the content is no PNG, JPEG, BMP, TIFF, WebP, GIF or DICOM"
+    }
     summary = report.summary()
     assert summary["unreadable"] == 1 and summary["exact_duplicates_across_splits"] >= 1
     assert summary["images"] == 4 * 9 + 3

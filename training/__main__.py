@@ -14,7 +14,9 @@ EXIT = {"succeeded": 0, "failed": 1, "busy": 2, "cancelled": 3}
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Parses the command line."""
-    p = argparse.ArgumentParser(prog="python -m training", description="Train the VGG16 transfer model on a dataset folder.")
+    p = argparse.ArgumentParser(
+        prog="python -m training", description="Train the VGG16 transfer model on a dataset folder."
+    )
     p.add_argument("--data", help="dataset folder: class folders, or train/val/test folders of class folders")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=64)
@@ -49,9 +51,17 @@ def main(argv=None) -> int:
     else:
         try:
             config = TrainConfig(
-                data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                trainable_layers=args.trainable_layers, weights=args.weights, seed=args.seed, augment=args.augment,
-                class_weights=args.class_weights, mixed_precision=args.mixed_precision, runs_dir=args.runs_dir,
+                data=args.data,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                trainable_layers=args.trainable_layers,
+                weights=args.weights,
+                seed=args.seed,
+                augment=args.augment,
+                class_weights=args.class_weights,
+                mixed_precision=args.mixed_precision,
+                runs_dir=args.runs_dir,
                 cache_dir=args.cache_dir,
             )
         except ValueError as exc:

@@ -80,7 +80,9 @@ class RunMonitor:
             write_json_atomic(self.run_dir / "progress.json", {**self.progress, "updated": now()})
 
 
-def _make_callbacks(monitor: RunMonitor, run_dir: Path, metadata: ModelMetadata, batches: int, monitor_key: str, patience: int):
+def _make_callbacks(
+    monitor: RunMonitor, run_dir: Path, metadata: ModelMetadata, batches: int, monitor_key: str, patience: int
+):
     import keras
 
     class RunCallback(keras.callbacks.Callback):
@@ -105,7 +107,12 @@ def _make_callbacks(monitor: RunMonitor, run_dir: Path, metadata: ModelMetadata,
             logs = dict(logs or {})
             seconds = time.monotonic() - self.epoch_start
             lr = self.model.optimizer.learning_rate
-            row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}, "lr": float(np.asarray(lr)), "seconds": round(seconds, 2)}
+            row = {
+                "epoch": epoch + 1,
+                **{k: float(v) for k, v in logs.items()},
+                "lr": float(np.asarray(lr)),
+                "seconds": round(seconds, 2),
+            }
             self.rows.append(row)
             _write_history(run_dir / "history.csv", self.rows)
             score = logs.get(monitor_key, -math.inf)
@@ -115,15 +122,23 @@ def _make_callbacks(monitor: RunMonitor, run_dir: Path, metadata: ModelMetadata,
                 monitor.update(force=True, phase="checkpoint")
                 save_model(self.model, run_dir / "model.keras", metadata)
             log.info(
-                "epoch %d/%d  %s  %.1fs%s", epoch + 1, monitor.epochs,
+                "epoch %d/%d  %s  %.1fs%s",
+                epoch + 1,
+                monitor.epochs,
                 "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "learning_rate"),
-                seconds, "  (best, saved)" if improved else "",
+                seconds,
+                "  (best, saved)" if improved else "",
             )
 
     return [
         RunCallback(),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss" if monitor_key.startswith("val_") else "loss",
-                                          factor=0.5, patience=patience, min_lr=1e-7, verbose=0),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss" if monitor_key.startswith("val_") else "loss",
+            factor=0.5,
+            patience=patience,
+            min_lr=1e-7,
+            verbose=0,
+        ),
     ]
 
 
@@ -164,7 +179,9 @@ def _batches(pixels: np.ndarray, labels: np.ndarray, spec: PreprocessSpec, batch
 def _split_arrays(dataset: Dataset, decoded, split: str, class_names) -> tuple[np.ndarray, np.ndarray]:
     index = decoded.index()
     rows = [index[s.path] for s in dataset.splits[split] if decoded.ok[index[s.path]]]
-    labels = np.array([class_names.index(s.label) for s in dataset.splits[split] if decoded.ok[index[s.path]]], dtype=np.int32)
+    labels = np.array(
+        [class_names.index(s.label) for s in dataset.splits[split] if decoded.ok[index[s.path]]], dtype=np.int32
+    )
     return np.asarray(decoded.pixels[rows]), labels
 
 
@@ -239,11 +256,18 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
     decoded, cached = load_or_decode(paths, spec, config.resolved_cache_dir, progress=decode_progress)
     log.info("%d images %s", len(paths), "loaded from the cache" if cached else "decoded and cached")
     report = validate(dataset, decoded)
-    write_json_atomic(run_dir / "validation.json", {
-        "split_method": dataset.split_method, "fingerprint": dataset.fingerprint(), **report.summary(),
-        "counts": report.counts, "unreadable": report.unreadable, "warnings": report.warnings,
-        "duplicates": [vars(d) for d in report.duplicates[:200]],
-    })
+    write_json_atomic(
+        run_dir / "validation.json",
+        {
+            "split_method": dataset.split_method,
+            "fingerprint": dataset.fingerprint(),
+            **report.summary(),
+            "counts": report.counts,
+            "unreadable": report.unreadable,
+            "warnings": report.warnings,
+            "duplicates": [vars(d) for d in report.duplicates[:200]],
+        },
+    )
     for path, err in report.unreadable.items():
         log.warning("skipped unreadable file %s: %s", path, err)
     class_names = list(dataset.class_names)
@@ -251,17 +275,32 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
     x_val, y_val = _split_arrays(dataset, decoded, "val", class_names)
     if not len(x_train):
         raise DatasetError("no readable training images")
-    log.info("train %d, val %d, test %d images (%s)", len(x_train), len(x_val),
-             sum(1 for s in dataset.splits["test"]), dataset.split_method)
+    log.info(
+        "train %d, val %d, test %d images (%s)",
+        len(x_train),
+        len(x_val),
+        sum(1 for s in dataset.splits["test"]),
+        dataset.split_method,
+    )
 
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
         keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
-    model = build_model(spec=spec, weights=config.weights, trainable_layers=config.trainable_layers,
-                        augment=config.augment, seed=config.seed)
+    model = build_model(
+        spec=spec,
+        weights=config.weights,
+        trainable_layers=config.trainable_layers,
+        augment=config.augment,
+        seed=config.seed,
+    )
     compile_model(model, learning_rate=config.lr)
-    metadata = ModelMetadata(tuple(class_names), spec, train_config=config.to_dict(),
-                             data_fingerprint=dataset.fingerprint(), name=run_dir.name)
+    metadata = ModelMetadata(
+        tuple(class_names),
+        spec,
+        train_config=config.to_dict(),
+        data_fingerprint=dataset.fingerprint(),
+        name=run_dir.name,
+    )
     train = _batches(x_train, y_train, spec, config.batch_size, seed=config.seed)
     val = _batches(x_val, y_val, spec, config.batch_size, seed=None) if len(x_val) else None
     monitor_key = "val_accuracy" if val is not None else "accuracy"
@@ -270,7 +309,9 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
         counts = np.bincount(y_train, minlength=len(class_names))
         class_weight = {k: len(y_train) / (len(class_names) * c) for k, c in enumerate(counts) if c}
     callbacks = _make_callbacks(monitor, run_dir, metadata, len(train), monitor_key, config.lr_patience)
-    model.fit(train, validation_data=val, epochs=config.epochs, callbacks=callbacks, class_weight=class_weight, verbose=0)
+    model.fit(
+        train, validation_data=val, epochs=config.epochs, callbacks=callbacks, class_weight=class_weight, verbose=0
+    )
     if monitor.check_cancel():
         log.info("cancelled; the best checkpoint so far is kept")
         return "cancelled"
@@ -284,6 +325,12 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
     result, rows = evaluate_samples(best, test, decoded, root=dataset.root, n_boot=config.n_boot)
     result.update(data_root=str(dataset.root), split="test", split_method=dataset.split_method)
     write_evaluation(run_dir, result, rows)
-    log.info("test accuracy %.4f (95%% CI %.4f-%.4f), macro F1 %.4f, ECE %.4f on %d images",
-             result["accuracy"], *result["ci"]["accuracy"], result["macro_f1"], result["calibration"]["ece"], result["n"])
+    log.info(
+        "test accuracy %.4f (95%% CI %.4f-%.4f), macro F1 %.4f, ECE %.4f on %d images",
+        result["accuracy"],
+        *result["ci"]["accuracy"],
+        result["macro_f1"],
+        result["calibration"]["ece"],
+        result["n"],
+    )
     return "succeeded"

@@ -1,0 +1,33 @@
+"""Tests for radiology.charts: figures built from metric data."""
+
+import numpy as np
+
+from radiology import charts, metrics
+
+NAMES = ("covid", "normal", "pneumonia")
+
+
+def test_figures_from_metrics():
+    """Every chart builds from evaluate()'s output with the expected traces."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 60)
+    probs = rng.dirichlet([1, 1, 1], 60)
+    m = metrics.evaluate(labels, probs, NAMES, n_boot=20)
+    cm = charts.confusion_heatmap(m["confusion"], normalized=True)
+    assert cm.data[0].type == "heatmap" and list(cm.data[0].x) == list(NAMES)
+    assert len(charts.roc_figure(m["curves"]).data) == 4  # three classes and chance
+    assert len(charts.pr_figure(m["curves"]).data) == 3
+    assert "ECE" in charts.reliability_figure(m["calibration"]).layout.title.text
+    assert len(charts.probability_bars([0.2, 0.7, 0.1], NAMES).data[0].x) == 3
+
+
+def test_history_balance_and_sizes():
+    """History, class balance and size charts build from plain data."""
+    hist = [
+        {"epoch": 1, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4},
+        {"epoch": 2, "loss": 0.8, "accuracy": 0.6, "val_loss": 1.0, "val_accuracy": 0.5},
+    ]
+    assert len(charts.history_figure(hist).data) == 4
+    counts = {"train": {"covid": 3, "normal": 2, "pneumonia": 1}, "val": {"covid": 1, "normal": 1, "pneumonia": 1}}
+    assert len(charts.class_balance_figure(counts).data) == 3
+    assert len(charts.size_histogram([10, 20], [30, 40]).data) == 2

@@ -1,0 +1,134 @@
+"""Tests for radiology.model: the flat VGG16 graph, saving with metadata, and safe loading."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from radiology.errors import ModelLoadError
+from radiology.model import (
+    GRADCAM_LAYER,
+    ModelMetadata,
+    build_model,
+    compile_model,
+    load_model,
+    predict_images,
+    save_model,
+)
+from tests.factories import xray
+
+
+@pytest.fixture(scope="module")
+def model():
+    """An untrained model of the real architecture."""
+    return build_model(weights="none", seed=0)
+
+
+def test_architecture_matches_the_notebook(model):
+    """Flat graph: block5_conv3 is top level; head is GlobalMaxPool, Dense 512, Dropout 0.5, Dense 3 softmax."""
+    names = [layer.name for layer in model.layers]
+    assert GRADCAM_LAYER in names and "vgg16" not in names
+    head = model.layers[-4:]
+    assert [type(layer).__name__ for layer in head] == ["GlobalMaxPooling2D", "Dense", "Dropout", "Dense"]
+    assert head[1].units == 512 and head[1].activation.__name__ == "relu" and head[2].rate == 0.5
+    assert head[3].units == 3 and head[3].activation.__name__ == "softmax"
+    vgg = [layer for layer in model.layers if layer.name.startswith("block")]
+    assert len(vgg) == 18 and [layer.trainable for layer in vgg].count(True) == 6
+    assert all(layer.trainable for layer in vgg[-6:])
+    assert model.input_shape == (None, 224, 224, 3)
+
+
+def test_trainable_layers_is_configurable():
+    """trainable_layers=100 trains every VGG16 layer; 0 freezes them all."""
+    all_on = build_model(weights="none", trainable_layers=100, augment=False)
+    assert all(layer.trainable for layer in all_on.layers if layer.name.startswith("block"))
+    none_on = build_model(weights="none", trainable_layers=0, augment=False)
+    assert not any(layer.trainable for layer in none_on.layers if layer.name.startswith("block"))
+
+
+def test_augmentation_is_active_only_in_training(model):
+    """The flip and rotation layers change the input in training mode and never at inference."""
+    x = np.random.default_rng(0).random((2, 224, 224, 3)).astype("float32")
+    augment = keras.Model(model.input, model.get_layer("augment_rotate").output)
+    assert np.allclose(augment(x, training=False), x)
+    assert not np.allclose(augment(x, training=True), x)
+
+
+def test_compile_uses_adam_amsgrad(model):
+    """The optimizer is Adam(1e-4, amsgrad) by default."""
+    compile_model(model)
+    assert type(model.optimizer).__name__ == "Adam" and model.optimizer.amsgrad
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-4)
+
+
+def test_save_load_roundtrip_keeps_metadata_and_predictions(model, tmp_path):
+    """A saved model loads with its metadata and gives the same probabilities."""
+    meta = ModelMetadata(train_config={"epochs": 1}, data_fingerprint="abc", name="t")
+    path = save_model(model, tmp_path / "m.keras", meta)
+    loaded = load_model(path)
+    assert loaded.metadata.class_names == ("covid", "normal", "pneumonia")
+    assert loaded.metadata.train_config == {"epochs": 1} and loaded.metadata.data_fingerprint == "abc"
+    assert loaded.metadata.gradcam_layer == GRADCAM_LAYER and not loaded.warnings
+    img = xray(size=(300, 260))
+    from radiology.model import LoadedModel
+
+    expected = predict_images(LoadedModel(model, meta, ""), [img])
+    assert np.allclose(predict_images(loaded, [img]), expected, atol=1e-5)
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_legacy_h5_without_metadata_loads_with_a_warning(model, tmp_path):
+    """An HDF5 model with no metadata, like the notebook's best_model.h5, loads with the notebook's spec."""
+    path = tmp_path / "best_model.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        keras.saving.save_model(model, path)
+    loaded = load_model(path)
+    assert loaded.metadata.assumed and loaded.metadata.class_names == ("covid", "normal", "pneumonia")
+    assert loaded.metadata.preprocess.rescale == 1 / 255
+    assert any("no metadata" in w for w in loaded.warnings)
+
+
+def test_lambda_layer_is_refused(tmp_path):
+    """A model file containing a Lambda layer is refused before anything is deserialised."""
+    inp = keras.Input((4,))
+    out = keras.layers.Lambda(lambda t: t * 2)(inp)
+    path = tmp_path / "evil.keras"
+    keras.Model(inp, out).save(path)
+    with pytest.raises(ModelLoadError, match="Lambda"):
+        load_model(path)
+
+
+def test_bad_model_files(tmp_path):
+    """A missing file, a non-model file and a wrong output size raise ModelLoadError."""
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_model(tmp_path / "none.keras")
+    (tmp_path / "junk.keras").write_bytes(b"junk")
+    with pytest.raises(ModelLoadError, match="not a Keras model"):
+        load_model(tmp_path / "junk.keras")
+    inp = keras.Input((8,))
+    keras.Model(inp, keras.layers.Dense(2, activation="softmax")(inp)).save(tmp_path / "two.keras")
+    with pytest.raises(ModelLoadError, match="expected 3 outputs"):
+        load_model(tmp_path / "two.keras")
+
+
+def test_imagenet_download_failure_says_where_to_put_the_file(monkeypatch):
+    """Without network, the ImageNet path names the weights file and where to place it."""
+    import keras.src.applications.vgg16 as vgg_module
+
+    def offline(*args, **kwargs):
+        raise OSError("URL fetch failure: no network")
+
+    monkeypatch.setattr(vgg_module.file_utils, "get_file", offline)
+    with pytest.raises(ModelLoadError, match="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"):
+        build_model(weights="imagenet")
+
+
+def test_weights_from_a_keras_model_are_copied(model, tmp_path):
+    """weights=PATH.keras starts from that model's weights."""
+    path = save_model(model, tmp_path / "start.keras", ModelMetadata())
+    again = build_model(weights=str(path), augment=False)
+    assert np.allclose(
+        again.get_layer("block5_conv3").get_weights()[0], model.get_layer("block5_conv3").get_weights()[0]
+    )

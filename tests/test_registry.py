@@ -1,0 +1,98 @@
+"""Tests for radiology.registry: run status, dead processes, the active pointer and the lock."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from radiology import registry
+
+
+def _run(runs, name, state, pid=None, model=True):
+    d = runs / name
+    d.mkdir(parents=True)
+    (d / "status.json").write_text(json.dumps({"state": state, "pid": pid}))
+    if model:
+        (d / "model.keras").write_bytes(b"x")
+    return d
+
+
+def test_list_runs_newest_first_and_dead_pid_reads_failed(tmp_path):
+    """Runs list newest first; a 'running' run whose process is gone reads as failed."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _run(tmp_path, "20260101-000000-aaaa", "succeeded")
+    _run(tmp_path, "20260102-000000-bbbb", "running", pid=dead.pid)
+    runs = registry.list_runs(tmp_path, include_bundled=False)
+    assert [r.id for r in runs] == ["20260102-000000-bbbb", "20260101-000000-aaaa"]
+    assert runs[0].state == "failed" and "died" in runs[0].error
+    assert registry.running_run(tmp_path) is None
+
+
+def test_live_pid_reads_running(tmp_path):
+    """A running run whose process lives reads as running."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        _run(tmp_path, "r1", "running", pid=proc.pid)
+        assert registry.running_run(tmp_path).id == "r1"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_set_active_is_atomic_and_checked(tmp_path, monkeypatch):
+    """Promoting writes the pointer; promoting a failed run is refused; a crash mid-write keeps the old pointer."""
+    monkeypatch.setattr(registry, "BUNDLED_DIR", tmp_path / "no-bundle")
+    ok = registry.load_run(_run(tmp_path, "ok", "succeeded"))
+    registry.set_active(ok, tmp_path)
+    assert registry.active_run(tmp_path).id == "ok"
+    bad = registry.load_run(_run(tmp_path, "bad", "failed"))
+    with pytest.raises(ValueError, match="cannot be promoted"):
+        registry.set_active(bad, tmp_path)
+    ok2 = registry.load_run(_run(tmp_path, "ok2", "succeeded"))
+
+    def crash(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(registry.json, "dump", crash)
+    with pytest.raises(OSError):
+        registry.set_active(ok2, tmp_path)
+    assert registry.active_run(tmp_path).id == "ok"
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_active_falls_back_to_bundled_then_none(tmp_path, monkeypatch):
+    """Without a pointer the bundled model is active; without either, none is."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    monkeypatch.setattr(registry, "BUNDLED_DIR", bundle)
+    assert registry.active_run(tmp_path / "runs") is None
+    (bundle / "model.keras").write_bytes(b"x")
+    (bundle / "status.json").write_text('{"state": "succeeded"}')
+    assert registry.active_run(tmp_path / "runs").id == "bundled"
+
+
+def test_training_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
+    """A second holder is refused; a killed holder's lock is free at once."""
+    code = (
+        "import sys, time; from radiology.registry import TrainingLock; "
+        f"l = TrainingLock({str(tmp_path)!r}); assert l.acquire(); print('held', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        lock = registry.TrainingLock(tmp_path)
+        assert not lock.acquire() and lock.held_elsewhere()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert registry.TrainingLock(tmp_path).acquire()
+
+
+def test_history_tolerates_a_torn_last_line(tmp_path):
+    """A history row cut short by a crash is skipped."""
+    (tmp_path / "history.csv").write_text("epoch,loss\n1,0.5\n2,0.")
+    assert registry.read_history(tmp_path / "history.csv") == [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.0}]
+    (tmp_path / "history.csv").write_text("epoch,loss\n1,0.5\n2,x")
+    assert registry.read_history(tmp_path / "history.csv") == [{"epoch": 1, "loss": 0.5}]

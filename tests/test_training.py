@@ -1,0 +1,147 @@
+"""End-to-end tests of training runs: run folder, CLIs, background launch, refusal and cancel."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from radiology.errors import TrainingBusyError
+from radiology.registry import load_run
+from tests.factories import make_dataset, png_bytes, xray
+from training.config import TrainConfig
+from training.launch import cancel, launch
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def test_run_folder_is_complete(tiny_run):
+    """A finished run holds config, status, history, progress, log, checkpoint, metrics and predictions."""
+    for name in (
+        "config.json",
+        "status.json",
+        "history.csv",
+        "progress.json",
+        "log.txt",
+        "model.keras",
+        "metrics.json",
+        "predictions.csv",
+        "validation.json",
+    ):
+        assert (tiny_run / name).is_file(), name
+    run = load_run(tiny_run)
+    assert run.state == "succeeded" and run.status["pid"] and run.status["ended"]
+    assert run.config["epochs"] == 1 and run.config["weights"] == "none"
+    assert len(run.history()) == 1 and {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(run.history()[0])
+    assert run.progress()["batch"] == run.progress()["batches"] > 0
+    m = run.metrics
+    assert m["n"] == len(run.predictions()) > 0 and 0 <= m["accuracy"] <= 1
+    assert set(run.predictions()[0]) >= {"path", "label", "p_covid", "p_normal", "p_pneumonia"}
+    validation = json.loads((tiny_run / "validation.json").read_text())
+    assert validation["unreadable"] == {
+        "covid/broken.png": "not an image: the content is no PNG, JPEG, BMP, TIFF, WebP, GIF or DICOM"
+    }
+    assert "broken.png" in run.log_tail()
+
+
+def test_config_is_frozen_and_roundtrips(tmp_path):
+    """The config cannot change after creation and survives its JSON file."""
+    cfg = TrainConfig(data="x", epochs=2)
+    with pytest.raises(AttributeError):
+        cfg.epochs = 3
+    cfg.save(tmp_path / "c.json")
+    assert TrainConfig.load(tmp_path / "c.json") == cfg
+    with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
+        TrainConfig(data="x", epochs=0)
+
+
+def test_predict_and_evaluate_cli(tiny_run, tmp_path):
+    """predict prints a label per good file, an error line per bad one and exits 1; evaluate prints metrics."""
+    good = tmp_path / "a.png"
+    good.write_bytes(png_bytes(xray()))
+    bad = tmp_path / "b.png"
+    bad.write_bytes(b"nope")
+    out = subprocess.run(
+        [sys.executable, "-m", "radiology", "predict", str(good), str(bad), "--model", str(tiny_run), "--json"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 1, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert (
+        lines[0]["label"] in ("covid", "normal", "pneumonia")
+        and abs(sum(lines[0]["probabilities"].values()) - 1) < 1e-3
+    )
+    assert "not an image" in lines[1]["error"]
+    data = Path(load_run(tiny_run).config["data"])
+    ev = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "radiology",
+            "evaluate",
+            "--data",
+            str(data),
+            "--model",
+            str(tiny_run),
+            "--split",
+            "all",
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ev.returncode == 0, ev.stderr
+    assert "accuracy" in ev.stdout and "24 images (all split, 1 unreadable skipped)" in ev.stdout
+    assert "broken.png" in ev.stderr
+
+
+def _wait(predicate, timeout=240, step=0.3):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def test_launch_refuses_a_second_run_and_cancel_keeps_the_checkpoint(tmp_path):
+    """A background run blocks a second launch (app or CLI); cancelling mid-training ends it as cancelled."""
+    data = make_dataset(tmp_path / "data", per_class=16)
+    config = TrainConfig(
+        data=str(data), epochs=30, batch_size=4, weights="none", runs_dir=str(tmp_path / "runs"), n_boot=10
+    )
+    run = launch(config)
+    try:
+        with pytest.raises(TrainingBusyError, match="another training is running"):
+            launch(config)
+        cli = subprocess.run(
+            [sys.executable, "-m", "training", "--data", str(data), "--weights", "none", "--runs-dir", config.runs_dir],
+            cwd=ROOT,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert cli.returncode == 2 and "refused: another training is running" in cli.stderr
+        assert _wait(lambda: load_run(run.dir).has_model and load_run(run.dir).progress().get("epoch", 0) >= 2), (
+            load_run(run.dir).log_tail()
+        )
+    finally:
+        cancel(load_run(run.dir))
+    assert _wait(lambda: load_run(run.dir).state != "running", timeout=120)
+    done = load_run(run.dir)
+    assert done.state == "cancelled", done.log_tail()
+    assert done.has_model and done.metrics is None
+    assert (
+        len(list((tmp_path / "runs").iterdir())) == 3
+    )  # the run, the cache and the lock file: the refusals made no folder
