@@ -100,6 +100,29 @@ class Dataset:
         return h.hexdigest()[:16]
 
 
+def resolve_in_root(path: str | Path, root: str | Path) -> Path:
+    """Resolves a user-given dataset path and checks that it stays inside the data root.
+
+    Args:
+        path: absolute, or relative to ``root``.
+        root: the configured data root.
+
+    Returns:
+        the resolved absolute path, symlinks followed.
+
+    Raises:
+        DatasetError: the path uses ``..``, or resolves (through symlinks too) outside ``root``.
+    """
+    root = Path(root).resolve()
+    given = Path(str(path).strip())
+    if ".." in given.parts:
+        raise DatasetError(f"'..' is not allowed in a dataset path: {path}")
+    resolved = (given if given.is_absolute() else root / given).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise DatasetError(f"{path} is outside the data root {root}")
+    return resolved
+
+
 def class_for_folder(name: str) -> str | None:
     """Maps a folder name to a class name, case-insensitively and through aliases, or None."""
     key = "".join(ch for ch in name.lower() if ch.isalnum())
@@ -221,12 +244,25 @@ def discover(root: str | Path, *, fractions=DEFAULT_FRACTIONS, seed: int = 42) -
             ", each patient group in one split (manifest.csv)" if grouped else ""
         )
         dataset = Dataset(root, "classes", splits, warnings, method)
+    outside = _drop_outside(dataset, root)
+    if outside:
+        warnings.append(f"ignored {outside} files that are symlinks to outside {root}")
     empty = [c for c in CLASS_NAMES if not any(s.label == c for s in dataset.samples())]
     if empty:
         warnings.append(f"no images for class: {', '.join(empty)}")
     if not dataset.splits["train"]:
         raise DatasetError(f"no training images found in {root}")
     return dataset
+
+
+def _drop_outside(dataset: Dataset, root: Path) -> int:
+    """Removes samples whose real path lies outside ``root``; returns how many."""
+    dropped = 0
+    for name, samples in dataset.splits.items():
+        kept = [s for s in samples if root in Path(s.path).resolve().parents]
+        dropped += len(samples) - len(kept)
+        dataset.splits[name] = kept
+    return dropped
 
 
 def split_samples(samples: list[Sample], *, fractions=DEFAULT_FRACTIONS, seed: int = 42) -> dict[str, list[Sample]]:

@@ -106,3 +106,32 @@ def metrics_from_predictions(rows: list[dict], class_names) -> tuple[np.ndarray,
     labels = np.array([names.index(r["label"]) for r in rows], dtype=int)
     probs = np.array([[float(r[f"p_{c}"]) for c in names] for r in rows], dtype=np.float64)
     return labels, probs
+
+
+def misclassified(rows: list[dict], class_names, *, limit: int = 12) -> list[dict]:
+    """Prediction rows whose prediction is wrong, most confident mistakes first.
+
+    Each returned row gains ``confidence``: the probability given to the wrong prediction.
+    """
+    wrong = [
+        {**r, "confidence": float(r[f"p_{r['predicted']}"])}
+        for r in rows
+        if r["label"] != r["predicted"] and r["predicted"] in class_names
+    ]
+    return sorted(wrong, key=lambda r: -r["confidence"])[:limit]
+
+
+def summary_row(run_id: str, result: dict) -> dict:
+    """Headline numbers of one evaluation, for tables that compare runs."""
+    ci = result.get("ci", {})
+    row = {
+        "run": run_id,
+        "images": result.get("n"),
+        "accuracy": result.get("accuracy"),
+        "accuracy 95% CI": "–".join(f"{v:.3f}" for v in ci.get("accuracy", []) if v is not None),
+        "macro F1": result.get("macro_f1"),
+        "ECE": result.get("calibration", {}).get("ece"),
+    }
+    for name in result.get("class_names", []):
+        row[f"recall {name}"] = result.get("report", {}).get(name, {}).get("recall")
+    return row

@@ -119,3 +119,29 @@ def test_errors(tmp_path):
         discover(tmp_path)
     with pytest.raises(DatasetError, match="fractions"):
         discover(tmp_path, fractions=(0.5, 0.5, 0.5))
+
+
+def test_paths_stay_inside_the_data_root(tmp_path):
+    """'..', absolute paths elsewhere and symlinks out of the root are refused."""
+    from radiology.datasets import resolve_in_root
+
+    root = tmp_path / "root"
+    (root / "ds").mkdir(parents=True)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (root / "link").symlink_to(outside)
+    assert resolve_in_root("ds", root) == (root / "ds").resolve()
+    assert resolve_in_root(str(root / "ds"), root) == (root / "ds").resolve()
+    for bad, match in (("../secret", "not allowed"), (str(outside), "outside the data root"), ("link", "outside")):
+        with pytest.raises(DatasetError, match=match):
+            resolve_in_root(bad, root)
+
+
+def test_symlinked_files_out_of_the_dataset_are_ignored(tmp_path):
+    """A class folder entry that links to a file outside the dataset is skipped with a warning."""
+    make_dataset(tmp_path / "ds", per_class=3)
+    (tmp_path / "private.png").write_bytes(png_bytes(xray()))
+    (tmp_path / "ds" / "covid" / "sneaky.png").symlink_to(tmp_path / "private.png")
+    ds = discover(tmp_path / "ds")
+    assert not any("sneaky" in s.path for s in ds.samples())
+    assert any("symlinks to outside" in w for w in ds.warnings)

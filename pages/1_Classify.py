@@ -1,0 +1,83 @@
+"""Classify: upload X-rays, get class probabilities and Grad-CAM overlays."""
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from radiology import charts
+from radiology.errors import RadiologyError
+from radiology.explain import METHODS, overlay
+
+ui.page_header("Classify")
+try:
+    run, model = ui.active_model()
+except RadiologyError as exc:
+    ui.show_error(exc)
+    st.stop()
+if run is None:
+    st.info("No model is active yet. Train one on the **Training** page and promote it.")
+    st.stop()
+loaded = model[0]
+names = loaded.metadata.class_names
+st.caption(f"Model: **{run.id}** · Grad-CAM layer `{loaded.metadata.gradcam_layer}`")
+
+files = st.file_uploader(
+    "X-ray images: PNG, JPEG or DICOM (files without an extension are fine)",
+    accept_multiple_files=True,
+    help="Files stay in memory and are never written to disk.",
+)
+left, right = st.columns(2)
+method = left.selectbox("Explanation method", METHODS, help="ScoreCAM runs one forward pass per kept channel: slower.")
+alpha = right.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05)
+
+if not files:
+    st.stop()
+
+results, errors = [], []
+progress = st.progress(0.0, text="Classifying…")
+for i, f in enumerate(files):
+    try:
+        gray, ex, seconds = ui.explain_cached(run, f.getvalue(), method)
+        results.append((f.name, gray, ex, seconds))
+    except RadiologyError as exc:
+        errors.append((f.name, str(exc)))
+    progress.progress((i + 1) / len(files), text=f"Classified {i + 1} of {len(files)}")
+progress.empty()
+
+for name, message in errors:
+    st.error(f"**{name}**: {message}")
+
+if len(results) > 1:
+    st.subheader("Results")
+    table = pd.DataFrame(
+        [
+            {
+                "image": ui.thumbnail_uri(gray),
+                "file": name,
+                "prediction": names[ex.label],
+                **{c: float(p) for c, p in zip(names, ex.probs)},
+            }
+            for name, gray, ex, _ in results
+        ]
+    )
+    st.dataframe(
+        table,
+        column_config={
+            "image": st.column_config.ImageColumn("image"),
+            **{c: st.column_config.ProgressColumn(c, min_value=0.0, max_value=1.0, format="%.3f") for c in names},
+        },
+        hide_index=True,
+    )
+    st.download_button("Download CSV", table.drop(columns="image").to_csv(index=False), "predictions.csv", "text/csv")
+
+for name, gray, ex, seconds in results:
+    st.subheader(f"{name}: {names[ex.label]} ({ex.probs[ex.label]:.1%})")
+    c1, c2, c3 = st.columns([2, 2, 3])
+    c1.image(gray, caption="X-ray", clamp=True)
+    c2.image(overlay(gray, ex.cam, alpha=alpha), caption=f"{ex.method} overlay")
+    c3.plotly_chart(charts.probability_bars(ex.probs, names), key=f"bars-{name}-{id(ex)}")
+    c3.caption(
+        f"{ex.method} computed in {seconds * 1000:.0f} ms"
+        if seconds is not None
+        else f"{ex.method} from cache: no model call"
+    )

@@ -1,0 +1,122 @@
+"""Training: validate a dataset, launch a background run, watch it live, cancel or promote it."""
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from radiology import charts, registry
+from radiology.errors import RadiologyError
+from training import launch
+from training.config import TrainConfig
+
+ui.page_header("Training")
+
+st.header("Dataset")
+folder = ui.dataset_picker("train")
+if folder is not None:
+    try:
+        report = ui.dataset_report(str(folder), 42, ui.dataset_key(folder))
+        ui.show_validation(report)
+    except RadiologyError as exc:
+        ui.show_error(exc)
+        folder = None
+
+st.header("Launch")
+with st.form("launch"):
+    c1, c2, c3, c4 = st.columns(4)
+    epochs = c1.number_input("Epochs", 1, 500, 20)
+    batch_size = c2.number_input("Batch size", 1, 1024, 64)
+    lr = c3.number_input("Learning rate", 1e-7, 1e-1, 1e-4, format="%.1e")
+    trainable = c4.number_input("Trainable VGG16 layers", 0, 18, 6, help="From the end; the notebook trains 6")
+    c1, c2, c3 = st.columns(3)
+    weights = c1.selectbox("Initial weights", ["imagenet", "none"], help="ImageNet needs the network once")
+    seed = c2.number_input("Seed", 0, 2**31 - 1, 42)
+    augment = c3.toggle("Augmentation (flip, ±15° rotation)", value=True)
+    submitted = st.form_submit_button("Launch training", type="primary", disabled=folder is None)
+if submitted and folder is not None:
+    try:
+        config = TrainConfig(
+            data=str(folder),
+            epochs=int(epochs),
+            batch_size=int(batch_size),
+            lr=float(lr),
+            trainable_layers=int(trainable),
+            weights=weights,
+            seed=int(seed),
+            augment=augment,
+            runs_dir=str(ui.runs_dir()),
+        )
+        started = launch.launch(config)
+        st.success(f"Launched run {started.id}.")
+    except (RadiologyError, ValueError) as exc:
+        ui.show_error(exc)
+
+
+@st.fragment(run_every=1.0)
+def live_run():
+    """Re-reads the run folder every second: progress, curves, log; re-attaches after a restart."""
+    run = registry.running_run(ui.runs_dir())
+    was_live = st.session_state.get("_live_run")
+    if run is None:
+        if was_live:
+            st.session_state["_live_run"] = None
+            st.rerun()  # refresh the finished-runs table below
+        st.caption("No training is running.")
+        return
+    st.session_state["_live_run"] = run.id
+    p = run.progress()
+    st.subheader(f"Run {run.id}: {p.get('phase', run.state)}")
+    epoch, epochs = p.get("epoch", 0), p.get("epochs", run.config.get("epochs", 1))
+    batch, batches = p.get("batch", 0), max(p.get("batches", 0), 1)
+    if p.get("phase") == "caching":
+        st.progress(min(batch / batches, 1.0), text=f"Reading images: {batch} of {batches}")
+    else:
+        st.progress(min(max(epoch - 1, 0) / epochs + batch / batches / epochs, 1.0), text=f"Epoch {epoch} of {epochs}")
+        st.progress(min(batch / batches, 1.0), text=f"Batch {batch} of {batches}")
+    history = run.history()
+    if history:
+        st.plotly_chart(charts.history_figure(history), key=f"live-{run.id}-{len(history)}")
+    st.code(run.log_tail(15) or "(no log yet)", language=None)
+    if st.button("Cancel run", key=f"cancel-{run.id}"):
+        launch.cancel(run)
+        st.info("Cancel requested: the run stops after its current batch and keeps its best checkpoint.")
+
+
+st.header("Current run")
+live_run()
+
+st.header("Runs")
+runs = registry.list_runs(ui.runs_dir(), include_bundled=True)
+if not runs:
+    st.caption("No runs yet.")
+    st.stop()
+active = registry.active_run(ui.runs_dir())
+rows = []
+for r in runs:
+    m = r.metrics or {}
+    rows.append(
+        {
+            "run": r.id,
+            "status": r.state,
+            "active": active is not None and r.id == active.id,
+            "started": (r.status.get("started") or "")[:19].replace("T", " "),
+            "epochs": r.config.get("epochs"),
+            "data": r.config.get("data"),
+            "test accuracy": m.get("accuracy"),
+            "macro F1": m.get("macro_f1"),
+            "ECE": (m.get("calibration") or {}).get("ece"),
+            "error": r.error or "",
+        }
+    )
+st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+promotable = [r.id for r in runs if r.state == "succeeded" and r.has_model]
+if promotable:
+    c1, c2 = st.columns([3, 1])
+    chosen = c1.selectbox("Run to promote", promotable)
+    if c2.button("Promote", type="primary"):
+        try:
+            registry.set_active(registry.get_run(chosen, ui.runs_dir()), ui.runs_dir())
+            st.success(f"{chosen} is now the active model. Classify uses it from now on.")
+        except (KeyError, ValueError) as exc:
+            ui.show_error(exc)

@@ -1,0 +1,46 @@
+"""Dataset: class balance, sample images, image sizes and the leakage report of a dataset folder."""
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from radiology import charts
+from radiology.errors import RadiologyError
+
+ui.page_header("Dataset")
+folder = ui.dataset_picker("explore")
+if folder is None:
+    st.info("Pick a dataset folder inside the data root.")
+    st.stop()
+try:
+    report = ui.dataset_report(str(folder), 42, ui.dataset_key(folder))
+except RadiologyError as exc:
+    ui.show_error(exc)
+    st.stop()
+
+st.header("Class balance")
+st.plotly_chart(charts.class_balance_figure(report["counts"]), key="balance")
+
+st.header("Sample images")
+for label, paths in report["samples"].items():
+    st.subheader(label)
+    if not paths:
+        st.caption("no images")
+        continue
+    cols = st.columns(8)
+    for col, path in zip(cols, paths):
+        try:
+            col.image(ui.file_view_plain(path), width="stretch")
+        except RadiologyError as exc:
+            col.caption(str(exc))
+
+st.header("Image sizes")
+sizes = pd.DataFrame(report["sizes"])
+if sizes.empty:
+    st.caption("No readable images.")
+else:
+    st.plotly_chart(charts.size_histogram(sizes["height"], sizes["width"]), key="sizes")
+    st.dataframe(sizes.groupby("label")[["height", "width"]].describe().round(1))
+
+st.header("Validation and leakage")
+ui.show_validation(report)

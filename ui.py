@@ -1,0 +1,239 @@
+"""App-side glue that needs Streamlit: settings, cached loaders and widgets shared by the pages.
+
+The pages import this module; the library (``radiology``, ``training``) never imports Streamlit.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import streamlit as st  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from radiology import DISCLAIMER, registry  # noqa: E402
+from radiology.errors import RadiologyError  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+
+
+def runs_dir() -> Path:
+    """The runs folder: ``$RADIOLOGY_RUNS_DIR`` or ``runs/`` in the project."""
+    return Path(os.environ.get("RADIOLOGY_RUNS_DIR", PROJECT_ROOT / "runs")).resolve()
+
+
+def data_root() -> Path:
+    """The data root that dataset paths must stay inside: ``$RADIOLOGY_DATA_ROOT`` or ``data/``."""
+    return Path(os.environ.get("RADIOLOGY_DATA_ROOT", PROJECT_ROOT / "data")).resolve()
+
+
+def page_header(title: str) -> None:
+    """Page config, title and the research-demo notice every page carries."""
+    st.set_page_config(page_title=f"{title} · RadiologyAI", page_icon="🩻", layout="wide")
+    st.title(title)
+    st.warning(DISCLAIMER, icon="⚠️")
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading the model…")
+def _load(path: str, mtime_ns: int):
+    from radiology.explain import Explainer
+    from radiology.model import load_model
+
+    loaded = load_model(path)
+    return loaded, Explainer(loaded), threading.Lock()
+
+
+def load_run_model(run: registry.Run):
+    """Loads a run's model once per file version; returns (LoadedModel, Explainer, lock).
+
+    The lock serialises explanations of one model across sessions: the explainer builds its
+    sub-models lazily and tf-keras-vis is not thread-safe.
+    """
+    return _load(str(run.model_path), run.model_path.stat().st_mtime_ns)
+
+
+def active_model():
+    """The active run and its loaded model, or (None, None) when there is none.
+
+    Raises:
+        RadiologyError: the active model file cannot be loaded.
+    """
+    run = registry.active_run(runs_dir())
+    if run is None:
+        return None, None
+    return run, load_run_model(run)
+
+
+def explain_cached(run: registry.Run, data: bytes, method: str):
+    """Decodes and explains an uploaded file, once per (model, file content, method) per session.
+
+    Returns:
+        (gray image, Explanation, seconds the model took or None when it came from the cache).
+
+    Raises:
+        RadiologyError: the file cannot be decoded.
+    """
+    from radiology.images import decode_image
+
+    cache = st.session_state.setdefault("_explanations", {})
+    digest = hashlib.sha256(data).hexdigest()
+    key = (str(run.model_path), run.model_path.stat().st_mtime_ns, digest, method)
+    if key in cache:
+        gray, explanation = cache[key]
+        return gray, explanation, None
+    gray = decode_image(data)
+    loaded, explainer, lock = load_run_model(run)
+    start = time.perf_counter()
+    with lock:
+        explanation = explainer.explain(gray, method=method)
+    cache[key] = (gray, explanation)
+    return gray, explanation, time.perf_counter() - start
+
+
+def thumbnail_uri(gray: np.ndarray, size: int = 72) -> str:
+    """A PNG data URI of a small thumbnail, for image columns in tables."""
+    image = Image.fromarray(gray)
+    image.thumbnail((size, size))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def dataset_picker(key: str) -> Path | None:
+    """A dataset folder chooser limited to the data root; shows the refusal for paths outside it."""
+    from radiology.datasets import resolve_in_root
+
+    root = data_root()
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    st.caption(f"Data root: `{root}`. Put dataset folders there (set `RADIOLOGY_DATA_ROOT` to change it).")
+    choice = st.selectbox(
+        "Dataset folder",
+        found,
+        index=0 if found else None,
+        key=f"{key}_choice",
+        placeholder="no folders in the data root",
+    )
+    typed = st.text_input("…or a path inside the data root", key=f"{key}_typed", placeholder="e.g. cxr3 or /data/cxr3")
+    wanted = typed.strip() or choice
+    if not wanted:
+        return None
+    try:
+        return resolve_in_root(wanted, root)
+    except RadiologyError as exc:
+        st.error(str(exc))
+        return None
+
+
+@st.cache_data(show_spinner="Reading and checking every image (cached after the first time)…", max_entries=4)
+def dataset_report(path: str, seed: int, fingerprint_key: str):
+    """Discovers, decodes (through the decode cache) and validates a dataset.
+
+    Returns:
+        plain data: counts, warnings, split method, unreadable files, duplicates, sizes per class,
+        and sample paths per class.
+    """
+    from radiology.cache import load_or_decode
+    from radiology.datasets import discover
+    from radiology.leakage import validate
+    from radiology.preprocess import PreprocessSpec
+
+    ds = discover(path, seed=seed)
+    samples = ds.samples()
+    decoded, _ = load_or_decode([s.path for s in samples], PreprocessSpec(), runs_dir() / ".cache")
+    report = validate(ds, decoded)
+    ok = decoded.ok
+    return {
+        "root": str(ds.root),
+        "layout": ds.layout,
+        "split_method": ds.split_method,
+        "counts": report.counts,
+        "summary": report.summary(),
+        "warnings": report.warnings,
+        "unreadable": report.unreadable,
+        "duplicates": [vars(d) for d in report.duplicates],
+        "sizes": {
+            "label": [s.label for s, good in zip(samples, ok) if good],
+            "height": decoded.sizes[ok, 0].tolist(),
+            "width": decoded.sizes[ok, 1].tolist(),
+        },
+        "samples": {c: [s.path for s, good in zip(samples, ok) if good and s.label == c][:8] for c in ds.class_names},
+    }
+
+
+def dataset_key(path: Path) -> str:
+    """A cheap key that changes when files are added or removed, for caching reports."""
+    try:
+        return str(sum(1 for _ in path.rglob("*"))) + str(path.stat().st_mtime_ns)
+    except OSError:
+        return "missing"
+
+
+def show_error(exc: Exception) -> None:
+    """Shows a library error as a message, never a stack trace."""
+    st.error(str(exc))
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _file_view(model_path: str, mtime_ns: int, image_path: str, with_cam: bool) -> np.ndarray:
+    from radiology.explain import overlay
+    from radiology.images import decode_image
+
+    gray = decode_image(image_path)
+    if not with_cam:
+        return gray
+    _, explainer, lock = _load(model_path, mtime_ns)
+    with lock:
+        return overlay(gray, explainer.explain(gray).cam, alpha=0.4)
+
+
+def file_view(run: registry.Run, image_path: Path, *, with_cam: bool) -> np.ndarray:
+    """An image file from disk, with the run's Grad-CAM over it when asked; cached across reruns.
+
+    Raises:
+        RadiologyError: the file cannot be decoded or the model cannot be loaded.
+    """
+    return _file_view(str(run.model_path), run.model_path.stat().st_mtime_ns, str(image_path), with_cam)
+
+
+def show_validation(report: dict) -> None:
+    """The dataset validation summary: counts, warnings, unreadable files and cross-split duplicates."""
+    import pandas as pd
+
+    s = report["summary"]
+    cols = st.columns(4)
+    cols[0].metric("Images", s["images"])
+    cols[1].metric("Unreadable", s["unreadable"])
+    cols[2].metric("Exact duplicates across splits", s["exact_duplicates_across_splits"])
+    cols[3].metric("Near duplicates across splits", s["near_duplicates_across_splits"])
+    st.caption(f"Layout: {report['layout']} · {report['split_method']}")
+    counts = pd.DataFrame(report["counts"]).T
+    counts["total"] = counts.sum(axis=1)
+    st.dataframe(counts)
+    for w in report["warnings"]:
+        st.warning(w)
+    if report["unreadable"]:
+        with st.expander(f"{len(report['unreadable'])} unreadable files (skipped in training)"):
+            st.dataframe(pd.DataFrame(list(report["unreadable"].items()), columns=["file", "reason"]), hide_index=True)
+    if report["duplicates"]:
+        with st.expander(f"{len(report['duplicates'])} images shared across splits (leakage)", expanded=True):
+            st.dataframe(pd.DataFrame(report["duplicates"]), hide_index=True)
+    else:
+        st.success("No exact or near-duplicate images across splits.")
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def file_view_plain(image_path: str) -> np.ndarray:
+    """A decoded image file from disk as a 256-pixel thumbnail, cached across reruns."""
+    from radiology.images import decode_image
+
+    image = Image.fromarray(decode_image(image_path))
+    image.thumbnail((256, 256))
+    return np.asarray(image)
