@@ -1,59 +1,13 @@
-"""Home: the active model, the research-demo notice, and what to do next."""
+"""RadiologyAI: `streamlit run streamlit_app.py` starts the app; this file only declares its pages."""
 
 import streamlit as st
 
-import ui
-from radiology import CLASS_NAMES
-from radiology.errors import RadiologyError
-
-ui.page_header("RadiologyAI")
-st.markdown(
-    f"Chest X-ray classification into **{' / '.join(CLASS_NAMES)}** with a VGG16 transfer model, "
-    "explained with Grad-CAM. Built for students, researchers and clinicians to explore how such a model "
-    "behaves — **research demo, not for diagnosis**."
-)
-
-st.header("Active model")
-try:
-    run, model = ui.active_model()
-except RadiologyError as exc:
-    run, model = None, None
-    ui.show_error(exc)
-
-if run is None:
-    st.info(
-        "No model yet. Next steps:\n\n"
-        f"1. Put a dataset folder into the data root `{ui.data_root()}` "
-        "(class folders `covid/`, `normal/`, `pneumonia/`, or `train/val/test` folders holding them).\n"
-        "2. Open **Training**, pick the folder and launch a run (or run `python -m training --data DIR`).\n"
-        "3. When it finishes, **Promote** it: it becomes the model that **Classify** uses."
-    )
-elif model is not None:
-    loaded = model[0]
-    meta = loaded.metadata
-    cfg = meta.train_config
-    cols = st.columns(4)
-    cols[0].metric("Model", run.id)
-    cols[1].metric("Trained", (meta.created or "unknown")[:16].replace("T", " "))
-    acc = (run.metrics or {}).get("accuracy")
-    cols[2].metric("Test accuracy", f"{acc:.1%}" if acc is not None else "not evaluated")
-    cols[3].metric("Test images", (run.metrics or {}).get("n", "—"))
-    st.markdown(
-        f"Trained on `{cfg.get('data', 'unknown data')}` (data fingerprint `{meta.data_fingerprint or 'unknown'}`), "
-        f"{cfg.get('epochs', '?')} epochs, initial weights `{cfg.get('weights', '?')}`. "
-        f"Classes in output order: {', '.join(meta.class_names)}; input {meta.preprocess.height}×{meta.preprocess.width}."
-    )
-    for warning in loaded.warnings:
-        st.warning(warning)
-    card = run.dir / "MODEL_CARD.md"
-    if card.is_file():
-        with st.expander("Model card", expanded=False):
-            st.markdown(card.read_text())
-
-st.header("Pages")
-st.markdown(
-    "- **Classify**: upload PNG, JPEG or DICOM images; get class probabilities and a Grad-CAM overlay.\n"
-    "- **Evaluation**: metrics with confidence intervals, confusion matrices, ROC/PR, calibration, errors.\n"
-    "- **Training**: retrain the model on a dataset folder and watch it live; promote the result.\n"
-    "- **Dataset**: class balance, sample images, image sizes and the leakage report of a dataset."
-)
+st.navigation(
+    [
+        st.Page("pages/home.py", title="Home", icon=":material/home:", url_path="home", default=True),
+        st.Page("pages/1_Classify.py", title="Classify", icon=":material/radiology:", url_path="Classify"),
+        st.Page("pages/2_Evaluation.py", title="Evaluation", icon=":material/monitoring:", url_path="Evaluation"),
+        st.Page("pages/3_Training.py", title="Training", icon=":material/model_training:", url_path="Training"),
+        st.Page("pages/4_Dataset.py", title="Dataset", icon=":material/folder_open:", url_path="Dataset"),
+    ]
+).run()

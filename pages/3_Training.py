@@ -62,6 +62,12 @@ def live_run():
             st.session_state["_live_run"] = None
             st.rerun()  # refresh the finished-runs table below
         st.caption("No training is running.")
+        last = next(iter(registry.list_runs(ui.runs_dir(), include_bundled=False)), None)
+        if last is not None:
+            acc = (last.metrics or {}).get("accuracy")
+            result = f", test accuracy {acc:.1%}" if acc is not None else ""
+            message = f"Last run {last.id}: {last.state}{result}" + (f" ({last.error})" if last.error else "")
+            (st.success if last.state == "succeeded" else st.info)(message)
         return
     st.session_state["_live_run"] = run.id
     p = run.progress()

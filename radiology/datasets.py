@@ -252,6 +252,12 @@ def discover(root: str | Path, *, fractions=DEFAULT_FRACTIONS, seed: int = 42) -
         warnings.append(f"no images for class: {', '.join(empty)}")
     if not dataset.splits["train"]:
         raise DatasetError(f"no training images found in {root}")
+    for name in ("val", "test"):
+        if not dataset.splits[name]:
+            warnings.append(
+                f"the {name} split is empty: add images, or a run cannot be "
+                + ("validated" if name == "val" else "evaluated")
+            )
     return dataset
 
 

@@ -18,7 +18,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+BUNDLED_DIR = Path(
+    os.environ.get("RADIOLOGY_BUNDLED_DIR", Path(__file__).resolve().parent.parent / "models" / "default")
+).resolve()
 BUNDLED_ID = "bundled"
 ACTIVE_FILE = "active.json"
 LOCK_FILE = ".training.lock"

@@ -1,0 +1,60 @@
+"""Home: the active model, the research-demo notice, and what to do next."""
+
+import streamlit as st
+
+import ui
+from radiology import CLASS_NAMES
+from radiology.errors import RadiologyError
+
+ui.page_header("RadiologyAI")
+st.markdown(
+    f"Chest X-ray classification into **{' / '.join(CLASS_NAMES)}** with a VGG16 transfer model, "
+    "explained with Grad-CAM. Built for students, researchers and clinicians to explore how such a model "
+    "behaves — **research demo, not for diagnosis**."
+)
+
+st.header("Active model")
+try:
+    run, model = ui.active_model()
+except RadiologyError as exc:
+    run, model = None, None
+    ui.show_error(exc)
+
+if run is None:
+    st.info(
+        "No model yet. Next steps:\n\n"
+        f"1. Put a dataset folder into the data root `{ui.data_root()}` "
+        "(class folders `covid/`, `normal/`, `pneumonia/`, or `train/val/test` folders holding them).\n"
+        "2. Open **Training**, pick the folder and launch a run (or run `python -m training --data DIR`).\n"
+        "3. When it finishes, **Promote** it: it becomes the model that **Classify** uses."
+    )
+elif model is not None:
+    loaded = model[0]
+    meta = loaded.metadata
+    cfg = meta.train_config
+    st.subheader(f"Model {run.id}")
+    cols = st.columns(3)
+    cols[0].metric("Trained", (meta.created or "unknown")[:16].replace("T", " "))
+    acc = (run.metrics or {}).get("accuracy")
+    cols[1].metric("Test accuracy", f"{acc:.1%}" if acc is not None else "not evaluated")
+    cols[2].metric("Test images", (run.metrics or {}).get("n", "—"))
+    st.markdown(
+        f"Trained on `{cfg.get('data', 'unknown data')}` (data fingerprint `{meta.data_fingerprint or 'unknown'}`); "
+        f"epochs: {cfg.get('epochs', '?')}; initial weights: `{cfg.get('weights', '?')}`. "
+        f"Classes in output order: {', '.join(meta.class_names)}; "
+        f"input {meta.preprocess.height}×{meta.preprocess.width}."
+    )
+    for warning in loaded.warnings:
+        st.warning(warning)
+    card = run.dir / "MODEL_CARD.md"
+    if card.is_file():
+        with st.expander("Model card", expanded=False):
+            st.markdown(card.read_text())
+
+st.header("Pages")
+st.markdown(
+    "- **Classify**: upload PNG, JPEG or DICOM images; get class probabilities and a Grad-CAM overlay.\n"
+    "- **Evaluation**: metrics with confidence intervals, confusion matrices, ROC/PR, calibration, errors.\n"
+    "- **Training**: retrain the model on a dataset folder and watch it live; promote the result.\n"
+    "- **Dataset**: class balance, sample images, image sizes and the leakage report of a dataset."
+)

@@ -1,0 +1,214 @@
+"""End-to-end tests in headless Chromium: upload, evaluation, training from the browser, promotion.
+
+Runs ``streamlit run`` on a free localhost port and drives Debian's Chromium with Playwright.
+Screenshots of each page go to ``test-artifacts/``.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from radiology import registry
+from tests.factories import dicom_bytes, make_dataset, png_bytes, xray
+
+pytestmark = pytest.mark.browser
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run, tmp_path_factory):
+    """A Streamlit server on a free port, with the tiny run promoted and a tiny dataset in its data root."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium")
+    base = tmp_path_factory.mktemp("browser")
+    runs = base / "runs"
+    runs.mkdir()
+    shutil.copytree(tiny_run, runs / "20260101-000000-seed")
+    registry.set_active(registry.load_run(runs / "20260101-000000-seed"), runs)
+    make_dataset(base / "data" / "tiny", per_class=10)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "RADIOLOGY_RUNS_DIR": str(runs),
+        "RADIOLOGY_DATA_ROOT": str(base / "data"),
+        "RADIOLOGY_BUNDLED_DIR": str(base / "no-bundle"),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    log = open(base / "streamlit.log", "wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "streamlit_app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start: " + (base / "streamlit.log").read_text()[-2000:])
+    yield {"url": url, "runs": runs, "base": base}
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    """A Chromium page (Playwright) with a generous default timeout for a 2-core machine."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.set_default_timeout(120_000)
+        yield pg
+        browser.close()
+
+
+def _open(page, server, path, heading):
+    page.goto(f"{server['url']}/{path}")
+    page.get_by_role("heading", name=heading).first.wait_for()
+
+
+def _shot(page, name):
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _select(page, label, option):
+    box = page.get_by_role("combobox", name=label, exact=True)
+    box.click()
+    box.press("ArrowDown")  # opens the list
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_classify_png_and_dicom(page, server, tmp_path):
+    """Uploading a PNG and an extension-less DICOM shows each predicted class and a Grad-CAM overlay."""
+    png = tmp_path / "chest.png"
+    png.write_bytes(png_bytes(xray(1, size=(300, 280))))
+    dcm = tmp_path / "IM0001"
+    dcm.write_bytes(dicom_bytes(xray(2, size=(256, 256))))
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"this is not an image")
+    _open(page, server, "Classify", "Classify")
+    page.locator("input[type=file]").set_input_files([str(png), str(dcm), str(bad)])
+    for name in ("chest.png", "IM0001"):
+        page.get_by_role("heading", name=f"{name}:").first.wait_for()
+        heading = page.get_by_role("heading", name=f"{name}:").first.inner_text()
+        assert any(c in heading for c in ("covid", "normal", "pneumonia")), heading
+    page.get_by_text("Grad-CAM overlay").nth(1).wait_for()
+    page.get_by_text("notes.png: not an image").wait_for()
+    page.get_by_text("Download CSV").wait_for()
+    assert "Doe^Jane" not in page.content() and "SECRET-123" not in page.content()
+    _shot(page, "classify")
+
+
+def test_slider_rerun_does_not_call_the_model(page, server):
+    """Moving the opacity slider re-renders the overlays from the cache, without a model call."""
+    slider = page.get_by_role("slider").first
+    slider.focus()
+    page.keyboard.press("ArrowRight")
+    from playwright.sync_api import expect
+
+    expect(page.get_by_text("Grad-CAM from cache: no model call")).to_have_count(2)
+    expect(page.get_by_text("computed in")).to_have_count(0)
+    expect(page.get_by_role("slider").first).to_have_attribute("aria-valuetext", "0.45")
+
+
+def test_evaluation_shows_confusion_matrix(page, server):
+    """The evaluation page of the active run draws its confusion matrices."""
+    _open(page, server, "Evaluation", "Evaluation")
+    page.get_by_role("heading", name="Confusion matrix").wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    page.get_by_text("Confusion matrix (counts)").first.wait_for()
+    _shot(page, "evaluation")
+
+
+def test_dataset_page(page, server):
+    """The dataset page shows the class balance and the leakage report of the tiny dataset."""
+    _open(page, server, "Dataset", "Dataset")
+    page.get_by_role("heading", name="Validation and leakage").wait_for()
+    page.get_by_text("No exact or near-duplicate images across splits.").wait_for()
+    _shot(page, "dataset")
+
+
+def test_train_one_epoch_then_promote(page, server):
+    """A 1-epoch training launched from the page reaches completion; promoting it switches Classify."""
+    before = {p.name for p in server["runs"].iterdir()}
+    _open(page, server, "Training", "Training")
+    page.get_by_text("No exact or near-duplicate images across splits.").wait_for()
+    epochs = page.get_by_label("Epochs")
+    epochs.fill("1")
+    epochs.press("Tab")
+    _select(page, "Initial weights", "none")
+    page.get_by_role("button", name="Launch training").click()
+    page.get_by_text("Launched run").wait_for()
+    new = sorted({p.name for p in server["runs"].iterdir()} - before - {".cache", ".training.lock"})
+    assert len(new) == 1, new
+    run_id = new[0]
+    page.get_by_text(f"Run {run_id}").first.wait_for()
+    page.get_by_text("Epoch 1 of 1").first.wait_for()
+    _shot(page, "training-live")
+    deadline = time.monotonic() + 240
+    while registry.load_run(server["runs"] / run_id).state in registry.LIVE_STATES:
+        assert time.monotonic() < deadline, registry.load_run(server["runs"] / run_id).log_tail()
+        time.sleep(1)
+    assert registry.load_run(server["runs"] / run_id).state == "succeeded"
+    page.get_by_text(f"Last run {run_id}: succeeded, test accuracy").wait_for()
+    _open(page, server, "Training", "Runs")  # a fresh page re-attaches to the registry
+    _select(page, "Run to promote", run_id)
+    page.get_by_role("button", name="Promote").click()
+    page.get_by_text(f"{run_id} is now the active model").wait_for()
+    _shot(page, "training-done")
+    _open(page, server, "Classify", "Classify")
+    page.get_by_text(f"Model: {run_id}").wait_for()
+    _open(page, server, "", "RadiologyAI")
+    page.get_by_text(run_id).first.wait_for()
+    _shot(page, "home")
