@@ -44,6 +44,8 @@ def _free_port() -> int:
 def server(tiny_run, tmp_path_factory):
     """A Streamlit server on a free port, with the tiny run promoted and a tiny dataset in its data root."""
     if not Path(CHROMIUM).exists():
+        if os.environ.get("RADIOLOGY_REQUIRE_BROWSER"):
+            pytest.fail(f"no Chromium at {CHROMIUM}")
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium")
     base = tmp_path_factory.mktemp("browser")
     runs = base / "runs"
