@@ -44,6 +44,7 @@ elif model is not None:
         f"Classes in output order: {', '.join(meta.class_names)}; "
         f"input {meta.preprocess.height}×{meta.preprocess.width}."
     )
+    st.caption(f"Inference precision: {model[3]}")
     for warning in loaded.warnings:
         st.warning(warning)
     card = run.dir / "MODEL_CARD.md"

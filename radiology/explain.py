@@ -48,8 +48,13 @@ class Explainer:
     first use), then call :meth:`explain` per image.
     """
 
-    def __init__(self, loaded: LoadedModel):
+    def __init__(self, loaded: LoadedModel, *, vis_model: LoadedModel | None = None):
+        """Args:
+        loaded: the model that predicts and makes the fused Grad-CAM (possibly a bf16 copy).
+        vis_model: the float32 model tf-keras-vis explains; ``loaded`` when not given.
+        """
         self.loaded = loaded
+        self.vis_model = vis_model or loaded
         self.layer = loaded.metadata.gradcam_layer
         if not self.layer:
             raise ValueError(f"model {loaded.path} has no convolution layer to explain")
@@ -71,8 +76,10 @@ class Explainer:
 
         @tf.function(reduce_retracing=True)
         def run(x):
+            # The conv base runs outside the tape: only the small head is differentiated, so the
+            # gradients cost next to nothing on top of the forward pass.
+            maps = features(x, training=False)
             with tf.GradientTape() as tape:
-                maps = features(x, training=False)
                 tape.watch(maps)
                 h = maps
                 for layer in body:
@@ -83,7 +90,7 @@ class Explainer:
             grads = tape.gradient(score, maps)
             weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
             cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))
-            return tf.nn.softmax(logits), label, cam
+            return tf.nn.softmax(tf.cast(logits, tf.float32)), label, tf.cast(cam, tf.float32)
 
         return run
 
@@ -111,7 +118,7 @@ class Explainer:
             cls = {"Grad-CAM": Gradcam, "Grad-CAM++": GradcamPlusPlus, "ScoreCAM": Scorecam, "LayerCAM": Layercam}[
                 method
             ]
-            self._vis[method] = cls(self.loaded.model, model_modifier=ReplaceToLinear(), clone=True)
+            self._vis[method] = cls(self.vis_model.model, model_modifier=ReplaceToLinear(), clone=True)
         return self._vis[method]
 
     def vis_cam(self, x: np.ndarray, label: int, method: str) -> np.ndarray:

@@ -195,6 +195,18 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
     return handler
 
 
+def _bf16_agreement(loaded, samples, decoded) -> float | None:
+    """Label agreement of the bf16 copy with float32 on the test images, where the CPU has bf16."""
+    from radiology.evaluation import predict_decoded
+    from radiology.inference import bf16_copy, bf16_supported, label_agreement
+
+    if not bf16_supported():
+        return None
+    index = decoded.index()
+    pixels = np.stack([decoded.pixels[index[s.path]] for s in samples if decoded.ok[index[s.path]]])
+    return label_agreement(predict_decoded(loaded, pixels), predict_decoded(bf16_copy(loaded), pixels))
+
+
 def run_training(config: TrainConfig, run_dir: str | Path) -> str:
     """Runs one training end to end and returns its final state.
 
@@ -324,6 +336,7 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
     best = load_model(run_dir / "model.keras")
     result, rows = evaluate_samples(best, test, decoded, root=dataset.root, n_boot=config.n_boot)
     result.update(data_root=str(dataset.root), split="test", split_method=dataset.split_method)
+    result["bf16_agreement"] = _bf16_agreement(best, test, decoded)
     write_evaluation(run_dir, result, rows)
     log.info(
         "test accuracy %.4f (95%% CI %.4f-%.4f), macro F1 %.4f, ECE %.4f on %d images",
