@@ -229,7 +229,7 @@ def _inference_copy(model):
     """An uncompiled copy sharing no state, so the saved file holds no optimizer slots (a third of the size)."""
     import keras
 
-    if model.optimizer is None:
+    if getattr(model, "optimizer", None) is None:
         return model
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
