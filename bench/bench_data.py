@@ -49,12 +49,8 @@ def main(argv=None) -> None:
         shutil.rmtree(cache_dir, ignore_errors=True)
     n = len(paths)
     _breakdown(paths[:: max(1, n // 2000)])
-    print(
-        f"  first run: decode + resize to 224x224 + hashes + write cache  {n / t_first:8.0f} img/s  ({t_first:.1f} s)"
-    )
-    print(
-        f"  second run: from the cache                                     {n / t_second:8.0f} img/s  ({t_second:.2f} s)"
-    )
+    print(f"  first run: decode + resize to 224x224 + hashes + write cache{n / t_first:8.0f} img/s  ({t_first:.1f} s)")
+    print(f"  second run: from the cache                                 {n / t_second:8.0f} img/s  ({t_second:.2f} s)")
     print(f"  cache speed-up: {t_first / t_second:.0f}x   (target >= 20x); unreadable files: {len(decoded.errors)}")
 
 
