@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from radiology import CLASS_NAMES
+from radiology.augment import build_augmentation
 from radiology.errors import ModelLoadError
 from radiology.preprocess import PreprocessSpec, to_model_input
 
@@ -83,19 +84,6 @@ class LoadedModel:
     metadata: ModelMetadata
     path: str
     warnings: list[str] = field(default_factory=list)
-
-
-def build_augmentation(*, seed: int | None = None):
-    """The notebook's augmentation as Keras layers: horizontal flip and rotation of up to 15 degrees.
-
-    Keras' random layers are identity at inference, so they live inside the model.
-    """
-    import keras
-
-    return [
-        keras.layers.RandomFlip("horizontal", seed=seed, name="augment_flip"),
-        keras.layers.RandomRotation(15 / 360, fill_mode="constant", seed=seed, name="augment_rotate"),
-    ]
 
 
 def _vgg16(x, weights):

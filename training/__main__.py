@@ -25,6 +25,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weights", default="imagenet", help="imagenet, none, or a path to a weights file")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-augment", dest="augment", action="store_false", help="turn off flip and rotation")
+    p.add_argument(
+        "--augment-on",
+        choices=["model", "host"],
+        default="model",
+        help="augment in the model (Keras layers) or in the loader threads (faster on JAX)",
+    )
+    p.add_argument("--workers", type=int, default=1, help="loader threads")
     p.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
     p.add_argument("--mixed-precision", action="store_true", help="compute in bfloat16")
     p.add_argument("--runs-dir", default=os.environ.get("RADIOLOGY_RUNS_DIR", "runs"))
@@ -59,6 +66,8 @@ def main(argv=None) -> int:
                 weights=args.weights,
                 seed=args.seed,
                 augment=args.augment,
+                augment_on=args.augment_on,
+                workers=args.workers,
                 class_weights=args.class_weights,
                 mixed_precision=args.mixed_precision,
                 runs_dir=args.runs_dir,

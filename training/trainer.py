@@ -152,37 +152,74 @@ def _write_history(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _batches(pixels: np.ndarray, labels: np.ndarray, spec: PreprocessSpec, batch_size: int, *, seed: int | None):
-    """A Keras PyDataset over uint8 images; reshuffled every epoch when ``seed`` is given."""
+def batches(
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    spec: PreprocessSpec,
+    batch_size: int,
+    *,
+    seed: int | None,
+    host_augment: bool = False,
+    workers: int = 1,
+):
+    """A Keras PyDataset over uint8 images, reshuffled every epoch when ``seed`` is given.
+
+    With ``host_augment`` the flip and rotation happen here, in ``workers`` threads, instead of in the model.
+    """
     import keras
+
+    from radiology.augment import augment_on_host
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
-            super().__init__()
+            super().__init__(workers=workers, use_multiprocessing=False)
             self.rng = np.random.default_rng(seed) if seed is not None else None
             self.order = self.rng.permutation(len(labels)) if self.rng is not None else np.arange(len(labels))
+            self.epoch = 0
 
         def __len__(self):
             return math.ceil(len(labels) / batch_size)
 
         def __getitem__(self, i):
             idx = np.sort(self.order[i * batch_size : (i + 1) * batch_size])
-            return to_model_input(pixels[idx], spec), labels[idx]
+            images = pixels[idx]
+            if host_augment:
+                # a generator per batch and epoch keeps runs reproducible whatever the thread order
+                images = augment_on_host(images, np.random.default_rng([seed or 0, self.epoch, i]))
+            return to_model_input(images, spec), labels[idx]
 
         def on_epoch_end(self):
+            self.epoch += 1
             if self.rng is not None:
                 self.order = self.rng.permutation(len(labels))
 
     return Batches()
 
 
-def _split_arrays(dataset: Dataset, decoded, split: str, class_names) -> tuple[np.ndarray, np.ndarray]:
+def split_arrays(dataset: Dataset, decoded, split: str, class_names) -> tuple[np.ndarray, np.ndarray]:
     index = decoded.index()
     rows = [index[s.path] for s in dataset.splits[split] if decoded.ok[index[s.path]]]
     labels = np.array(
         [class_names.index(s.label) for s in dataset.splits[split] if decoded.ok[index[s.path]]], dtype=np.int32
     )
     return np.asarray(decoded.pixels[rows]), labels
+
+
+def build_for_training(config: TrainConfig, spec: PreprocessSpec):
+    """Seeds Keras, sets the precision policy, and builds and compiles the model as the config says."""
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16" if config.mixed_precision else "float32")
+    model = build_model(
+        spec=spec,
+        weights=config.weights,
+        trainable_layers=config.trainable_layers,
+        augment=config.augment and config.augment_on == "model",
+        seed=config.seed,
+    )
+    compile_model(model, learning_rate=config.lr)
+    return model
 
 
 def _setup_logging(run_dir: Path) -> logging.Handler:
@@ -250,8 +287,6 @@ def run_training(config: TrainConfig, run_dir: str | Path) -> str:
 
 
 def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
-    import keras
-
     log.info("run %s: %s", run_dir.name, config.to_dict())
     dataset = discover(config.data, fractions=config.fractions, seed=config.seed)
     for w in dataset.warnings:
@@ -283,8 +318,8 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
     for path, err in report.unreadable.items():
         log.warning("skipped unreadable file %s: %s", path, err)
     class_names = list(dataset.class_names)
-    x_train, y_train = _split_arrays(dataset, decoded, "train", class_names)
-    x_val, y_val = _split_arrays(dataset, decoded, "val", class_names)
+    x_train, y_train = split_arrays(dataset, decoded, "train", class_names)
+    x_val, y_val = split_arrays(dataset, decoded, "val", class_names)
     if not len(x_train):
         raise DatasetError("no readable training images")
     log.info(
@@ -295,17 +330,7 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
         dataset.split_method,
     )
 
-    keras.utils.set_random_seed(config.seed)
-    if config.mixed_precision:
-        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
-    model = build_model(
-        spec=spec,
-        weights=config.weights,
-        trainable_layers=config.trainable_layers,
-        augment=config.augment,
-        seed=config.seed,
-    )
-    compile_model(model, learning_rate=config.lr)
+    model = build_for_training(config, spec)
     metadata = ModelMetadata(
         tuple(class_names),
         spec,
@@ -313,8 +338,16 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
         data_fingerprint=dataset.fingerprint(),
         name=run_dir.name,
     )
-    train = _batches(x_train, y_train, spec, config.batch_size, seed=config.seed)
-    val = _batches(x_val, y_val, spec, config.batch_size, seed=None) if len(x_val) else None
+    train = batches(
+        x_train,
+        y_train,
+        spec,
+        config.batch_size,
+        seed=config.seed,
+        host_augment=config.augment and config.augment_on == "host",
+        workers=config.workers,
+    )
+    val = batches(x_val, y_val, spec, config.batch_size, seed=None) if len(x_val) else None
     monitor_key = "val_accuracy" if val is not None else "accuracy"
     class_weight = None
     if config.class_weights:
