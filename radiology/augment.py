@@ -3,7 +3,7 @@
 * In the model, as Keras preprocessing layers that are active only in training (the default).
 * On the host, in the data loader's worker threads, on uint8 images with Pillow: for backends where
   Keras' ``RandomRotation`` is slow. On the JAX backend its ``affine_transform`` made a small training
-  step 14x slower on the CPU (TensorFlow: 3.4x); ``bench/bench_train.py`` measures both placements.
+  step many times slower (``bench/bench_augment.py``); ``bench/bench_train.py`` measures both placements.
 """
 
 from __future__ import annotations

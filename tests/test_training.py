@@ -145,3 +145,16 @@ def test_launch_refuses_a_second_run_and_cancel_keeps_the_checkpoint(tmp_path):
     assert (
         len(list((tmp_path / "runs").iterdir())) == 3
     )  # the run, the cache and the lock file: the refusals made no folder
+
+
+def test_augmentation_placement_follows_the_backend(monkeypatch):
+    """augment_on=auto puts augmentation on the host under JAX and in the model otherwise."""
+    import keras
+
+    assert TrainConfig(data="x").augment_where == ("host" if keras.backend.backend() == "jax" else "model")
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    assert TrainConfig(data="x").augment_where == "host"
+    assert TrainConfig(data="x", augment_on="model").augment_where == "model"
+    assert TrainConfig(data="x", augment=False).augment_where is None
+    with pytest.raises(ValueError, match="augment_on must be"):
+        TrainConfig(data="x", augment_on="gpu")

@@ -20,7 +20,8 @@ class TrainConfig:
         weights: ``imagenet``, ``none`` or a path to a weights file or ``.keras`` model.
         seed: seed of the split, shuffling, augmentation and initialisation.
         augment: horizontal flip and rotation of up to 15 degrees while training.
-        augment_on: ``model`` (Keras layers, the default) or ``host`` (loader threads; faster on JAX).
+        augment_on: ``model`` (Keras layers), ``host`` (loader threads) or ``auto``: host on the JAX
+            backend, whose RandomRotation is the bottleneck of a step (bench/bench_augment.py), else model.
         workers: loader threads feeding batches.
         fractions: train/val/test fractions when the dataset has class folders only.
         class_weights: weight the loss by inverse class frequency.
@@ -39,7 +40,7 @@ class TrainConfig:
     weights: str = "imagenet"
     seed: int = 42
     augment: bool = True
-    augment_on: str = "model"
+    augment_on: str = "auto"
     workers: int = 1
     fractions: tuple[float, float, float] = (0.7, 0.2, 0.1)
     class_weights: bool = False
@@ -58,11 +59,22 @@ class TrainConfig:
             raise ValueError(f"lr must be in (0, 1), got {self.lr}")
         if self.trainable_layers < 0:
             raise ValueError(f"trainable_layers must be >= 0, got {self.trainable_layers}")
-        if self.augment_on not in ("model", "host"):
-            raise ValueError(f"augment_on must be 'model' or 'host', got {self.augment_on!r}")
+        if self.augment_on not in ("auto", "model", "host"):
+            raise ValueError(f"augment_on must be 'auto', 'model' or 'host', got {self.augment_on!r}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
+
+    @property
+    def augment_where(self) -> str | None:
+        """Where augmentation runs: ``model``, ``host``, or None when it is off."""
+        if not self.augment:
+            return None
+        if self.augment_on != "auto":
+            return self.augment_on
+        import keras
+
+        return "host" if keras.backend.backend() == "jax" else "model"
 
     @property
     def resolved_cache_dir(self) -> Path:

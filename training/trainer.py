@@ -215,7 +215,7 @@ def build_for_training(config: TrainConfig, spec: PreprocessSpec):
         spec=spec,
         weights=config.weights,
         trainable_layers=config.trainable_layers,
-        augment=config.augment and config.augment_on == "model",
+        augment=config.augment_where == "model",
         seed=config.seed,
     )
     compile_model(model, learning_rate=config.lr)
@@ -287,7 +287,7 @@ def run_training(config: TrainConfig, run_dir: str | Path) -> str:
 
 
 def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
-    log.info("run %s: %s", run_dir.name, config.to_dict())
+    log.info("run %s: %s; augmentation in the %s", run_dir.name, config.to_dict(), config.augment_where or "-")
     dataset = discover(config.data, fractions=config.fractions, seed=config.seed)
     for w in dataset.warnings:
         log.warning(w)
@@ -344,7 +344,7 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
         spec,
         config.batch_size,
         seed=config.seed,
-        host_augment=config.augment and config.augment_on == "host",
+        host_augment=config.augment_where == "host",
         workers=config.workers,
     )
     val = batches(x_val, y_val, spec, config.batch_size, seed=None) if len(x_val) else None
