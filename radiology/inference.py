@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radiology.model import LoadedModel
+from radiology.model import LoadedModel, cast_model
 
 MIN_AGREEMENT = 0.995
 KEEP_FLOAT32 = ("predictions",)  # the softmax stays in float32 so probabilities sum to 1 exactly enough
@@ -30,16 +30,7 @@ def bf16_supported() -> bool:
 
 def bf16_copy(loaded: LoadedModel) -> LoadedModel:
     """A copy of the model computing in bfloat16, with the same weights and metadata."""
-    import keras
-
-    def clone(layer):
-        config = layer.get_config()
-        if "dtype" in config and layer.name not in KEEP_FLOAT32 and not isinstance(layer, keras.layers.InputLayer):
-            config["dtype"] = "bfloat16"
-        return layer.__class__.from_config(config)
-
-    model = keras.models.clone_model(loaded.model, clone_function=clone)
-    model.set_weights(loaded.model.get_weights())
+    model = cast_model(loaded.model, "bfloat16", keep_float32=KEEP_FLOAT32)
     return LoadedModel(model, loaded.metadata, loaded.path, list(loaded.warnings))
 
 

@@ -213,15 +213,31 @@ def save_model(model, path: str | Path, metadata: ModelMetadata) -> Path:
     return path
 
 
-def _inference_copy(model):
-    """An uncompiled copy sharing no state, so the saved file holds no optimizer slots (a third of the size)."""
+def cast_model(model, dtype: str, *, keep_float32: tuple[str, ...] = ()):
+    """An uncompiled copy of ``model`` whose layers compute in ``dtype``, with the same weights.
+
+    Args:
+        model: a functional Keras model.
+        dtype: ``float32``, ``bfloat16`` or another Keras dtype policy name.
+        keep_float32: names of layers that stay in float32.
+    """
     import keras
 
-    if getattr(model, "optimizer", None) is None:
-        return model
-    copy = keras.models.clone_model(model)
+    def clone(layer):
+        config = layer.get_config()
+        if "dtype" in config and not isinstance(layer, keras.layers.InputLayer):
+            config["dtype"] = "float32" if layer.name in keep_float32 else dtype
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _inference_copy(model):
+    """A float32, uncompiled copy: no optimizer slots in the file (a third of its size), and a model trained
+    in mixed precision computes in float32 wherever it is loaded."""
+    return cast_model(model, "float32")
 
 
 def _model_config(path: Path) -> tuple[dict | None, dict | None]:

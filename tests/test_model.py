@@ -132,3 +132,15 @@ def test_weights_from_a_keras_model_are_copied(model, tmp_path):
     assert np.allclose(
         again.get_layer("block5_conv3").get_weights()[0], model.get_layer("block5_conv3").get_weights()[0]
     )
+
+
+def test_mixed_precision_model_is_saved_in_float32(tmp_path):
+    """A model built under mixed_bfloat16 is saved computing in float32, so any CPU runs it at full speed."""
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = build_model(weights="none", augment=False)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert mixed.get_layer("block5_conv3").compute_dtype == "bfloat16"
+    loaded = load_model(save_model(mixed, tmp_path / "m.keras", ModelMetadata()))
+    assert loaded.model.get_layer("block5_conv3").compute_dtype == "float32"

@@ -56,7 +56,7 @@ def write_status(run_dir: Path, state: str, **fields) -> None:
 
 
 class RunMonitor:
-    """Progress, cancellation and history of one run, shared by the data phase and the Keras callback."""
+    """Progress and cancellation of one run, shared by the data phase and the Keras callback."""
 
     def __init__(self, run_dir: Path, epochs: int):
         self.run_dir = run_dir
@@ -109,7 +109,7 @@ def _make_callbacks(
             lr = self.model.optimizer.learning_rate
             row = {
                 "epoch": epoch + 1,
-                **{k: float(v) for k, v in logs.items()},
+                **{k: float(v) for k, v in logs.items() if k != "learning_rate"},
                 "lr": float(np.asarray(lr)),
                 "seconds": round(seconds, 2),
             }
@@ -326,7 +326,7 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
         "train %d, val %d, test %d images (%s)",
         len(x_train),
         len(x_val),
-        sum(1 for s in dataset.splits["test"]),
+        len(dataset.splits["test"]),
         dataset.split_method,
     )
 
