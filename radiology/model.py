@@ -311,7 +311,10 @@ def load_model(path: str | Path) -> LoadedModel:
             warnings.simplefilter("ignore")
             model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for one cause: an incompatible file
-        raise ModelLoadError(f"cannot load {path.name}: {exc}") from exc
+        model = _notebook_from_h5(path) if meta is None and not zipfile.is_zipfile(path) else None
+        if model is None:
+            raise ModelLoadError(f"cannot load {path.name}: {exc}") from exc
+        notes.append(f"{path.name} nests VGG16 as one layer; its weights were loaded into the flat notebook graph")
     n_out = model.output_shape[-1]
     if n_out != len(metadata.class_names):
         raise ModelLoadError(f"expected {len(metadata.class_names)} outputs for {metadata.class_names}, got {n_out}")
@@ -326,6 +329,45 @@ def load_model(path: str | Path) -> LoadedModel:
                 f"{GRADCAM_LAYER} is not a top-level layer; Grad-CAM uses {metadata.gradcam_layer or 'nothing'}"
             )
     return LoadedModel(model, metadata, str(path), notes)
+
+
+def _notebook_from_h5(path: Path):
+    """The notebook's architecture as one flat graph, with the weights of a Keras 2 HDF5 file, or None.
+
+    Keras 2 models built as ``Sequential([VGG16(...), GlobalMaxPooling2D(), ...])`` nest VGG16 as one
+    layer, and Keras 3 cannot rebuild them. Their VGG16 weights are found by layer name
+    (``block1_conv1/kernel:0``...), the head's in file order; every shape must match.
+    """
+    import h5py
+
+    def text(value):
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    weights: list[tuple[str, np.ndarray]] = []
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["model_weights"] if "model_weights" in f else f
+            for layer_name in group.attrs["layer_names"]:
+                layer = group[text(layer_name)]
+                weights += [(text(n), np.asarray(layer[text(n)])) for n in layer.attrs["weight_names"]]
+    except (OSError, KeyError, ValueError):
+        return None
+    model = build_model(weights=None, augment=False)
+    rest = list(weights)
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        if layer.name.startswith("block"):
+            mine = [(n, a) for n, a in rest if n.split("/")[-2:-1] == [layer.name]]
+            mine.sort(key=lambda item: "bias" in item[0])  # kernel, then bias
+        else:
+            mine = [item for item in rest if not item[0].split("/")[-2].startswith("block")][: len(layer.weights)]
+        rest = [item for item in rest if all(item is not m for m in mine)]
+        arrays = [a for _, a in mine]
+        if [a.shape for a in arrays] != [tuple(w.shape) for w in layer.weights]:
+            return None
+        layer.set_weights(arrays)
+    return model
 
 
 def predict_images(loaded: LoadedModel, images: list[np.ndarray], *, batch_size: int = 32) -> np.ndarray:

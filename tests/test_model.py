@@ -144,3 +144,47 @@ def test_mixed_precision_model_is_saved_in_float32(tmp_path):
     assert mixed.get_layer("block5_conv3").compute_dtype == "bfloat16"
     loaded = load_model(save_model(mixed, tmp_path / "m.keras", ModelMetadata()))
     assert loaded.model.get_layer("block5_conv3").compute_dtype == "float32"
+
+
+KERAS2_NOTEBOOK = """
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np, tf_keras as k2
+flat = sys.argv[2] == "flat"
+vgg = k2.applications.VGG16(weights=None, include_top=False, input_shape=(224, 224, 3))
+for layer in vgg.layers[:-6]:
+    layer.trainable = False
+head = [k2.layers.GlobalMaxPooling2D(), k2.layers.Dense(512, activation="relu"), k2.layers.Dropout(0.5),
+        k2.layers.Dense(3, activation="softmax")]
+if flat:
+    x = vgg.output
+    for layer in head:
+        x = layer(x)
+    model = k2.Model(vgg.input, x)
+else:
+    model = k2.Sequential([vgg, *head])
+model.compile(k2.optimizers.Adam(1e-4, amsgrad=True), "categorical_crossentropy")
+model.save(sys.argv[1])
+x = np.random.default_rng(0).integers(0, 256, (2, 224, 224)).astype("uint8")
+np.save(sys.argv[1] + ".x.npy", x)
+np.save(sys.argv[1] + ".p.npy", model.predict(np.repeat(x[..., None], 3, -1) / 255.0, verbose=0))
+"""
+
+
+@pytest.mark.parametrize("layout", ["flat", "nested"])
+def test_keras2_notebook_h5_loads_and_predicts_the_same(tmp_path, layout):
+    """A genuine Keras 2 best_model.h5 (flat, or Sequential with VGG16 nested) loads with the notebook's spec,
+    exposes block5_conv3, and predicts what Keras 2 predicted."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("tf_keras")
+    path = tmp_path / "best_model.h5"
+    subprocess.run([sys.executable, "-c", KERAS2_NOTEBOOK, str(path), layout], check=True, timeout=300)
+    loaded = load_model(path)
+    assert loaded.metadata.assumed and loaded.metadata.gradcam_layer == GRADCAM_LAYER
+    assert GRADCAM_LAYER in [layer.name for layer in loaded.model.layers]
+    x = np.load(f"{path}.x.npy")
+    expected = np.load(f"{path}.p.npy")
+    assert np.abs(predict_images(loaded, list(x)) - expected).max() < 1e-4
+    assert any("no metadata" in w for w in loaded.warnings)
