@@ -22,6 +22,8 @@ if folder is not None:
         folder = None
 
 st.header("Launch")
+runs = registry.list_runs(ui.runs_dir(), include_bundled=True)
+finished = [r for r in runs if r.state == "succeeded" and r.has_model]
 with st.form("launch"):
     c1, c2, c3, c4 = st.columns(4)
     epochs = c1.number_input("Epochs", 1, 500, 20)
@@ -29,7 +31,8 @@ with st.form("launch"):
     lr = c3.number_input("Learning rate", 1e-7, 1e-1, 1e-4, format="%.1e")
     trainable = c4.number_input("Trainable VGG16 layers", 0, 18, 6, help="From the end; the notebook trains 6")
     c1, c2, c3 = st.columns(3)
-    weights = c1.selectbox("Initial weights", ["imagenet", "none"], help="ImageNet needs the network once")
+    starts = {"imagenet": "imagenet", "none": "none", **{f"run {r.id}": str(r.model_path) for r in finished}}
+    weights = c1.selectbox("Initial weights", list(starts), help="ImageNet needs the network once; a run fine-tunes it")
     seed = c2.number_input("Seed", 0, 2**31 - 1, 42)
     augment = c3.toggle("Augmentation (flip, ±15° rotation)", value=True)
     submitted = st.form_submit_button("Launch training", type="primary", disabled=folder is None)
@@ -41,7 +44,7 @@ if submitted and folder is not None:
             batch_size=int(batch_size),
             lr=float(lr),
             trainable_layers=int(trainable),
-            weights=weights,
+            weights=starts[weights],
             seed=int(seed),
             augment=augment,
             runs_dir=str(ui.runs_dir()),
@@ -92,7 +95,6 @@ st.header("Current run")
 live_run()
 
 st.header("Runs")
-runs = registry.list_runs(ui.runs_dir(), include_bundled=True)
 if not runs:
     st.caption("No runs yet.")
     st.stop()
@@ -116,7 +118,7 @@ for r in runs:
     )
 st.dataframe(pd.DataFrame(rows), hide_index=True)
 
-promotable = [r.id for r in runs if r.state == "succeeded" and r.has_model]
+promotable = [r.id for r in finished]
 if promotable:
     c1, c2 = st.columns([3, 1])
     chosen = c1.selectbox("Run to promote", promotable)

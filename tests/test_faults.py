@@ -257,8 +257,30 @@ def test_full_disk_fails_cleanly(tmp_path, monkeypatch):
     assert not (run_dir / "model.keras").exists() and not list(run_dir.glob(".tmp-*"))
 
 
-def test_two_simultaneous_launches_exactly_one_runs(tmp_path):
-    """Two launches at the same moment: one run starts, the other is refused; predictions stay correct meanwhile."""
+def _concurrent_predictions_match(loaded) -> bool:
+    """Explanations from six threads at once, sharing one model and its lock, equal the sequential ones."""
+    from radiology.explain import Explainer
+
+    explainer, lock = Explainer(loaded), threading.Lock()
+    images = [xray(i, size=(120, 110)) for i in range(6)]
+    expected = [explainer.explain(img).probs for img in images]
+    got = {}
+
+    def worker(i):
+        with lock:
+            got[i] = explainer.explain(images[i]).probs
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return all(np.allclose(got[i], expected[i], atol=1e-5) for i in range(6))
+
+
+def test_two_simultaneous_launches_exactly_one_runs(tmp_path, tiny_model):
+    """Two launches at the same moment: one run starts, the other is refused; predictions made from several
+    threads while it trains are all correct."""
     from training.config import TrainConfig
     from training.launch import cancel, launch
 
@@ -281,32 +303,19 @@ def test_two_simultaneous_launches_exactly_one_runs(tmp_path):
     started = [r for r in results if isinstance(r, registry.Run)]
     refused = [r for r in results if isinstance(r, TrainingBusyError)]
     assert len(started) == 1 and len(refused) == 1 and "another training is running" in str(refused[0])
-    cancel(started[0])
+    try:
+        deadline = time.monotonic() + 120
+        while registry.load_run(started[0].dir).progress().get("phase") != "training":
+            assert time.monotonic() < deadline, registry.load_run(started[0].dir).log_tail()
+            time.sleep(0.5)
+        assert _concurrent_predictions_match(tiny_model)
+        assert registry.load_run(started[0].dir).state == "running"
+    finally:
+        cancel(registry.load_run(started[0].dir))
     deadline = time.monotonic() + 120
     while registry.load_run(started[0].dir).state in registry.LIVE_STATES:
         assert time.monotonic() < deadline
         time.sleep(0.5)
-
-
-def test_concurrent_predictions_are_correct(tiny_model):
-    """Explanations from several threads at once, sharing one model, equal the sequential results."""
-    from radiology.explain import Explainer
-
-    explainer, lock = Explainer(tiny_model), threading.Lock()
-    images = [xray(i, size=(120, 110)) for i in range(6)]
-    expected = [explainer.explain(img).probs for img in images]
-    got = {}
-
-    def worker(i):
-        with lock:
-            got[i] = explainer.explain(images[i]).probs
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert all(np.allclose(got[i], expected[i], atol=1e-5) for i in range(6))
 
 
 def test_app_configuration_is_safe():

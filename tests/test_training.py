@@ -158,3 +158,19 @@ def test_augmentation_placement_follows_the_backend(monkeypatch):
     assert TrainConfig(data="x", augment=False).augment_where is None
     with pytest.raises(ValueError, match="augment_on must be"):
         TrainConfig(data="x", augment_on="gpu")
+
+
+def test_same_seed_same_run(tmp_path):
+    """Two runs with the same config and seed give the same losses and the same test predictions."""
+    from radiology.registry import read_history
+    from training.trainer import new_run_dir, run_training
+
+    data = make_dataset(tmp_path / "data", per_class=5)
+    config = TrainConfig(
+        data=str(data), epochs=1, batch_size=8, weights="none", runs_dir=str(tmp_path / "runs"), n_boot=10
+    )
+    dirs = [new_run_dir(config.runs_dir) for _ in range(2)]
+    for d in dirs:
+        assert run_training(config, d) == "succeeded"
+    assert read_history(dirs[0] / "history.csv")[0]["loss"] == read_history(dirs[1] / "history.csv")[0]["loss"]
+    assert (dirs[0] / "predictions.csv").read_text() == (dirs[1] / "predictions.csv").read_text()
