@@ -165,7 +165,7 @@ def test_same_seed_same_run(tmp_path):
     from radiology.registry import read_history
     from training.trainer import new_run_dir, run_training
 
-    data = make_dataset(tmp_path / "data", per_class=5)
+    data = make_dataset(tmp_path / "data", per_class=10)
     config = TrainConfig(
         data=str(data), epochs=1, batch_size=8, weights="none", runs_dir=str(tmp_path / "runs"), n_boot=10
     )
