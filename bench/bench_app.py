@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from bench.common import CXR3, ROOT, machine  # noqa: E402
+from bench.common import CXR3, machine  # noqa: E402
+from tests.factories import CHROMIUM_ARGS, free_port, start_app  # noqa: E402
 
 
 def _prepare(base: Path) -> tuple[Path, Path]:
@@ -47,43 +46,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         runs, image = _prepare(base)
-        port = 8765
+        port = free_port()
         env = {**os.environ, "RADIOLOGY_RUNS_DIR": str(runs), "TF_CPP_MIN_LOG_LEVEL": "3"}
         with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path="/usr/bin/chromium",
-                headless=True,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            )
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page()
             page.set_default_timeout(180_000)
             start = time.perf_counter()
-            server = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "streamlit",
-                    "run",
-                    "streamlit_app.py",
-                    "--server.port",
-                    str(port),
-                    "--server.headless",
-                    "true",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            server = start_app(port, env)
             try:
-                while True:
-                    try:
-                        urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=1)
-                        break
-                    except OSError:
-                        time.sleep(0.1)
                 t_server = time.perf_counter() - start
-                page.goto(f"http://localhost:{port}/Classify")
+                page.goto(f"http://127.0.0.1:{port}/Classify")
                 page.locator("input[type=file]").set_input_files(str(image))
                 page.get_by_role("heading", name=f"{image.name}:").wait_for()
                 t_first = time.perf_counter() - start

@@ -92,3 +92,69 @@ def make_dataset(root: Path, *, per_class: int = 10, size=(64, 64), splits: bool
                     png_bytes(xray(seed=zlib.crc32(f"{f.name}{i}".encode()) + 97 * k, size=size, level=40 + 70 * k))
                 )
     return root
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def free_port() -> int:
+    """A free TCP port on localhost."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(port: int, env: dict, *, log=None, timeout: float = 90):
+    """Starts ``streamlit run streamlit_app.py`` on 127.0.0.1:``port`` and waits until it is healthy.
+
+    Returns:
+        the server process; the caller terminates it.
+
+    Raises:
+        RuntimeError: the server did not answer its health check in time.
+    """
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "streamlit_app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=root,
+        env=env,
+        stdout=log or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"streamlit did not answer on port {port} within {timeout:.0f} s")

@@ -6,38 +6,19 @@ Screenshots of each page go to ``test-artifacts/``.
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from radiology import registry
-from tests.factories import dicom_bytes, make_dataset, png_bytes, xray
+from tests.factories import CHROMIUM_ARGS, dicom_bytes, free_port, make_dataset, png_bytes, start_app, xray
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +34,7 @@ def server(tiny_run, tmp_path_factory):
     shutil.copytree(tiny_run, runs / "20260101-000000-seed")
     registry.set_active(registry.load_run(runs / "20260101-000000-seed"), runs)
     make_dataset(base / "data" / "tiny", per_class=10)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "RADIOLOGY_RUNS_DIR": str(runs),
@@ -62,36 +43,11 @@ def server(tiny_run, tmp_path_factory):
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
     log = open(base / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "streamlit_app.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    try:
+        proc = start_app(port, env, log=log)
+    except RuntimeError as exc:
+        pytest.fail(f"{exc}: " + (base / "streamlit.log").read_text()[-2000:])
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start: " + (base / "streamlit.log").read_text()[-2000:])
     yield {"url": url, "runs": runs, "base": base}
     proc.terminate()
     try:
