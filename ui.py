@@ -152,7 +152,8 @@ def dataset_report(path: str, seed: int, fingerprint_key: str):
     samples = ds.samples()
     decoded, _ = load_or_decode([s.path for s in samples], PreprocessSpec(), runs_dir() / ".cache")
     report = validate(ds, decoded)
-    ok = decoded.ok
+    index = decoded.index()
+    readable = [(s, index[s.path]) for s in samples if decoded.ok[index[s.path]]]
     return {
         "root": str(ds.root),
         "layout": ds.layout,
@@ -163,11 +164,11 @@ def dataset_report(path: str, seed: int, fingerprint_key: str):
         "unreadable": report.unreadable,
         "duplicates": [vars(d) for d in report.duplicates],
         "sizes": {
-            "label": [s.label for s, good in zip(samples, ok) if good],
-            "height": decoded.sizes[ok, 0].tolist(),
-            "width": decoded.sizes[ok, 1].tolist(),
+            "label": [s.label for s, _ in readable],
+            "height": [int(decoded.sizes[i, 0]) for _, i in readable],
+            "width": [int(decoded.sizes[i, 1]) for _, i in readable],
         },
-        "samples": {c: [s.path for s, good in zip(samples, ok) if good and s.label == c][:8] for c in ds.class_names},
+        "samples": {c: [s.path for s, _ in readable if s.label == c][:8] for c in ds.class_names},
     }
 
 

@@ -141,8 +141,10 @@ def load_or_decode(
         progress: optional callable ``progress(done, total)`` while decoding.
 
     Returns:
-        the decoded images, and whether they came from the cache.
+        the decoded images in sorted path order (find a file's row with ``index()``), and whether they
+        came from the cache.
     """
+    paths = sorted(set(paths))  # one entry per file set, whatever the split order; look rows up by index()
     if cache_dir is None:
         return decode_files(paths, spec, progress=progress), False
     entry = Path(cache_dir) / cache_key(paths, spec)

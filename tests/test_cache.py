@@ -24,6 +24,8 @@ def test_second_load_comes_from_cache_without_decoding(tmp_path, monkeypatch):
     second, cached = cache.load_or_decode(paths, spec, tmp_path / "cache")
     assert cached and np.array_equal(np.asarray(second.pixels), first.pixels)
     assert second.errors == first.errors and np.array_equal(second.phash, first.phash)
+    shuffled, cached = cache.load_or_decode(paths[::-1], spec, tmp_path / "cache")  # another split order
+    assert cached and shuffled.index() == first.index()
 
 
 def test_cache_key_changes_with_files_and_spec(tmp_path):

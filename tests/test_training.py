@@ -174,3 +174,21 @@ def test_same_seed_same_run(tmp_path):
         assert run_training(config, d) == "succeeded"
     assert read_history(dirs[0] / "history.csv")[0]["loss"] == read_history(dirs[1] / "history.csv")[0]["loss"]
     assert (dirs[0] / "predictions.csv").read_text() == (dirs[1] / "predictions.csv").read_text()
+
+
+def test_run_survives_the_app_that_launched_it(tmp_path):
+    """A run launched by a process that then exits (an app restart) goes on, finishes and is listed."""
+    data = make_dataset(tmp_path / "data", per_class=10)
+    runs = tmp_path / "runs"
+    code = (
+        "from training.config import TrainConfig; from training.launch import launch; "
+        f"print(launch(TrainConfig(data={str(data)!r}, epochs=1, batch_size=8, weights='none', "
+        f"runs_dir={str(runs)!r}, n_boot=10)).id)"
+    )
+    app = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert app.returncode == 0, app.stderr
+    run_id = app.stdout.strip()
+    assert _wait(lambda: load_run(runs / run_id).state not in ("queued", "running"), timeout=300)
+    run = load_run(runs / run_id)
+    assert run.state == "succeeded", run.log_tail()
+    assert run.metrics["n"] == 3
