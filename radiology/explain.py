@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from radiology.errors import ModelLoadError
 from radiology.model import LoadedModel
 from radiology.preprocess import preprocess
 
@@ -57,7 +58,7 @@ class Explainer:
         self.vis_model = vis_model or loaded
         self.layer = loaded.metadata.gradcam_layer
         if not self.layer:
-            raise ValueError(f"model {loaded.path} has no convolution layer to explain")
+            raise ModelLoadError(f"model {loaded.path} has no convolution layer for Grad-CAM")
         self._fused = None
         self._vis: dict[str, object] = {}
 

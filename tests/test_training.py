@@ -160,24 +160,12 @@ def test_augmentation_placement_follows_the_backend(monkeypatch):
         TrainConfig(data="x", augment_on="gpu")
 
 
-def test_same_seed_same_run(tmp_path):
-    """Two runs with the same config and seed give the same losses and the same test predictions."""
+def test_run_survives_its_launcher_and_repeats_with_the_same_seed(tmp_path):
+    """A run launched by a process that then exits (an app restart) goes on and finishes; it gives the same
+    losses and test predictions as a foreground run with the same config and seed."""
     from radiology.registry import read_history
     from training.trainer import new_run_dir, run_training
 
-    data = make_dataset(tmp_path / "data", per_class=10)
-    config = TrainConfig(
-        data=str(data), epochs=1, batch_size=8, weights="none", runs_dir=str(tmp_path / "runs"), n_boot=10
-    )
-    dirs = [new_run_dir(config.runs_dir) for _ in range(2)]
-    for d in dirs:
-        assert run_training(config, d) == "succeeded"
-    assert read_history(dirs[0] / "history.csv")[0]["loss"] == read_history(dirs[1] / "history.csv")[0]["loss"]
-    assert (dirs[0] / "predictions.csv").read_text() == (dirs[1] / "predictions.csv").read_text()
-
-
-def test_run_survives_the_app_that_launched_it(tmp_path):
-    """A run launched by a process that then exits (an app restart) goes on, finishes and is listed."""
     data = make_dataset(tmp_path / "data", per_class=10)
     runs = tmp_path / "runs"
     code = (
@@ -187,8 +175,11 @@ def test_run_survives_the_app_that_launched_it(tmp_path):
     )
     app = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert app.returncode == 0, app.stderr
-    run_id = app.stdout.strip()
-    assert _wait(lambda: load_run(runs / run_id).state not in ("queued", "running"), timeout=300)
-    run = load_run(runs / run_id)
-    assert run.state == "succeeded", run.log_tail()
-    assert run.metrics["n"] == 3
+    background = runs / app.stdout.strip()
+    assert _wait(lambda: load_run(background).state not in ("queued", "running"), timeout=300)
+    assert load_run(background).state == "succeeded", load_run(background).log_tail()
+
+    foreground = new_run_dir(runs)
+    assert run_training(TrainConfig.load(background / "config.json"), foreground) == "succeeded"
+    assert read_history(foreground / "history.csv")[0]["loss"] == read_history(background / "history.csv")[0]["loss"]
+    assert (foreground / "predictions.csv").read_text() == (background / "predictions.csv").read_text()
