@@ -23,6 +23,7 @@ from radiology import DISCLAIMER, registry  # noqa: E402
 from radiology.errors import RadiologyError  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent
+DISPLAY_SIDE = 1024
 
 
 def runs_dir() -> Path:
@@ -79,12 +80,14 @@ def explain_cached(run: registry.Run, data: bytes, method: str):
     """Decodes and explains an uploaded file, once per (model, file content, method) per session.
 
     Returns:
-        (gray image, Explanation, seconds the model took or None when it came from the cache).
+        (the image at display size, at most ``DISPLAY_SIDE`` pixels, Explanation, seconds the model
+        took or None when it came from the cache).
 
     Raises:
         RadiologyError: the file cannot be decoded.
     """
     from radiology.images import decode_image
+    from radiology.preprocess import fit_within
 
     cache = st.session_state.setdefault("_explanations", {})
     digest = hashlib.sha256(data).hexdigest()
@@ -97,8 +100,10 @@ def explain_cached(run: registry.Run, data: bytes, method: str):
     start = time.perf_counter()
     with lock:
         explanation = explainer.explain(gray, method=method)
-    cache[key] = (gray, explanation)
-    return gray, explanation, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    # Only the display-size image is kept: overlays and reruns then cost the same for a 4000-pixel film.
+    cache[key] = (fit_within(gray, DISPLAY_SIDE), explanation)
+    return cache[key][0], explanation, seconds
 
 
 def thumbnail_uri(gray: np.ndarray, size: int = 72) -> str:
@@ -189,13 +194,15 @@ def show_error(exc: Exception) -> None:
 def _file_view(model_path: str, mtime_ns: int, agreement: float | None, image_path: str, with_cam: bool) -> np.ndarray:
     from radiology.explain import overlay
     from radiology.images import decode_image
+    from radiology.preprocess import fit_within
 
     gray = decode_image(image_path)
+    view = fit_within(gray, DISPLAY_SIDE)
     if not with_cam:
-        return gray
+        return view
     _, explainer, lock, _ = _load(model_path, mtime_ns, agreement)
     with lock:
-        return overlay(gray, explainer.explain(gray).cam, alpha=0.4)
+        return overlay(view, explainer.explain(gray).cam, alpha=0.4)
 
 
 def file_view(run: registry.Run, image_path: Path, *, with_cam: bool) -> np.ndarray:

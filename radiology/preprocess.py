@@ -57,6 +57,24 @@ def resize(gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return np.asarray(image.resize((spec.width, spec.height), Image.BILINEAR), dtype=np.uint8)
 
 
+def fit_within(gray: np.ndarray, max_side: int) -> np.ndarray:
+    """Shrinks an image, keeping its aspect ratio, so that neither side exceeds ``max_side``; for display.
+
+    Args:
+        gray: uint8 array of shape (H, W).
+        max_side: the largest side wanted.
+
+    Returns:
+        uint8 array; the input itself when it already fits.
+    """
+    h, w = gray.shape
+    if max(h, w) <= max_side:
+        return gray
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(gray, mode="L").resize(size, Image.BILINEAR), dtype=np.uint8)
+
+
 def to_model_input(resized: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Turns resized grayscale images into the model's float input.
 

@@ -26,3 +26,13 @@ def test_spec_roundtrip_and_single_channel():
     assert PreprocessSpec.from_dict(spec.to_dict()) == spec
     x = to_model_input(resize(np.zeros((10, 10), np.uint8), spec), spec)
     assert x.shape == (1, 32, 48, 1)
+
+
+def test_fit_within_keeps_aspect_and_small_images():
+    """Large images shrink to the limit keeping their aspect ratio; small ones come back unchanged."""
+    from radiology.preprocess import fit_within
+
+    big = np.zeros((4000, 2000), np.uint8)
+    assert fit_within(big, 1024).shape == (1024, 512)
+    small = np.zeros((100, 50), np.uint8)
+    assert fit_within(small, 1024) is small
