@@ -14,7 +14,7 @@ import os
 import tempfile
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,8 @@ class ModelMetadata:
         created: ISO timestamp of saving.
         name: a short human name.
         assumed: True when the file had no metadata and the notebook's spec was assumed.
+        weights_dtype: how the weights are stored: ``float32``, or ``float16`` for half-size files;
+            they are always computed in float32 after loading.
     """
 
     class_names: tuple[str, ...] = CLASS_NAMES
@@ -53,6 +55,7 @@ class ModelMetadata:
     created: str | None = None
     name: str = ""
     assumed: bool = False
+    weights_dtype: str = "float32"
 
     def to_dict(self) -> dict:
         """Returns the metadata as JSON-ready data."""
@@ -73,6 +76,7 @@ class ModelMetadata:
             data_fingerprint=d.get("data_fingerprint"),
             created=d.get("created"),
             name=d.get("name", ""),
+            weights_dtype=d.get("weights_dtype", "float32"),
         )
 
 
@@ -186,11 +190,21 @@ def compile_model(model, *, learning_rate: float = 1e-4, amsgrad: bool = True, j
     )
 
 
-def save_model(model, path: str | Path, metadata: ModelMetadata) -> Path:
+def save_model(model, path: str | Path, metadata: ModelMetadata, *, weights_dtype: str = "float32") -> Path:
     """Saves a model as ``.keras`` with its metadata inside the same file, atomically.
 
     The file is written under a temporary name and renamed, so a crash or a full disk never
-    leaves a half-written model at ``path``.
+    leaves a half-written model at ``path``. The saved model computes in float32 whatever
+    precision it was trained in, and carries no optimizer state.
+
+    Args:
+        model: the Keras model.
+        path: the ``.keras`` file to write.
+        metadata: what travels with the weights; ``created`` and ``weights_dtype`` are filled in.
+        weights_dtype: ``float32``, or ``float16`` to store the weights at half the size.
+
+    Returns:
+        ``path``.
 
     Raises:
         OSError: the file cannot be written; ``path`` is then left as it was.
@@ -198,12 +212,16 @@ def save_model(model, path: str | Path, metadata: ModelMetadata) -> Path:
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"expected a .keras path, got {path.name}")
+    if weights_dtype not in ("float32", "float16"):
+        raise ValueError(f"weights_dtype must be float32 or float16, got {weights_dtype!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    metadata.created = metadata.created or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    metadata = replace(metadata, created=created, weights_dtype=weights_dtype)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=path.parent)
     os.close(fd)
     try:
-        _inference_copy(model).save(tmp)
+        # an uncompiled copy: no optimizer slots in the file (a third of its size)
+        cast_model(model, weights_dtype).save(tmp)
         with zipfile.ZipFile(tmp, "a") as zf:
             zf.writestr(METADATA_ENTRY, json.dumps(metadata.to_dict(), indent=2))
         os.replace(tmp, path)
@@ -232,12 +250,6 @@ def cast_model(model, dtype: str, *, keep_float32: tuple[str, ...] = ()):
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
-
-
-def _inference_copy(model):
-    """A float32, uncompiled copy: no optimizer slots in the file (a third of its size), and a model trained
-    in mixed precision computes in float32 wherever it is loaded."""
-    return cast_model(model, "float32")
 
 
 def _model_config(path: Path) -> tuple[dict | None, dict | None]:
@@ -315,6 +327,8 @@ def load_model(path: str | Path) -> LoadedModel:
         if model is None:
             raise ModelLoadError(f"cannot load {path.name}: {exc}") from exc
         notes.append(f"{path.name} nests VGG16 as one layer; its weights were loaded into the flat notebook graph")
+    if metadata.weights_dtype != "float32":
+        model = cast_model(model, "float32")  # half-size storage, full-precision compute
     n_out = model.output_shape[-1]
     if n_out != len(metadata.class_names):
         raise ModelLoadError(f"expected {len(metadata.class_names)} outputs for {metadata.class_names}, got {n_out}")

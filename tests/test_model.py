@@ -188,3 +188,16 @@ def test_keras2_notebook_h5_loads_and_predicts_the_same(tmp_path, layout):
     expected = np.load(f"{path}.p.npy")
     assert np.abs(predict_images(loaded, list(x)) - expected).max() < 1e-4
     assert any("no metadata" in w for w in loaded.warnings)
+
+
+def test_float16_storage_halves_the_file_and_matches(model, tmp_path):
+    """Weights stored as float16 give a file half the size that loads computing in float32, within 0.01."""
+    meta = ModelMetadata()
+    full = save_model(model, tmp_path / "full.keras", meta)
+    half = save_model(model, tmp_path / "half.keras", meta, weights_dtype="float16")
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    a, b = load_model(full), load_model(half)
+    assert b.metadata.weights_dtype == "float16" and meta.created is None  # the caller's metadata is untouched
+    assert b.model.get_layer("block5_conv3").compute_dtype == "float32"
+    images = [xray(i, size=(224, 224)) for i in range(4)]
+    assert np.abs(predict_images(a, images) - predict_images(b, images)).max() <= 0.01
