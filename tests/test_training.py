@@ -183,3 +183,25 @@ def test_run_survives_its_launcher_and_repeats_with_the_same_seed(tmp_path):
     assert run_training(TrainConfig.load(background / "config.json"), foreground) == "succeeded"
     assert read_history(foreground / "history.csv")[0]["loss"] == read_history(background / "history.csv")[0]["loss"]
     assert (foreground / "predictions.csv").read_text() == (background / "predictions.csv").read_text()
+
+
+def test_cli_defaults_match_the_config():
+    """Every option of python -m training defaults to the TrainConfig default."""
+    from training.__main__ import parse_args
+
+    args = parse_args(["--data", "x"])
+    defaults = TrainConfig(data="x")
+    for name in (
+        "epochs",
+        "batch_size",
+        "lr",
+        "trainable_layers",
+        "weights",
+        "seed",
+        "augment",
+        "augment_on",
+        "workers",
+        "class_weights",
+        "mixed_precision",
+    ):
+        assert getattr(args, name) == getattr(defaults, name), name

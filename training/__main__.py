@@ -27,9 +27,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-augment", dest="augment", action="store_false", help="turn off flip and rotation")
     p.add_argument(
         "--augment-on",
-        choices=["model", "host"],
-        default="model",
-        help="augment in the model (Keras layers) or in the loader threads (faster on JAX)",
+        choices=["auto", "model", "host"],
+        default="auto",
+        help="augment in the model (Keras layers) or in loader threads; auto: host on JAX, else model",
     )
     p.add_argument("--workers", type=int, default=1, help="loader threads")
     p.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
