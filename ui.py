@@ -249,3 +249,20 @@ def file_view_plain(image_path: str) -> np.ndarray:
     image = Image.fromarray(decode_image(image_path))
     image.thumbnail((256, 256))
     return np.asarray(image)
+
+
+@st.cache_data(show_spinner="Fitting a source classifier on thumbnails…", max_entries=4)
+def source_report(path: str, seed: int, fingerprint_key: str) -> dict:
+    """Images per source and class, and how well the source can be predicted from the pixels."""
+    from radiology.cache import load_or_decode
+    from radiology.confounding import source_predictability
+    from radiology.datasets import discover, source_counts
+    from radiology.preprocess import PreprocessSpec
+
+    ds = discover(path, seed=seed)
+    samples = ds.samples()
+    decoded, _ = load_or_decode([s.path for s in samples], PreprocessSpec(), runs_dir() / ".cache")
+    return {
+        "by_class": {c: dict(n) for c, n in source_counts(ds).items()},
+        "predictability": source_predictability(samples, decoded, seed=seed),
+    }

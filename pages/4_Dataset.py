@@ -44,3 +44,27 @@ else:
 
 st.header("Validation and leakage")
 ui.show_validation(report)
+
+st.header("Shortcut risk")
+st.markdown(
+    "If one class comes mostly from one hospital or one age group, a model can learn the source instead of the "
+    "disease. With a `manifest.csv` that has a `source` column, this measures how well a linear model on 32×32 "
+    "thumbnails tells the sources apart (cross-validated, patients kept within one fold)."
+)
+if st.button("Measure source predictability"):
+    try:
+        sources = ui.source_report(str(folder), 42, ui.dataset_key(folder))
+    except RadiologyError as exc:
+        ui.show_error(exc)
+        st.stop()
+    st.dataframe(pd.DataFrame(sources["by_class"]).fillna(0).astype(int))
+    found = sources["predictability"]
+    if found is None:
+        st.info("Fewer than two sources with 20 or more images: nothing to measure.")
+    else:
+        st.metric(
+            "Balanced accuracy predicting the source",
+            f"{found['balanced_accuracy']:.0%}",
+            help=f"chance: {found['chance']:.0%}; {found['n']} images",
+        )
+        st.dataframe(pd.DataFrame(found["sources"]).T)

@@ -26,7 +26,14 @@ PAGES = {
         "Compare runs",
     ],
     "pages/3_Training.py": ["Training", "Dataset", "Launch", "Current run", "Runs"],
-    "pages/4_Dataset.py": ["Dataset", "Class balance", "Sample images", "Image sizes", "Validation and leakage"],
+    "pages/4_Dataset.py": [
+        "Dataset",
+        "Class balance",
+        "Sample images",
+        "Image sizes",
+        "Validation and leakage",
+        "Shortcut risk",
+    ],
 }
 
 
@@ -106,3 +113,11 @@ def test_evaluation_compares_runs(app_env):
     at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()
     assert any("95% CI" in c.value for c in at.caption)
     assert len(at.dataframe) >= 2
+
+
+def test_dataset_page_measures_source_predictability(app_env):
+    """The shortcut-risk button runs; a dataset without sources says there is nothing to measure."""
+    at = AppTest.from_file(str(ROOT / "pages/4_Dataset.py"), default_timeout=120).run()
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("Fewer than two sources" in i.value for i in at.info)

@@ -54,3 +54,12 @@ def test_patient_split_has_no_leakage(cxr3, decoded):
         for s in samples:
             if s.group:
                 assert where.setdefault(s.group, split) == split
+
+
+def test_source_is_predictable_from_pixels(cxr3, decoded):
+    """The paediatric Kermany films are recognisable from 32x32 thumbnails: the shortcut the README warns of."""
+    from radiology.confounding import source_predictability
+
+    found = source_predictability(cxr3.samples(), decoded)
+    assert found["balanced_accuracy"] > 2 * found["chance"]
+    assert found["sources"]["kermany"]["recall"] > 0.9
