@@ -197,12 +197,11 @@ def batches(
 
 
 def split_arrays(dataset: Dataset, decoded, split: str, class_names) -> tuple[np.ndarray, np.ndarray]:
+    """The readable images of one split as uint8 (N, H, W) and their class indices as int32 (N,)."""
     index = decoded.index()
-    rows = [index[s.path] for s in dataset.splits[split] if decoded.ok[index[s.path]]]
-    labels = np.array(
-        [class_names.index(s.label) for s in dataset.splits[split] if decoded.ok[index[s.path]]], dtype=np.int32
-    )
-    return np.asarray(decoded.pixels[rows]), labels
+    kept = [(index[s.path], class_names.index(s.label)) for s in dataset.splits[split] if decoded.ok[index[s.path]]]
+    rows = [row for row, _ in kept]
+    return np.asarray(decoded.pixels[rows]), np.array([label for _, label in kept], dtype=np.int32)
 
 
 def build_for_training(config: TrainConfig, spec: PreprocessSpec):
