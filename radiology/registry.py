@@ -16,6 +16,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 BUNDLED_DIR = Path(
@@ -84,12 +85,16 @@ def pid_alive(pid) -> bool:
 
 @dataclass
 class Run:
-    """One run folder as read from disk."""
+    """One run folder as read from disk; the metrics, the largest file, are read on first use."""
 
     dir: Path
     status: dict
     config: dict
-    metrics: dict | None
+
+    @cached_property
+    def metrics(self) -> dict | None:
+        """The test evaluation (``metrics.json``), or None before it exists."""
+        return read_json(self.dir / "metrics.json")
 
     @property
     def id(self) -> str:
@@ -167,12 +172,7 @@ def read_history(path: Path) -> list[dict]:
 def load_run(run_dir: str | Path) -> Run:
     """Reads one run folder; missing files read as empty."""
     run_dir = Path(run_dir).resolve()
-    return Run(
-        run_dir,
-        read_json(run_dir / "status.json", {}) or {},
-        read_json(run_dir / "config.json", {}) or {},
-        read_json(run_dir / "metrics.json"),
-    )
+    return Run(run_dir, read_json(run_dir / "status.json", {}) or {}, read_json(run_dir / "config.json", {}) or {})
 
 
 def list_runs(runs_dir: str | Path | None = None, *, include_bundled: bool = True) -> list[Run]:
