@@ -218,7 +218,7 @@ def discover(root: str | Path, *, fractions=DEFAULT_FRACTIONS, seed: int = 42) -
         method = "split folders as given"
         if missing:
             # Carve what is missing out of train, so the user still gets a validation and a test set.
-            pool = splits.pop("train", []) if "train" in splits else []
+            pool = splits.pop("train", [])
             if not pool:
                 raise DatasetError(f"split folders found ({', '.join(split_dirs)}) but no train folder with images")
             wanted = {"train": 1.0, "val": fractions[1], "test": fractions[2]}
