@@ -75,13 +75,13 @@ def live_run():
     st.session_state["_live_run"] = run.id
     p = run.progress()
     st.subheader(f"Run {run.id}: {p.get('phase', run.state)}")
-    epoch, epochs = p.get("epoch", 0), p.get("epochs", run.config.get("epochs", 1))
-    batch, batches = p.get("batch", 0), max(p.get("batches", 0), 1)
+    overall, within = run.progress_fractions()
+    batch, batches = p.get("batch", 0), p.get("batches", 0)
     if p.get("phase") == "caching":
-        st.progress(min(batch / batches, 1.0), text=f"Reading images: {batch} of {batches}")
+        st.progress(within, text=f"Reading images: {batch} of {batches}")
     else:
-        st.progress(min(max(epoch - 1, 0) / epochs + batch / batches / epochs, 1.0), text=f"Epoch {epoch} of {epochs}")
-        st.progress(min(batch / batches, 1.0), text=f"Batch {batch} of {batches}")
+        st.progress(overall, text=f"Epoch {p.get('epoch', 0)} of {p.get('epochs', run.config.get('epochs', 1))}")
+        st.progress(within, text=f"Batch {batch} of {batches}")
     history = run.history()
     if history:
         st.plotly_chart(charts.history_figure(history), key=f"live-{run.id}-{len(history)}")

@@ -130,6 +130,15 @@ class Run:
         """The latest progress record: phase, epoch, epochs, batch, batches."""
         return read_json(self.dir / "progress.json", {}) or {}
 
+    def progress_fractions(self) -> tuple[float, float]:
+        """How far the run is, overall and within the current epoch (or image reading), each in [0, 1]."""
+        p = self.progress()
+        epoch, epochs = p.get("epoch", 0), max(p.get("epochs", 1), 1)
+        within = min(p.get("batch", 0) / max(p.get("batches", 0), 1), 1.0)
+        if p.get("phase") == "caching":
+            return 0.0, within
+        return min((max(epoch - 1, 0) + within) / epochs, 1.0), within
+
     def history(self) -> list[dict]:
         """Per-epoch history rows with numbers as floats."""
         return read_history(self.dir / "history.csv")

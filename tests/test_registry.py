@@ -96,3 +96,17 @@ def test_history_tolerates_a_torn_last_line(tmp_path):
     assert registry.read_history(tmp_path / "history.csv") == [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.0}]
     (tmp_path / "history.csv").write_text("epoch,loss\n1,0.5\n2,x")
     assert registry.read_history(tmp_path / "history.csv") == [{"epoch": 1, "loss": 0.5}]
+
+
+def test_progress_fractions(tmp_path):
+    """Progress reads as overall and within-epoch fractions; image reading counts as epoch zero."""
+    d = _run(tmp_path, "r", "running")
+    run = registry.load_run(d)
+    (d / "progress.json").write_text(
+        json.dumps({"phase": "training", "epoch": 2, "epochs": 4, "batch": 5, "batches": 10})
+    )
+    assert run.progress_fractions() == (0.375, 0.5)
+    (d / "progress.json").write_text(json.dumps({"phase": "caching", "batch": 30, "batches": 120}))
+    assert run.progress_fractions() == (0.0, 0.25)
+    (d / "progress.json").unlink()
+    assert run.progress_fractions() == (0.0, 0.0)
