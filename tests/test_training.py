@@ -19,6 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
+def _python(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Runs ``python ARGS...`` in the project root and captures its output."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
 def test_run_folder_is_complete(tiny_run):
     """A finished run holds config, status, history, progress, log, checkpoint, metrics and predictions."""
     for name in (
@@ -65,14 +70,7 @@ def test_predict_and_evaluate_cli(tiny_run, tmp_path):
     good.write_bytes(png_bytes(xray()))
     bad = tmp_path / "b.png"
     bad.write_bytes(b"nope")
-    out = subprocess.run(
-        [sys.executable, "-m", "radiology", "predict", str(good), str(bad), "--model", str(tiny_run), "--json"],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = _python("-m", "radiology", "predict", str(good), str(bad), "--model", str(tiny_run), "--json")
     assert out.returncode == 1, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert (
@@ -81,25 +79,7 @@ def test_predict_and_evaluate_cli(tiny_run, tmp_path):
     )
     assert "not an image" in lines[1]["error"]
     data = Path(load_run(tiny_run).config["data"])
-    ev = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "radiology",
-            "evaluate",
-            "--data",
-            str(data),
-            "--model",
-            str(tiny_run),
-            "--split",
-            "all",
-        ],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    ev = _python("-m", "radiology", "evaluate", "--data", str(data), "--model", str(tiny_run), "--split", "all")
     assert ev.returncode == 0, ev.stderr
     assert "accuracy" in ev.stdout and "24 images (all split, 1 unreadable skipped)" in ev.stdout
     assert "broken.png" in ev.stderr
@@ -124,14 +104,7 @@ def test_launch_refuses_a_second_run_and_cancel_keeps_the_checkpoint(tmp_path):
     try:
         with pytest.raises(TrainingBusyError, match="another training is running"):
             launch(config)
-        cli = subprocess.run(
-            [sys.executable, "-m", "training", "--data", str(data), "--weights", "none", "--runs-dir", config.runs_dir],
-            cwd=ROOT,
-            env=ENV,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        cli = _python("-m", "training", "--data", str(data), "--weights", "none", "--runs-dir", config.runs_dir)
         assert cli.returncode == 2 and "refused: another training is running" in cli.stderr
         assert _wait(lambda: load_run(run.dir).has_model and load_run(run.dir).progress().get("epoch", 0) >= 2), (
             load_run(run.dir).log_tail()
@@ -173,7 +146,7 @@ def test_run_survives_its_launcher_and_repeats_with_the_same_seed(tmp_path):
         f"print(launch(TrainConfig(data={str(data)!r}, epochs=1, batch_size=8, weights='none', "
         f"runs_dir={str(runs)!r}, n_boot=10)).id)"
     )
-    app = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    app = _python("-c", code, timeout=120)
     assert app.returncode == 0, app.stderr
     background = runs / app.stdout.strip()
     assert _wait(lambda: load_run(background).state not in ("queued", "running"), timeout=300)
