@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from radiology.errors import ImageDecodeError
+from radiology.fsutil import atomic_folder
 from radiology.images import decode_image, read_bytes
 from radiology.preprocess import PreprocessSpec, resize
 
@@ -159,17 +159,15 @@ def load_or_decode(
 
 
 def _write_entry(entry: Path, d: DecodedImages) -> None:
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
+    # a killed writer leaves only a .tmp- folder, never a half entry
     try:
-        np.save(tmp / "pixels.npy", d.pixels)
-        np.savez(tmp / "arrays.npz", ok=d.ok, sizes=d.sizes, phash=d.phash)
-        meta = {"paths": d.paths, "errors": d.errors, "sha256": d.sha256}
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        os.replace(tmp, entry)  # a killed writer leaves only a .tmp- folder, never a half entry
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_folder(entry) as tmp:
+            np.save(tmp / "pixels.npy", d.pixels)
+            np.savez(tmp / "arrays.npz", ok=d.ok, sizes=d.sizes, phash=d.phash)
+            meta = {"paths": d.paths, "errors": d.errors, "sha256": d.sha256}
+            (tmp / "meta.json").write_text(json.dumps(meta))
+    except FileExistsError:
+        pass  # another process decoded the same files first; its entry holds the same content
 
 
 def _read_entry(entry: Path, paths: list[str]) -> DecodedImages:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,9 @@ import numpy as np
 from radiology import metrics
 from radiology.cache import DecodedImages
 from radiology.datasets import Sample
+from radiology.fsutil import atomic_write_text, write_json_atomic
 from radiology.model import LoadedModel
 from radiology.preprocess import to_model_input
-from radiology.registry import write_json_atomic
 
 
 def predict_decoded(loaded: LoadedModel, pixels: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
@@ -87,16 +86,11 @@ def evaluate_samples(
 def write_evaluation(run_dir: str | Path, result: dict, rows: list[dict]) -> None:
     """Writes ``metrics.json`` and ``predictions.csv`` into a run folder, each atomically."""
     run_dir = Path(run_dir)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, run_dir / "predictions.csv")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(run_dir / "predictions.csv", buf.getvalue())
     write_json_atomic(run_dir / "metrics.json", result)
 
 

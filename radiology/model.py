@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field, replace
@@ -22,6 +21,7 @@ import numpy as np
 from radiology import CLASS_NAMES
 from radiology.augment import build_augmentation
 from radiology.errors import ModelLoadError
+from radiology.fsutil import atomic_path
 from radiology.preprocess import PreprocessSpec, to_model_input
 
 GRADCAM_LAYER = "block5_conv3"
@@ -217,17 +217,11 @@ def save_model(model, path: str | Path, metadata: ModelMetadata, *, weights_dtyp
     path.parent.mkdir(parents=True, exist_ok=True)
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     metadata = replace(metadata, created=created, weights_dtype=weights_dtype)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         # an uncompiled copy: no optimizer slots in the file (a third of its size)
         cast_model(model, weights_dtype).save(tmp)
         with zipfile.ZipFile(tmp, "a") as zf:
             zf.writestr(METADATA_ENTRY, json.dumps(metadata.to_dict(), indent=2))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -67,3 +67,25 @@ def test_perceptual_hash_is_robust_to_small_changes():
     assert bits(h, cache.perceptual_hash(brighter)) <= 8
     assert bits(h, cache.perceptual_hash(resized)) <= 8
     assert bits(h, cache.perceptual_hash(np.rot90(img).copy())) > 40
+
+
+def test_second_writer_of_the_same_key_uses_the_first_entry(tmp_path, monkeypatch):
+    """When another process writes the same entry between this one's decode and rename, this one uses it."""
+    make_dataset(tmp_path / "d", per_class=2)
+    paths = sorted(str(p) for p in (tmp_path / "d").rglob("*.png"))
+    spec = PreprocessSpec(height=16, width=16)
+    entry = tmp_path / "c" / cache.cache_key(paths, spec)
+    real_decode = cache.decode_files
+
+    def decode_then_lose_the_race(*a, **k):
+        decoded = real_decode(*a, **k)
+        cache._write_entry(entry, real_decode(*a, **k))  # the other process renames its entry first
+        return decoded
+
+    monkeypatch.setattr(cache, "decode_files", decode_then_lose_the_race)
+    decoded, cached = cache.load_or_decode(paths, spec, tmp_path / "c")
+    assert not cached and decoded.ok.all()
+    assert [p.name for p in (tmp_path / "c").iterdir()] == [entry.name]  # no temporary folder left
+    monkeypatch.setattr(cache, "decode_files", real_decode)
+    again, cached = cache.load_or_decode(paths, spec, tmp_path / "c")
+    assert cached and np.array_equal(np.asarray(again.pixels), decoded.pixels)

@@ -1,0 +1,135 @@
+"""Atomic file writes: a temporary name in the same folder, fsync, then one rename.
+
+A reader sees either the old file or the complete new one, never a half-written file, whatever
+kills the writer. Temporary names start with ``.tmp-`` and are unique, so concurrent writers of
+the same file never share one; a failed write removes its temporary file or folder.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+TMP_PREFIX = ".tmp-"
+
+
+def _fsync_dir(folder: Path) -> None:
+    # makes the rename itself durable; some filesystems cannot sync a folder, which is harmless
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yields a unique temporary path beside ``path`` to write to; on success it replaces ``path``.
+
+    For writers that need a file name rather than bytes (Keras saving a ``.keras`` file, a zip
+    appended to). The temporary name keeps ``path``'s suffix. On an exception the temporary file
+    is removed and ``path`` is left as it was.
+
+    Args:
+        path: the file to write.
+
+    Yields:
+        the temporary path, an existing empty file.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` atomically.
+
+    Raises:
+        OSError: the file cannot be written; ``path`` is then left as it was.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: str | Path, text: str, *, encoding: str = "utf-8") -> None:
+    """Writes ``text`` to ``path`` atomically.
+
+    Raises:
+        OSError: the file cannot be written; ``path`` is then left as it was.
+    """
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def write_json_atomic(path: str | Path, data) -> None:
+    """Writes ``data`` as indented JSON to ``path`` atomically.
+
+    Raises:
+        TypeError: ``data`` is not JSON-serialisable; nothing is written.
+        OSError: the file cannot be written; ``path`` is then left as it was.
+    """
+    atomic_write_text(path, json.dumps(data, indent=2))
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yields a unique temporary folder beside ``path``; on success it is renamed to ``path``.
+
+    The files written into it are synced before the rename. On an exception the temporary folder
+    is removed. A folder is never replaced once it exists: for content addressed by its name, as
+    in a cache, whoever renamed first wins.
+
+    Args:
+        path: the folder to create.
+
+    Yields:
+        the temporary folder.
+
+    Raises:
+        FileExistsError: ``path`` was created by another writer meanwhile; the temporary folder is
+            removed and ``path`` is left as that writer made it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=path.parent))
+    try:
+        yield tmp
+        for f in tmp.iterdir():
+            _fsync_file(f)
+        try:
+            os.rename(tmp, path)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise FileExistsError(errno.EEXIST, f"{path} was created by another writer") from exc
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(path.parent)

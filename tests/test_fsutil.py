@@ -1,0 +1,79 @@
+"""Tests for radiology.fsutil: atomic writes of files and folders."""
+
+import json
+import os
+import threading
+
+import pytest
+
+from radiology import fsutil
+
+
+def test_writes_replace_the_file_and_leave_no_temporary(tmp_path):
+    """Bytes, text and JSON land at the path, replacing what was there, with no temporary file left."""
+    target = tmp_path / "a.json"
+    target.write_text("old")
+    fsutil.write_json_atomic(target, {"x": [1, 2]})
+    assert json.loads(target.read_text()) == {"x": [1, 2]}
+    fsutil.atomic_write_text(tmp_path / "t.csv", "a,b\n")
+    fsutil.atomic_write_bytes(tmp_path / "b.bin", b"\0\1")
+    assert (tmp_path / "t.csv").read_text() == "a,b\n" and (tmp_path / "b.bin").read_bytes() == b"\0\1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.bin", "t.csv"]
+
+
+def test_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path, monkeypatch):
+    """A write that fails at sync, or a writer that raises, leaves the old content and no temporary file."""
+    target = tmp_path / "a.json"
+    target.write_text('{"old": true}')
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(fsutil.os, "fsync", full)
+        with pytest.raises(OSError, match="No space left"):
+            fsutil.write_json_atomic(target, {"new": True})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        fsutil.write_json_atomic(target, {"new": object()})
+    with pytest.raises(RuntimeError, match="writer failed"), fsutil.atomic_path(tmp_path / "m.keras") as tmp:
+        assert tmp.suffix == ".keras" and tmp.name.startswith(fsutil.TMP_PREFIX)
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer failed")
+    assert target.read_text() == '{"old": true}'
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_concurrent_writers_use_unique_temporary_names(tmp_path):
+    """Writers of one file at the same time each get their own temporary name; one complete file wins."""
+    target = tmp_path / "status.json"
+    seen, barrier = [], threading.Barrier(8)
+
+    def write(i):
+        with fsutil.atomic_path(target) as tmp:
+            seen.append(tmp.name)
+            barrier.wait()  # every writer holds its temporary file at once
+            tmp.write_text(json.dumps({"writer": i, "pad": "x" * 10000}))
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(seen)) == 8
+    assert json.loads(target.read_text())["writer"] in range(8)
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
+
+
+def test_atomic_folder_is_created_whole_or_not_at_all(tmp_path):
+    """A folder appears with its files; a failed writer leaves nothing; a second writer is told it lost."""
+    entry = tmp_path / "cache" / "key"
+    with pytest.raises(RuntimeError, match="killed"), fsutil.atomic_folder(entry) as tmp:
+        (tmp / "a.npy").write_bytes(b"half")
+        raise RuntimeError("killed")
+    assert not entry.exists() and os.listdir(tmp_path / "cache") == []
+    with fsutil.atomic_folder(entry) as tmp:
+        (tmp / "a.npy").write_bytes(b"first")
+    with pytest.raises(FileExistsError, match="created by another writer"), fsutil.atomic_folder(entry) as tmp:
+        (tmp / "a.npy").write_bytes(b"second")
+    assert (entry / "a.npy").read_bytes() == b"first"
+    assert os.listdir(tmp_path / "cache") == ["key"]
