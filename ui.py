@@ -21,19 +21,9 @@ from PIL import Image  # noqa: E402
 
 from radiology import DISCLAIMER, registry  # noqa: E402
 from radiology.errors import RadiologyError  # noqa: E402
+from radiology.settings import data_root, runs_dir  # noqa: E402, F401  (the pages' settings)
 
-PROJECT_ROOT = Path(__file__).resolve().parent
 DISPLAY_SIDE = 1024
-
-
-def runs_dir() -> Path:
-    """The runs folder: ``$RADIOLOGY_RUNS_DIR`` or ``runs/`` in the project."""
-    return Path(os.environ.get("RADIOLOGY_RUNS_DIR", PROJECT_ROOT / "runs")).resolve()
-
-
-def data_root() -> Path:
-    """The data root that dataset paths must stay inside: ``$RADIOLOGY_DATA_ROOT`` or ``data/``."""
-    return Path(os.environ.get("RADIOLOGY_DATA_ROOT", PROJECT_ROOT / "data")).resolve()
 
 
 def page_header(title: str) -> None:

@@ -14,10 +14,12 @@ import errno
 import fcntl
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+
+from radiology import settings
+from radiology.fsutil import write_json_atomic
 
 BUNDLED_DIR = Path(
     os.environ.get("RADIOLOGY_BUNDLED_DIR", Path(__file__).resolve().parent.parent / "models" / "default")
@@ -29,29 +31,9 @@ STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 LIVE_STATES = ("queued", "running")
 
 
-def default_runs_dir() -> Path:
-    """The runs folder: ``$RADIOLOGY_RUNS_DIR``, or ``runs`` in the working directory."""
-    return Path(os.environ.get("RADIOLOGY_RUNS_DIR", "runs")).resolve()
-
-
 def now() -> str:
     """The current UTC time as an ISO string."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json_atomic(path: str | Path, data) -> None:
-    """Writes JSON to a temporary file beside ``path``, syncs it, then renames it over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_json(path: str | Path, default=None):
@@ -186,7 +168,7 @@ def load_run(run_dir: str | Path) -> Run:
 
 def list_runs(runs_dir: str | Path | None = None, *, include_bundled: bool = True) -> list[Run]:
     """Runs in the registry, newest first, then the bundled model if it ships."""
-    runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+    runs_dir = Path(runs_dir) if runs_dir else settings.runs_dir()
     runs = []
     if runs_dir.is_dir():
         for d in sorted(runs_dir.iterdir(), reverse=True):
@@ -201,7 +183,7 @@ def get_run(run_id: str, runs_dir: str | Path | None = None) -> Run:
     """The run with this id (folder name or ``bundled``)."""
     if run_id == BUNDLED_ID:
         return load_run(BUNDLED_DIR)
-    runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+    runs_dir = Path(runs_dir) if runs_dir else settings.runs_dir()
     path = (runs_dir / run_id).resolve()
     if path.parent != runs_dir.resolve() or not (path / "status.json").exists():
         raise KeyError(f"no run {run_id!r} in {runs_dir}")
@@ -218,14 +200,14 @@ def set_active(run: Run, runs_dir: str | Path | None = None) -> None:
         raise ValueError(
             f"run {run.id} cannot be promoted: it is {run.state} and has {'a' if run.has_model else 'no'} model"
         )
-    runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+    runs_dir = Path(runs_dir) if runs_dir else settings.runs_dir()
     runs_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(runs_dir / ACTIVE_FILE, {"run": run.id, "promoted": now()})
 
 
 def active_run(runs_dir: str | Path | None = None) -> Run | None:
     """The active run: the promoted one, else the bundled model, else None."""
-    runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+    runs_dir = Path(runs_dir) if runs_dir else settings.runs_dir()
     pointer = read_json(runs_dir / ACTIVE_FILE, {}) or {}
     if pointer.get("run"):
         try:
@@ -246,7 +228,7 @@ class TrainingLock:
     """
 
     def __init__(self, runs_dir: str | Path | None = None):
-        runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+        runs_dir = Path(runs_dir) if runs_dir else settings.runs_dir()
         runs_dir.mkdir(parents=True, exist_ok=True)
         self.path = runs_dir / LOCK_FILE
         self.fd: int | None = None

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from radiology import registry
+from radiology import fsutil, registry
 
 
 def _run(runs, name, state, pid=None, model=True):
@@ -55,7 +55,7 @@ def test_set_active_is_atomic_and_checked(tmp_path, monkeypatch):
     def crash(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(registry.json, "dump", crash)
+    monkeypatch.setattr(fsutil.os, "fsync", crash)
     with pytest.raises(OSError):
         registry.set_active(ok2, tmp_path)
     assert registry.active_run(tmp_path).id == "ok"

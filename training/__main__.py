@@ -34,7 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="loader threads")
     p.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
     p.add_argument("--mixed-precision", action="store_true", help="compute in bfloat16")
-    p.add_argument("--runs-dir", default=os.environ.get("RADIOLOGY_RUNS_DIR", "runs"))
+    p.add_argument(
+        "--runs-dir", default="", help="where runs live (default: $RADIOLOGY_RUNS_DIR, else runs/ in the project)"
+    )
     p.add_argument("--cache-dir", default="", help="decode cache (default RUNS_DIR/.cache)")
     p.add_argument("--run-dir", help=argparse.SUPPRESS)  # a run folder prepared by training.launch
     p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # the lock handed over by training.launch

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+from radiology import settings
+from radiology.fsutil import write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -27,8 +30,9 @@ class TrainConfig:
         class_weights: weight the loss by inverse class frequency.
         mixed_precision: compute in bfloat16 where the device supports it.
         lr_patience: epochs without val_loss improvement before ReduceLROnPlateau halves the rate.
-        runs_dir: where run folders are created.
-        cache_dir: where decoded images are cached; ``<runs_dir>/.cache`` when empty.
+        runs_dir: where run folders are created, stored resolved; when empty, the one runs folder of
+            :func:`radiology.settings.runs_dir`, whatever the working directory.
+        cache_dir: where decoded images are cached, stored resolved; ``<runs_dir>/.cache`` when empty.
         n_boot: bootstrap resamples for the test confidence intervals.
     """
 
@@ -46,7 +50,7 @@ class TrainConfig:
     class_weights: bool = False
     mixed_precision: bool = False
     lr_patience: int = 2
-    runs_dir: str = "runs"
+    runs_dir: str = ""
     cache_dir: str = ""
     n_boot: int = 1000
 
@@ -64,6 +68,11 @@ class TrainConfig:
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
+        # absolute, so the launched process, which runs in the project folder, finds the same folders
+        runs = Path(self.runs_dir).resolve() if self.runs_dir else settings.runs_dir()
+        object.__setattr__(self, "runs_dir", str(runs))
+        if self.cache_dir:
+            object.__setattr__(self, "cache_dir", str(Path(self.cache_dir).resolve()))
 
     @property
     def augment_where(self) -> str | None:
@@ -98,15 +107,9 @@ class TrainConfig:
 
     def save(self, path: str | Path) -> None:
         """Writes the config as JSON."""
-        from radiology.registry import write_json_atomic
-
         write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         """Reads a config written by :meth:`save`."""
         return cls.from_dict(json.loads(Path(path).read_text()))
-
-    def with_(self, **changes) -> TrainConfig:
-        """A copy with some fields changed."""
-        return replace(self, **changes)

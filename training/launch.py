@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 from radiology.errors import TrainingBusyError
-from radiology.registry import Run, TrainingLock, load_run, now, running_run, write_json_atomic
+from radiology.fsutil import write_json_atomic
+from radiology.registry import Run, TrainingLock, load_run, now, running_run
+from radiology.settings import PROJECT_ROOT
 from training.config import TrainConfig
 from training.trainer import CANCEL_FILE, new_run_dir
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _children: list[subprocess.Popen] = []  # kept so finished children are reaped, not left as zombies
 
 

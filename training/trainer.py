@@ -9,6 +9,7 @@ current batch and keeps the best checkpoint.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
@@ -24,10 +25,11 @@ from radiology.cache import load_or_decode
 from radiology.datasets import Dataset, discover
 from radiology.errors import DatasetError, RadiologyError
 from radiology.evaluation import evaluate_samples, write_evaluation
+from radiology.fsutil import atomic_write_text, write_json_atomic
 from radiology.leakage import validate
 from radiology.model import ModelMetadata, build_model, compile_model, load_model, save_model
 from radiology.preprocess import PreprocessSpec, to_model_input
-from radiology.registry import now, read_json, write_json_atomic
+from radiology.registry import now, read_json
 from training.config import TrainConfig
 
 CANCEL_FILE = "cancel"
@@ -144,12 +146,11 @@ def _make_callbacks(
 
 def _write_history(path: Path, rows: list[dict]) -> None:
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_name(".tmp-history.csv")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def batches(
