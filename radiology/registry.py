@@ -27,8 +27,11 @@ BUNDLED_DIR = Path(
 BUNDLED_ID = "bundled"
 ACTIVE_FILE = "active.json"
 LOCK_FILE = ".training.lock"
+STATUS_LOCK_FILE = ".status.lock"
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 LIVE_STATES = ("queued", "running")
+# a status only moves forwards: queued, then running, then one terminal state that is final
+STATE_RANK = {"queued": 0, "running": 1, "succeeded": 2, "failed": 2, "cancelled": 2}
 
 
 def now() -> str:
@@ -44,8 +47,26 @@ def read_json(path: str | Path, default=None):
         return default
 
 
-def pid_alive(pid) -> bool:
-    """Whether a process with this pid exists and is not a zombie; reaps it if it is our child."""
+def process_start(pid) -> int | None:
+    """When a process started, in clock ticks after boot (field 22 of ``/proc/PID/stat``); None if unknown.
+
+    A pid is reused once its process is gone; the pid and this start time together name one process.
+    """
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        # the command name (field 2) may hold spaces and parentheses, so count from its closing one
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid, start: int | None = None) -> bool:
+    """Whether the process ``pid`` exists, is not a zombie and, when ``start`` is given, started then.
+
+    A process that reused the pid of a dead one has another start time and reads as not alive.
+    Reaps the process if it is our child.
+    """
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -58,11 +79,52 @@ def pid_alive(pid) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    if start is not None and process_start(pid) not in (start, None):
+        return False
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def update_status(run_dir: str | Path, state: str | None = None, **fields) -> dict:
+    """Updates a run's ``status.json`` atomically, keeping the fields written before.
+
+    The read, the change and the write happen under a lock on the run folder, so the launcher and
+    the training process never undo each other's writes. The state only moves forwards (queued,
+    running, then a final state): a write that would move it back, or change a final state,
+    changes nothing.
+
+    Args:
+        run_dir: the run folder.
+        state: the new state, or None to add ``fields`` without changing it.
+        **fields: fields to set, such as ``pid``, ``started`` or ``error``.
+
+    Returns:
+        the status as it is now on disk.
+
+    Raises:
+        ValueError: ``state`` is not one of :data:`STATES`.
+    """
+    if state is not None and state not in STATE_RANK:
+        raise ValueError(f"state must be one of {STATES}, got {state!r}")
+    run_dir = Path(run_dir)
+    fd = os.open(run_dir / STATUS_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        status = read_json(run_dir / "status.json", {}) or {}
+        current = status.get("state")
+        if state is not None and current in STATE_RANK:
+            if STATE_RANK[state] < STATE_RANK[current] or (STATE_RANK[current] == 2 and state != current):
+                return status
+        status.update(fields, updated=now())
+        if state is not None:
+            status["state"] = state
+        write_json_atomic(run_dir / "status.json", status)
+        return status
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -87,7 +149,7 @@ class Run:
     def state(self) -> str:
         """The status, with a live status whose process has died read as ``failed``."""
         state = self.status.get("state", "failed")
-        if state in LIVE_STATES and not pid_alive(self.status.get("pid")):
+        if state in LIVE_STATES and not pid_alive(self.status.get("pid"), self.status.get("pid_start")):
             return "failed"
         return state
 

@@ -178,3 +178,57 @@ def test_cli_defaults_match_the_config():
         "mixed_precision",
     ):
         assert getattr(args, name) == getattr(defaults, name), name
+
+
+def test_launch_writes_queued_before_the_child_starts_and_never_undoes_running(tmp_path, monkeypatch):
+    """The run reads queued before its process starts; a child that reports running at once stays running."""
+    import training.launch as launch_module
+    from radiology.registry import process_start, read_json, update_status
+
+    real_popen = subprocess.Popen
+    seen, children = [], []
+
+    def fast_child(args, **kwargs):
+        run_dir = Path(args[args.index("--run-dir") + 1])
+        seen.append((read_json(run_dir / "status.json") or {}).get("state"))
+        child = real_popen(["sleep", "30"])
+        children.append(child)
+        update_status(run_dir, "running", pid=child.pid, pid_start=process_start(child.pid))
+        return child
+
+    monkeypatch.setattr(launch_module.subprocess, "Popen", fast_child)
+    try:
+        run = launch(TrainConfig(data="x", weights="none", runs_dir=str(tmp_path / "runs")))
+        assert seen == ["queued"]
+        assert run.state == "running" and run.status["pid"] == children[0].pid
+        assert run.status["pid_start"] == process_start(children[0].pid) and run.status["queued"]
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+
+
+def test_cancel_never_signals_a_process_that_reused_the_pid(tmp_path):
+    """Cancelling a run whose pid now names an unrelated process (another start time) leaves that process alone;
+    with the run's own start time it is signalled."""
+    import signal
+
+    from radiology.registry import process_start
+
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        run_dir = tmp_path / "runs" / "r"
+        run_dir.mkdir(parents=True)
+        start = process_start(other.pid)
+        (run_dir / "status.json").write_text(json.dumps({"state": "running", "pid": other.pid, "pid_start": start + 7}))
+        run = load_run(run_dir)
+        assert run.state == "failed"
+        cancel(run)
+        time.sleep(0.5)
+        assert other.poll() is None and (run_dir / "cancel").exists()
+        (run_dir / "status.json").write_text(json.dumps({"state": "running", "pid": other.pid, "pid_start": start}))
+        cancel(load_run(run_dir))
+        assert other.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        other.kill()
+        other.wait()

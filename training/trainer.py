@@ -29,7 +29,7 @@ from radiology.fsutil import atomic_write_text, write_json_atomic
 from radiology.leakage import validate
 from radiology.model import ModelMetadata, build_model, compile_model, load_model, save_model
 from radiology.preprocess import PreprocessSpec, to_model_input
-from radiology.registry import now, read_json
+from radiology.registry import now, process_start, update_status
 from training.config import TrainConfig
 
 CANCEL_FILE = "cancel"
@@ -51,10 +51,8 @@ def new_run_dir(runs_dir: str | Path) -> Path:
 
 
 def write_status(run_dir: Path, state: str, **fields) -> None:
-    """Updates ``status.json`` atomically, keeping fields written before."""
-    status = read_json(run_dir / "status.json", {}) or {}
-    status.update(fields, state=state, updated=now())
-    write_json_atomic(run_dir / "status.json", status)
+    """Updates ``status.json`` atomically, keeping fields written before; the state never moves backwards."""
+    update_status(run_dir, state, **fields)
 
 
 class RunMonitor:
@@ -263,7 +261,8 @@ def run_training(config: TrainConfig, run_dir: str | Path) -> str:
     handler = _setup_logging(run_dir)
     monitor = RunMonitor(run_dir, config.epochs)
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(monitor, "cancel_requested", True))
-    write_status(run_dir, "running", pid=os.getpid(), started=now(), error=None)
+    pid = os.getpid()
+    write_status(run_dir, "running", pid=pid, pid_start=process_start(pid), started=now(), error=None)
     try:
         state = _train(config, run_dir, monitor)
         write_status(run_dir, state, ended=now())
