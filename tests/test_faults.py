@@ -363,3 +363,29 @@ def test_uploads_are_never_written_to_disk(tiny_run, monkeypatch, tmp_path):
     assert RECORDING.is_set()
     assert any(m.value.startswith("label") for m in at.markdown)
     assert writes == []
+
+
+@pytest.mark.parametrize("error", [MemoryError("out of memory"), KeyError("phase"), KeyboardInterrupt()])
+def test_every_training_failure_is_recorded(tmp_path, monkeypatch, error):
+    """An error of any type ends the run as failed with its type and message in status.json and its traceback
+    in the log; run_training returns "failed", and raises again only an interrupt."""
+    import training.trainer as trainer
+    from training.config import TrainConfig
+
+    def fail(*a, **k):
+        raise error
+
+    monkeypatch.setattr(trainer, "_train", fail)
+    config = TrainConfig(data=str(tmp_path / "data"), epochs=1, weights="none", runs_dir=str(tmp_path / "runs"))
+    run_dir = trainer.new_run_dir(config.runs_dir)
+    if isinstance(error, Exception):
+        assert trainer.run_training(config, run_dir) == "failed"
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.run_training(config, run_dir)
+    status = json.loads((run_dir / "status.json").read_text())
+    expected = {MemoryError: "MemoryError: out of memory", KeyError: "KeyError: 'phase'"}.get(type(error))
+    assert status["state"] == "failed" and status["error"] == (expected or "KeyboardInterrupt")
+    assert registry.load_run(run_dir).state == "failed" and status["ended"]
+    assert "Traceback (most recent call last)" in (run_dir / "log.txt").read_text()
+    assert json.loads((run_dir / "progress.json").read_text())["phase"] == "failed"

@@ -23,7 +23,7 @@ import numpy as np
 
 from radiology.cache import load_or_decode
 from radiology.datasets import Dataset, discover
-from radiology.errors import DatasetError, RadiologyError
+from radiology.errors import DatasetError
 from radiology.evaluation import evaluate_samples, write_evaluation
 from radiology.fsutil import atomic_write_text, write_json_atomic
 from radiology.leakage import validate
@@ -246,8 +246,9 @@ def run_training(config: TrainConfig, run_dir: str | Path) -> str:
     """Runs one training end to end and returns its final state.
 
     Writes the config, status, progress, history, log, best checkpoint, validation report and
-    test evaluation into ``run_dir``. Never raises for a failed run: the error goes into
-    ``status.json`` and the log.
+    test evaluation into ``run_dir``. Never raises for a failed run, whatever the error: its type
+    and message go into ``status.json`` and its traceback into the log. Only an interrupt
+    (``KeyboardInterrupt``, ``SystemExit``) is raised again, after it is recorded.
 
     Args:
         config: the run's frozen config.
@@ -273,11 +274,13 @@ def run_training(config: TrainConfig, run_dir: str | Path) -> str:
         monitor.update(force=True, phase="cancelled")
         log.info("cancelled before training started")
         return "cancelled"
-    except (RadiologyError, ValueError, OSError) as exc:
-        message = f"{type(exc).__name__}: {exc}"
+    except BaseException as exc:  # every failure is recorded; a status left at running would lie
+        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         log.error("run failed: %s\n%s", message, traceback.format_exc())
         write_status(run_dir, "failed", ended=now(), error=message)
         monitor.update(force=True, phase="failed")
+        if not isinstance(exc, Exception):
+            raise
         return "failed"
     finally:
         signal.signal(signal.SIGTERM, previous)
