@@ -185,3 +185,25 @@ def test_dataset_page_measures_source_predictability(app_env):
     at.button[0].click().run()
     assert not at.exception
     assert any("Fewer than two sources" in i.value for i in at.info)
+
+
+def test_session_explanations_are_bounded_by_bytes(tiny_run, tmp_path, monkeypatch):
+    """The per-session explanation cache evicts the least recently used result beyond its byte bound."""
+    import ui
+
+    # one 96x96 image and its 224x224 float32 CAM take about 210 kB: the bound holds one result
+    monkeypatch.setattr(ui, "SESSION_CACHE_BYTES", 300_000)
+    script = tmp_path / "page.py"
+    uploads = [png_bytes(xray(i)) for i in range(3)]
+    script.write_text(
+        "import ui\n"
+        "from radiology import registry\n"
+        f"run = registry.load_run({str(tiny_run)!r})\n"
+        f"for data in {uploads!r}:\n"
+        "    ui.explain_cached(run, data, 'Grad-CAM')\n"
+    )
+    monkeypatch.syspath_prepend(str(ROOT))
+    at = AppTest.from_file(str(script), default_timeout=120).run()
+    assert not at.exception, at.exception
+    cache = at.session_state["_explanations"]
+    assert len(cache) == 1 and 0 < cache.bytes <= 300_000
