@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -23,29 +24,90 @@ from radiology import DISCLAIMER, registry  # noqa: E402
 from radiology.errors import RadiologyError  # noqa: E402
 from radiology.settings import data_root, runs_dir  # noqa: E402, F401  (the pages' settings)
 
+if TYPE_CHECKING:
+    from radiology.explain import Explainer
+    from radiology.model import LoadedModel
+
 DISPLAY_SIDE = 1024
+# Per session: a display-size image (at most 1 MiB) and its explanation each; idle results go after an hour.
+SESSION_CACHE_BYTES = 64 * 2**20
+SESSION_CACHE_AGE_S = 3600
+
+
+# (file, title, icon, URL path): the app's pages, in navigation order; the first is the default.
+PAGES = (
+    ("pages/home.py", "Home", ":material/home:", "home"),
+    ("pages/1_Classify.py", "Classify", ":material/radiology:", "Classify"),
+    ("pages/2_Evaluation.py", "Evaluation", ":material/monitoring:", "Evaluation"),
+    ("pages/3_Training.py", "Training", ":material/model_training:", "Training"),
+    ("pages/4_Dataset.py", "Dataset", ":material/folder_open:", "Dataset"),
+)
+
+
+def navigation():
+    """Declares the app's pages with ``st.navigation`` and returns the page to run."""
+    return st.navigation(
+        [
+            st.Page(path, title=title, icon=icon, url_path=url, default=i == 0)
+            for i, (path, title, icon, url) in enumerate(PAGES)
+        ]
+    )
+
+
+def _leave_pages_directory_mode() -> None:
+    """Replaces Streamlit's automatic page list from ``pages/`` with the app's navigation.
+
+    Streamlit starts every server in its old "pages directory" mode when a ``pages/`` folder sits beside
+    the main script, and leaves it only when a script calls ``st.navigation``. So when the first visitor
+    opens a deep link such as ``/Classify``, Streamlit runs that page file directly, without
+    ``streamlit_app.py``, and shows its own list of the folder (streamlit PR 10276 discusses this). The
+    page then declares the real navigation, which also ends that mode for the whole process, and
+    reruns: the rerun goes through ``streamlit_app.py`` to the same URL path.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        navigation()
+        st.rerun()
 
 
 def page_header(title: str) -> None:
     """Page config, title and the research-demo notice every page carries."""
+    _leave_pages_directory_mode()
     st.set_page_config(page_title=f"{title} · RadiologyAI", page_icon="🩻", layout="wide")
     st.title(title)
     st.warning(DISCLAIMER, icon="⚠️")
 
 
+class RunModel(NamedTuple):
+    """A run's model as the app holds it.
+
+    Attributes:
+        loaded: the float32 model and its metadata.
+        explainer: predicts and explains, in bfloat16 where that was chosen.
+        lock: serialises the explainer's use across sessions.
+        precision: which precision the explainer predicts in, and why.
+    """
+
+    loaded: LoadedModel
+    explainer: Explainer
+    lock: threading.Lock
+    precision: str
+
+
 @st.cache_resource(max_entries=3, show_spinner="Loading the model…")
-def _load(path: str, mtime_ns: int, bf16_agreement: float | None):
+def _load(path: str, mtime_ns: int, bf16_agreement: float | None) -> RunModel:
     from radiology.explain import Explainer
     from radiology.inference import choose_precision
     from radiology.model import load_model
 
     loaded = load_model(path)
     fast, precision = choose_precision(loaded, bf16_agreement)
-    return loaded, Explainer(fast, vis_model=loaded), threading.Lock(), precision
+    return RunModel(loaded, Explainer(fast, vis_model=loaded), threading.Lock(), precision)
 
 
-def load_run_model(run: registry.Run):
-    """Loads a run's model once per file version; returns (LoadedModel, Explainer, lock, precision).
+def load_run_model(run: registry.Run) -> RunModel:
+    """Loads a run's model once per file version.
 
     The explainer predicts in bfloat16 where that is faster and agreed with float32 on the run's test
     split (``precision`` says which and why). The lock serialises explanations of one model across
@@ -55,7 +117,7 @@ def load_run_model(run: registry.Run):
 
 
 def active_model():
-    """The active run and its loaded model, or (None, None) when there is none.
+    """The active run and its :class:`RunModel`, or (None, None) when there is none.
 
     Raises:
         RadiologyError: the active model file cannot be loaded.
@@ -77,23 +139,28 @@ def explain_cached(run: registry.Run, data: bytes, method: str):
         RadiologyError: the file cannot be decoded.
     """
     from radiology.images import decode_image
+    from radiology.lru import LRUCache
     from radiology.preprocess import fit_within
 
-    cache = st.session_state.setdefault("_explanations", {})
+    if not isinstance(st.session_state.get("_explanations"), LRUCache):
+        st.session_state["_explanations"] = LRUCache(max_bytes=SESSION_CACHE_BYTES, max_age_s=SESSION_CACHE_AGE_S)
+    cache = st.session_state["_explanations"]
     digest = hashlib.sha256(data).hexdigest()
     key = (str(run.model_path), run.model_path.stat().st_mtime_ns, digest, method)
-    if key in cache:
-        gray, explanation = cache[key]
+    hit = cache.get(key)
+    if hit is not None:
+        gray, explanation = hit
         return gray, explanation, None
     gray = decode_image(data)
-    _, explainer, lock, _ = load_run_model(run)
+    model = load_run_model(run)
     start = time.perf_counter()
-    with lock:
-        explanation = explainer.explain(gray, method=method)
+    with model.lock:
+        explanation = model.explainer.explain(gray, method=method)
     seconds = time.perf_counter() - start
     # Only the display-size image is kept: overlays and reruns then cost the same for a 4000-pixel film.
-    cache[key] = (fit_within(gray, DISPLAY_SIDE), explanation)
-    return cache[key][0], explanation, seconds
+    view = fit_within(gray, DISPLAY_SIDE)
+    cache.put(key, (view, explanation))
+    return view, explanation, seconds
 
 
 def thumbnail_uri(gray: np.ndarray, size: int = 72) -> str:
@@ -180,7 +247,8 @@ def show_error(exc: Exception) -> None:
     st.error(str(exc))
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
+# Up to 3 MiB per image: the twelve mistakes of a run with and without Grad-CAM, for two runs, for an hour.
+@st.cache_data(max_entries=48, ttl=3600, show_spinner=False)
 def _file_view(model_path: str, mtime_ns: int, agreement: float | None, image_path: str, with_cam: bool) -> np.ndarray:
     from radiology.explain import overlay
     from radiology.images import decode_image
@@ -190,17 +258,33 @@ def _file_view(model_path: str, mtime_ns: int, agreement: float | None, image_pa
     view = fit_within(gray, DISPLAY_SIDE)
     if not with_cam:
         return view
-    _, explainer, lock, _ = _load(model_path, mtime_ns, agreement)
-    with lock:
-        return overlay(view, explainer.explain(gray).cam, alpha=0.4)
+    model = _load(model_path, mtime_ns, agreement)
+    with model.lock:
+        return overlay(view, model.explainer.explain(gray).cam, alpha=0.4)
+
+
+def run_data_root(run: registry.Run) -> Path | None:
+    """The dataset folder a run was evaluated on, or None when its metrics do not name one.
+
+    Raises:
+        DatasetError: the folder is outside the app's data root, so the app must not read it.
+    """
+    from radiology.datasets import resolve_in_root
+
+    stored = (run.metrics or {}).get("data_root")
+    return resolve_in_root(stored, data_root()) if stored else None
 
 
 def file_view(run: registry.Run, image_path: Path, *, with_cam: bool) -> np.ndarray:
     """An image file from disk, with the run's Grad-CAM over it when asked; cached across reruns.
 
     Raises:
+        DatasetError: the file is outside the app's data root (also through ``..`` or a symlink); it is not read.
         RadiologyError: the file cannot be decoded or the model cannot be loaded.
     """
+    from radiology.datasets import resolve_in_root
+
+    image_path = resolve_in_root(image_path, data_root())
     agreement = (run.metrics or {}).get("bf16_agreement")
     return _file_view(str(run.model_path), run.model_path.stat().st_mtime_ns, agreement, str(image_path), with_cam)
 
@@ -231,7 +315,7 @@ def show_validation(report: dict) -> None:
         st.success("No exact or near-duplicate images across splits.")
 
 
-@st.cache_data(max_entries=128, show_spinner=False)
+@st.cache_data(max_entries=128, ttl=3600, show_spinner=False)
 def file_view_plain(image_path: str) -> np.ndarray:
     """A decoded image file from disk as a 256-pixel thumbnail, cached across reruns."""
     from radiology.images import decode_image

@@ -51,17 +51,17 @@ def main(argv=None) -> None:
     print(f"  predict + fused Grad-CAM     {fused * 1000:8.1f} ms   {fused / bare:.2f}x   (target <= 1.25x)")
     print(f"  predict + tf-keras-vis       {naive_t * 1000:8.1f} ms   {naive_t / bare:.2f}x   (naive)")
 
-    from radiology.evaluation import predict_decoded
+    from radiology.model import predict_images
 
     batch = (rng.random((128, 224, 224)) * 255).astype(np.uint8)
     from radiology.preprocess import to_model_input
 
     xb = to_model_input(batch, loaded.metadata.preprocess)
     bare_b = median_time(lambda: model.predict(xb, batch_size=32, verbose=0), repeat=3, warmup=1)
-    ours_b = median_time(lambda: predict_decoded(loaded, batch, batch_size=32), repeat=3, warmup=1)
+    ours_b = median_time(lambda: predict_images(loaded, batch, batch_size=32), repeat=3, warmup=1)
     print("\nbatch of 128 (uint8 -> probabilities)")
     print(f"  bare model.predict           {128 / bare_b:8.1f} img/s   1.00x")
-    print(f"  radiology predict_decoded    {128 / ours_b:8.1f} img/s   {bare_b / ours_b:.2f}x   (target >= 0.9x)")
+    print(f"  radiology predict_images     {128 / ours_b:8.1f} img/s   {bare_b / ours_b:.2f}x   (target >= 0.9x)")
 
     print(f"\nbf16 supported by this CPU: {bf16_supported()}")
     fast = bf16_copy(loaded)
@@ -69,8 +69,8 @@ def main(argv=None) -> None:
     print(f"  float32 forward pass         {bare * 1000:8.1f} ms   1.00x")
     print(f"  bfloat16 forward pass        {t16 * 1000:8.1f} ms   {bare / t16:.2f}x faster")
     images = _agreement_images(args.data, loaded)
-    p32 = predict_decoded(loaded, images)
-    p16 = predict_decoded(fast, images)
+    p32 = predict_images(loaded, images)
+    p16 = predict_images(fast, images)
     agree = float(np.mean(p32.argmax(1) == p16.argmax(1)))
     print(
         f"  label agreement on {len(images)} images: {agree:.2%}   (target >= 99.5%), "

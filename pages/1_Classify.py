@@ -17,7 +17,7 @@ except RadiologyError as exc:
 if run is None:
     st.info("No model is active yet. Train one on the **Training** page and promote it.")
     st.stop()
-loaded = model[0]
+loaded = model.loaded
 names = loaded.metadata.class_names
 st.caption(f"Model: **{run.id}** · Grad-CAM layer `{loaded.metadata.gradcam_layer}`")
 

@@ -1,7 +1,5 @@
 """Evaluation: metrics, confusion matrices, ROC/PR, calibration and mistakes of a run's test split."""
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
@@ -60,14 +58,20 @@ st.plotly_chart(charts.reliability_figure(m["calibration"]), key="rel")
 
 st.header("Misclassified test images")
 wrong = misclassified(run.predictions(), names)
-root = Path(m.get("data_root", ""))
+root = refusal = None
+if wrong:
+    try:
+        root = ui.run_data_root(run)
+    except RadiologyError as exc:
+        refusal = exc
 if not wrong:
     st.success("No misclassified test images.")
-elif not root.is_dir():
-    st.info(
-        f"The dataset `{root}` is not on this machine, so the images cannot be shown. "
-        f"{len(wrong)} mistakes are listed in the run's predictions."
-    )
+elif root is None or not root.is_dir():
+    if refusal is not None:
+        st.warning(f"The images are not shown: {refusal}. Set `RADIOLOGY_DATA_ROOT` to a folder holding it.")
+    elif root is not None:
+        st.info(f"The dataset `{root}` is not on this machine, so the images cannot be shown.")
+    st.caption(f"{len(wrong)} mistakes are listed in the run's predictions.")
     st.dataframe(pd.DataFrame(wrong)[["path", "label", "predicted", "confidence"]], hide_index=True)
 else:
     show_cam = st.toggle("Show Grad-CAM of each mistake", value=True)

@@ -29,7 +29,7 @@ if run is None:
         "3. When it finishes, **Promote** it: it becomes the model that **Classify** uses."
     )
 elif model is not None:
-    loaded = model[0]
+    loaded = model.loaded
     meta = loaded.metadata
     cfg = meta.train_config
     st.subheader(f"Model {run.id}")
@@ -44,7 +44,7 @@ elif model is not None:
         f"Classes in output order: {', '.join(meta.class_names)}; "
         f"input {meta.preprocess.height}×{meta.preprocess.width}."
     )
-    st.caption(f"Inference precision: {model[3]}")
+    st.caption(f"Inference precision: {model.precision}")
     for warning in loaded.warnings:
         st.warning(warning)
     card = run.dir / "MODEL_CARD.md"

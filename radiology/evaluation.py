@@ -12,27 +12,7 @@ from radiology import metrics
 from radiology.cache import DecodedImages
 from radiology.datasets import Sample
 from radiology.fsutil import atomic_write_text, write_json_atomic
-from radiology.model import LoadedModel
-from radiology.preprocess import to_model_input
-
-
-def predict_decoded(loaded: LoadedModel, pixels: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
-    """Probabilities for already resized images.
-
-    Args:
-        loaded: the model and its metadata.
-        pixels: uint8 array of shape (N, H, W) at the model's input size.
-        batch_size: images per forward pass.
-
-    Returns:
-        float32 array of shape (N, C).
-    """
-    spec = loaded.metadata.preprocess
-    out = [
-        np.asarray(loaded.model.predict_on_batch(to_model_input(pixels[i : i + batch_size], spec)), dtype=np.float32)
-        for i in range(0, len(pixels), batch_size)
-    ]
-    return np.concatenate(out) if out else np.zeros((0, len(loaded.metadata.class_names)), np.float32)
+from radiology.model import LoadedModel, predict_images
 
 
 def evaluate_samples(
@@ -63,7 +43,7 @@ def evaluate_samples(
     if unknown:
         raise ValueError(f"labels {sorted(unknown)} are not among the model's classes {names}")
     pixels = np.stack([decoded.pixels[index[s.path]] for s in kept])
-    probs = predict_decoded(loaded, pixels)
+    probs = predict_images(loaded, pixels, batch_size=64)
     labels = np.array([names.index(s.label) for s in kept])
     result = metrics.evaluate(labels, probs, names, n_boot=n_boot)
     result["skipped"] = len(samples) - len(kept)
@@ -92,14 +72,6 @@ def write_evaluation(run_dir: str | Path, result: dict, rows: list[dict]) -> Non
     writer.writerows(rows)
     atomic_write_text(run_dir / "predictions.csv", buf.getvalue())
     write_json_atomic(run_dir / "metrics.json", result)
-
-
-def metrics_from_predictions(rows: list[dict], class_names) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and probabilities back from prediction rows, for recomputing metrics."""
-    names = list(class_names)
-    labels = np.array([names.index(r["label"]) for r in rows], dtype=int)
-    probs = np.array([[float(r[f"p_{c}"]) for c in names] for r in rows], dtype=np.float64)
-    return labels, probs
 
 
 def misclassified(rows: list[dict], class_names, *, limit: int = 12) -> list[dict]:

@@ -6,6 +6,7 @@ path builds its own sub-model over the same layers, and tf-keras-vis works on a 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,8 @@ from radiology.preprocess import preprocess
 
 METHODS = ("Grad-CAM", "Grad-CAM++", "ScoreCAM", "LayerCAM")
 SCORECAM_MAX_N = 16  # ScoreCAM costs one forward pass per channel kept; 16 keeps it interactive on a CPU
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,12 +56,22 @@ class Explainer:
         """Args:
         loaded: the model that predicts and makes the fused Grad-CAM (possibly a bf16 copy).
         vis_model: the float32 model tf-keras-vis explains; ``loaded`` when not given.
+
+        Raises:
+            ModelLoadError: the model has no Grad-CAM layer, or not the one its metadata names.
         """
         self.loaded = loaded
         self.vis_model = vis_model or loaded
         self.layer = loaded.metadata.gradcam_layer
         if not self.layer:
             raise ModelLoadError(f"model {loaded.path} has no convolution layer for Grad-CAM")
+        names = [layer.name for layer in loaded.model.layers]
+        if self.layer not in names:
+            raise ModelLoadError(f"model {loaded.path} has no layer {self.layer!r} for Grad-CAM")
+        #: why the fused one-pass Grad-CAM does not apply to this model, or None when it does
+        self.fused_unavailable = _fused_unavailable(loaded.model, self.layer)
+        if self.fused_unavailable:
+            log.info("model %s: %s; Grad-CAM runs through tf-keras-vis", loaded.path, self.fused_unavailable)
         self._fused = None
         self._vis: dict[str, object] = {}
 
@@ -67,13 +80,9 @@ class Explainer:
         import tensorflow as tf
 
         model = self.loaded.model
-        conv = model.get_layer(self.layer)
-        features = keras.Model(model.inputs, conv.output)
+        features = keras.Model(model.inputs, model.get_layer(self.layer).output)
         names = [layer.name for layer in model.layers]
-        tail = model.layers[names.index(self.layer) + 1 :]
-        *body, last = tail
-        if not hasattr(last, "kernel") or any(len(getattr(layer, "_inbound_nodes", [])) > 1 for layer in tail):
-            raise ValueError(f"fused Grad-CAM needs a sequential head ending in Dense after {self.layer}")
+        *body, last = model.layers[names.index(self.layer) + 1 :]
 
         @tf.function(reduce_retracing=True)
         def run(x):
@@ -148,14 +157,36 @@ class Explainer:
         if method not in METHODS:
             raise ValueError(f"unknown CAM method {method!r}, expected one of {METHODS}")
         x = preprocess(gray, self.loaded.metadata.preprocess)
-        if method == "Grad-CAM":
-            try:
-                return self._gradcam_fused(x)
-            except ValueError:
-                pass  # a model whose head is not a plain chain: tf-keras-vis handles it below
+        if method == "Grad-CAM" and self.fused_unavailable is None:
+            return self._gradcam_fused(x)
         probs = np.asarray(self.loaded.model.predict_on_batch(x))[0]
         label = int(np.argmax(probs))
         return Explanation(probs, label, self.vis_cam(x, label, method), method)
+
+
+def _fused_unavailable(model, layer: str) -> str | None:
+    """Why the layers after ``layer`` cannot be run as the fused Grad-CAM's head, or None if they can.
+
+    The fused path differentiates a plain chain of layers ending in a Dense softmax whose logits it
+    computes itself; anything else (branches, shared layers, another output activation) goes to tf-keras-vis.
+    """
+    layers = list(model.layers)
+    start = [x.name for x in layers].index(layer)
+    tail = layers[start + 1 :]
+    if not tail:
+        return f"no layers after {layer}"
+    last = tail[-1]
+    if getattr(last, "kernel", None) is None or getattr(last, "bias", None) is None:
+        return f"the last layer {last.name} is not a Dense layer with a bias"
+    activation = getattr(getattr(last, "activation", None), "__name__", None)
+    if activation != "softmax":
+        return f"the last layer {last.name} has activation {activation!r}, not softmax"
+    for previous, current in zip(layers[start:], tail):
+        nodes = getattr(current, "_inbound_nodes", [])
+        parents = [t._keras_history[0] for t in nodes[0].input_tensors] if len(nodes) == 1 else None
+        if parents != [previous]:
+            return f"the layers after {layer} are not a plain chain (at {current.name})"
+    return None
 
 
 def _jet(values: np.ndarray) -> np.ndarray:

@@ -22,9 +22,9 @@ MAX_FILE_BYTES = 200 * 1024 * 1024
 RASTER_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom")
 
-# Pillow's own bomb check would raise before we can name the size; ours runs on the header,
-# right after Image.open and before any pixel is decoded, so it is the one that applies.
-Image.MAX_IMAGE_PIXELS = None
+# Our size check runs on the header, right after Image.open and before any pixel is decoded. It is
+# stricter than Pillow's bomb guard, which stays on (it is process-wide; other Pillow users need it)
+# and refuses first only for headers beyond twice its own limit.
 
 
 def is_dicom(data: bytes) -> bool:
@@ -100,6 +100,10 @@ def _decode_raster(data: bytes) -> np.ndarray:
         return _to_gray(image)
     except ImageDecodeError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(
+            f"image too large: exceeds the {MAX_PIXELS // 1_000_000}-megapixel limit ({exc})"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("not an image: the content is no PNG, JPEG, BMP, TIFF, WebP, GIF or DICOM") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
@@ -172,13 +176,8 @@ def _dicom_to_gray(ds, pixels: np.ndarray) -> np.ndarray:
     if frames > 1:
         pixels = pixels[0]
     if samples > 1:
-        if photometric.startswith("YBR"):
-            from pydicom.pixels import convert_color_space
-
-            try:
-                pixels = convert_color_space(pixels, photometric, "RGB")
-            except (NotImplementedError, ValueError) as exc:
-                raise ImageDecodeError(f"DICOM colour space {photometric} cannot be converted: {exc}") from exc
+        # pydicom 3 already returns RGB for YBR_FULL and YBR_FULL_422 (``pixel_array`` converts unless
+        # ``raw=True``) and its JPEG 2000 decoders undo YBR_ICT/RCT: a second conversion shifts the colours.
         rgb = np.asarray(pixels, dtype=np.float64)
         return scale_to_uint8(rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114)
     if photometric == "PALETTE COLOR":

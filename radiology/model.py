@@ -378,12 +378,13 @@ def _notebook_from_h5(path: Path):
     return model
 
 
-def predict_images(loaded: LoadedModel, images: list[np.ndarray], *, batch_size: int = 32) -> np.ndarray:
-    """Class probabilities for grayscale images.
+def predict_images(loaded: LoadedModel, images, *, batch_size: int = 32) -> np.ndarray:
+    """Class probabilities for grayscale images: the one prediction function of the app, CLI and trainer.
 
     Args:
         loaded: the model and its metadata.
-        images: uint8 arrays of shape (H, W), any size.
+        images: uint8 arrays of shape (H, W), any size (a list), or one uint8 array of shape (N, H, W);
+            images already at the model's input size are used as they are.
         batch_size: images per forward pass.
 
     Returns:

@@ -1,5 +1,7 @@
 """AppTest smoke tests: the home page and every page run without exceptions and show their headings."""
 
+import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -7,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from radiology import registry
-from tests.factories import make_dataset
+from tests.factories import make_dataset, png_bytes, xray
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,9 +117,93 @@ def test_evaluation_compares_runs(app_env):
     assert len(at.dataframe) >= 2
 
 
+def _run_with_mistakes(tiny_run, runs: Path, name: str, data_root: Path, paths: list[str]) -> None:
+    """A copy of the tiny run whose metrics name ``data_root`` and whose predictions are all wrong."""
+    run = runs / name
+    shutil.copytree(tiny_run, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["data_root"] = str(data_root)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    with open(run / "predictions.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, ["path", "label", "predicted", "source", "p_covid", "p_normal", "p_pneumonia"])
+        writer.writeheader()
+        for path in paths:
+            writer.writerow(
+                {
+                    "path": path,
+                    "label": "covid",
+                    "predicted": "normal",
+                    "source": "",
+                    "p_covid": 0.1,
+                    "p_normal": 0.8,
+                    "p_pneumonia": 0.1,
+                }
+            )
+
+
+def test_evaluation_never_reads_images_outside_the_data_root(tiny_run, tmp_path, monkeypatch):
+    """Runs whose data root, '..' paths or symlinks lead outside the data root show a refusal and read no file there."""
+    from radiology import images
+
+    root = tmp_path / "data"
+    (root / "ds" / "covid").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(png_bytes(xray()))
+    (root / "ds" / "covid" / "link.png").symlink_to(outside / "secret.png")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    _run_with_mistakes(tiny_run, runs, "20260101-000000-away", outside, ["secret.png"])
+    _run_with_mistakes(
+        tiny_run, runs, "20260102-000000-escape", root / "ds", ["../../outside/secret.png", "covid/link.png"]
+    )
+    monkeypatch.setenv("RADIOLOGY_RUNS_DIR", str(runs))
+    monkeypatch.setenv("RADIOLOGY_DATA_ROOT", str(root))
+    monkeypatch.setattr(registry, "BUNDLED_DIR", tmp_path / "no-bundle")
+    read = []
+    decode = images.decode_image
+    monkeypatch.setattr(images, "decode_image", lambda source: read.append(str(source)) or decode(source))
+
+    at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()
+    at.selectbox[0].select("20260101-000000-away").run()
+    assert not at.exception, at.exception
+    assert any("outside the data root" in w.value for w in at.warning)
+    assert not at.image
+    at.selectbox[0].select("20260102-000000-escape").run()
+    assert not at.exception, at.exception
+    warnings = [w.value for w in at.warning]
+    assert any("'..' is not allowed" in w for w in warnings) and any(
+        "link.png" in w and "outside the data root" in w for w in warnings
+    )
+    assert not at.image
+    assert read == []
+
+
 def test_dataset_page_measures_source_predictability(app_env):
     """The shortcut-risk button runs; a dataset without sources says there is nothing to measure."""
     at = AppTest.from_file(str(ROOT / "pages/4_Dataset.py"), default_timeout=120).run()
     at.button[0].click().run()
     assert not at.exception
     assert any("Fewer than two sources" in i.value for i in at.info)
+
+
+def test_session_explanations_are_bounded_by_bytes(tiny_run, tmp_path, monkeypatch):
+    """The per-session explanation cache evicts the least recently used result beyond its byte bound."""
+    import ui
+
+    # one 96x96 image and its 224x224 float32 CAM take about 210 kB: the bound holds one result
+    monkeypatch.setattr(ui, "SESSION_CACHE_BYTES", 300_000)
+    script = tmp_path / "page.py"
+    uploads = [png_bytes(xray(i)) for i in range(3)]
+    script.write_text(
+        "import ui\n"
+        "from radiology import registry\n"
+        f"run = registry.load_run({str(tiny_run)!r})\n"
+        f"for data in {uploads!r}:\n"
+        "    ui.explain_cached(run, data, 'Grad-CAM')\n"
+    )
+    monkeypatch.syspath_prepend(str(ROOT))
+    at = AppTest.from_file(str(script), default_timeout=120).run()
+    assert not at.exception, at.exception
+    cache = at.session_state["_explanations"]
+    assert len(cache) == 1 and 0 < cache.bytes <= 300_000

@@ -170,3 +170,57 @@ def test_train_one_epoch_then_promote(page, server):
     _open(page, server, "", "RadiologyAI")
     page.get_by_text(run_id).first.wait_for()
     _shot(page, "home")
+
+
+@pytest.fixture
+def fresh_server(tmp_path):
+    """A Streamlit server nobody has visited yet, with an empty runs folder and data root."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("RADIOLOGY_REQUIRE_BROWSER"):
+            pytest.fail(f"no Chromium at {CHROMIUM}")
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "data").mkdir()
+    env = {
+        **os.environ,
+        "RADIOLOGY_RUNS_DIR": str(tmp_path / "runs"),
+        "RADIOLOGY_DATA_ROOT": str(tmp_path / "data"),
+        "RADIOLOGY_BUNDLED_DIR": str(tmp_path / "no-bundle"),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    port = free_port()
+    with open(tmp_path / "streamlit.log", "wb") as log:
+        proc = start_app(port, env, log=log)
+        yield f"http://127.0.0.1:{port}"
+        proc.terminate()
+        proc.wait(10)
+
+
+def _nav_labels(pg) -> list[str]:
+    return [link.locator("span").last.inner_text() for link in pg.locator('[data-testid="stSidebarNavLink"]').all()]
+
+
+def test_deep_links_show_the_app_navigation(fresh_server):
+    """Each page's URL opened first, in a fresh browser context, shows the app's navigation and the page's title."""
+    from playwright.sync_api import sync_playwright
+
+    expected = ["Home", "Classify", "Evaluation", "Training", "Dataset"]
+    # Deep links first: the server starts in Streamlit's pages-directory mode until a script declares navigation.
+    pages = [("Classify", "Classify"), ("Evaluation", "Evaluation"), ("Training", "Training"), ("Dataset", "Dataset")]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        for path, title in [*pages, ("home", "RadiologyAI"), ("", "RadiologyAI")]:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            pg = context.new_page()
+            pg.set_default_timeout(120_000)
+            pg.goto(f"{fresh_server}/{path}")
+            pg.get_by_role("heading", name=title).first.wait_for()
+            deadline = time.monotonic() + 30
+            while _nav_labels(pg) != expected and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert _nav_labels(pg) == expected, (path, _nav_labels(pg))
+            pg.get_by_role("heading", name=title).first.wait_for()
+            if path == "Classify":
+                _shot(pg, "deep-link-classify")
+            context.close()
+        browser.close()

@@ -1,10 +1,14 @@
 """Tests for radiology.explain: fused Grad-CAM against tf-keras-vis, the other methods, overlays."""
 
+import logging
+
 import numpy as np
 import pytest
 
+from radiology.errors import ModelLoadError
 from radiology.explain import METHODS, Explainer, overlay
-from radiology.model import predict_images
+from radiology.model import LoadedModel, ModelMetadata, predict_images
+from radiology.preprocess import PreprocessSpec, preprocess
 from tests.factories import xray
 
 
@@ -19,8 +23,6 @@ def test_fused_gradcam_matches_tf_keras_vis(explainer, tiny_model):
     ex = explainer.explain(img, method="Grad-CAM")
     assert np.allclose(ex.probs, predict_images(tiny_model, [img])[0], atol=1e-4)
     assert ex.label == int(np.argmax(ex.probs)) and ex.cam.shape == (224, 224)
-    from radiology.preprocess import preprocess
-
     reference = explainer.vis_cam(preprocess(img, tiny_model.metadata.preprocess), ex.label, "Grad-CAM")
     if reference.std() > 0:
         assert np.corrcoef(ex.cam.ravel(), reference.ravel())[0, 1] > 0.98
@@ -39,6 +41,66 @@ def test_shared_model_is_not_modified(explainer, tiny_model):
     """Explaining leaves the shared model's softmax output in place."""
     explainer.explain(xray(5), method="Grad-CAM++")
     assert tiny_model.model.layers[-1].activation.__name__ == "softmax"
+
+
+def _small_model(head: str) -> LoadedModel:
+    """A 32x32 model with a conv layer ``cam`` and a head that is a chain, a branch or has a sigmoid output."""
+    import keras
+
+    x = keras.Input((32, 32, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", name="cam")(x)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    if head == "branch":
+        h = keras.layers.Add()([keras.layers.Dense(4)(h), keras.layers.Dense(4)(h)])
+    out = keras.layers.Dense(3, activation="sigmoid" if head == "sigmoid" else "softmax")(h)
+    spec = PreprocessSpec(height=32, width=32)
+    return LoadedModel(keras.Model(x, out), ModelMetadata(preprocess=spec, gradcam_layer="cam"), f"{head}.keras")
+
+
+def test_fused_path_is_decided_at_construction(explainer):
+    """The trained VGG16 model takes the fused path, whose function is built once and reused."""
+    assert explainer.fused_unavailable is None
+    explainer.explain(xray(6))
+    fused = explainer._fused
+    assert fused is not None
+    explainer.explain(xray(7))
+    assert explainer._fused is fused
+
+
+@pytest.mark.parametrize(
+    ("head", "reason"), [("branch", "not a plain chain"), ("sigmoid", "activation 'sigmoid', not softmax")]
+)
+def test_heads_the_fused_path_cannot_run_go_to_tf_keras_vis(head, reason, caplog):
+    """A branched head or a non-softmax output is detected at construction, logged, and explained by tf-keras-vis."""
+    loaded = _small_model(head)
+    with caplog.at_level(logging.INFO, logger="radiology.explain"):
+        ex = Explainer(loaded)
+    assert reason in ex.fused_unavailable
+    assert any(reason in r.getMessage() and loaded.path in r.getMessage() for r in caplog.records)
+    out = ex.explain(xray(8), method="Grad-CAM")
+    assert ex._fused is None and out.cam.shape == (32, 32)
+    expected = np.asarray(loaded.model.predict_on_batch(preprocess(xray(8), loaded.metadata.preprocess)))[0]
+    assert np.allclose(out.probs, expected, atol=1e-5)
+
+
+def test_real_errors_in_the_fused_path_propagate(tiny_model, monkeypatch):
+    """An error inside the fused Grad-CAM is raised, not swallowed by a silent fallback."""
+    ex = Explainer(tiny_model)
+
+    def broken(x):
+        raise ValueError("shape mismatch inside the head")
+
+    monkeypatch.setattr(ex, "_fused", broken)
+    with pytest.raises(ValueError, match="shape mismatch inside the head"):
+        ex.explain(xray(9), method="Grad-CAM")
+
+
+def test_missing_gradcam_layer_is_refused():
+    """A model without the layer its metadata names is refused at construction, naming the layer."""
+    loaded = _small_model("chain")
+    loaded.metadata.gradcam_layer = "block5_conv3"
+    with pytest.raises(ModelLoadError, match="no layer 'block5_conv3'"):
+        Explainer(loaded)
 
 
 def test_unknown_method(explainer):

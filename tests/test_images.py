@@ -1,6 +1,7 @@
 """Tests for radiology.images: decoding every supported format to grayscale uint8."""
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -118,6 +119,31 @@ def test_dicom_compressed_transfer_syntaxes():
 
 
 @pytest.mark.parametrize(
+    "name",
+    [
+        "SC_rgb_dcmtk_+eb+cy+n1.dcm",
+        "SC_rgb_dcmtk_+eb+cy+np.dcm",
+        "SC_rgb_jpeg_dcmtk.dcm",
+        "SC_rgb_jpeg_lossy_gdcm.dcm",
+        "SC_ybr_full_422_uncompressed.dcm",
+        "SC_rgb_dcmtk_+eb+cr.dcm",
+    ],
+)
+def test_dicom_ybr_colour_is_converted_once(name):
+    """YBR DICOMs (JPEG baseline and native) decode to the luma of pydicom's own RGB within 2 grey levels."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name)
+    rgb = pydicom.dcmread(path).pixel_array.astype(np.float64)
+    luma = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    expected = np.round((luma - luma.min()) * 255.0 / (luma.max() - luma.min()))
+    out = decode_image(path)
+    assert out.shape == luma.shape
+    assert np.abs(out.astype(int) - expected).max() <= 2
+
+
+@pytest.mark.parametrize(
     ("data", "match"),
     [
         (b"", "empty file"),
@@ -142,25 +168,46 @@ def test_truncated_files_raise():
             decode_image(data)
 
 
-def test_decompression_bomb_is_refused_without_allocating():
-    """A tiny PNG that declares 50000x50000 is refused by size before decoding."""
+def _png_header_only(width: int, height: int) -> bytes:
     import struct
     import zlib
 
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    header = struct.pack(">IIBBBBB", 50000, 50000, 8, 0, 0, 0, 0)
-    bomb = (
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
         + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
         + chunk(b"IEND", b"")
     )
+
+
+@pytest.mark.parametrize(
+    ("side", "match"),
+    [
+        # above our limit, below Pillow's refusal: our header check names the size
+        (10000, "image too large: 10000x10000 exceeds the 50-megapixel limit"),
+        # beyond twice Pillow's limit: Pillow's own guard refuses first, reported as ours
+        (50000, r"image too large: exceeds the 50-megapixel limit \(.*2500000000 pixels"),
+    ],
+)
+def test_decompression_bomb_is_refused_without_allocating(side, match):
+    """A tiny PNG that declares a huge size is refused by size before decoding."""
+    bomb = _png_header_only(side, side)
     assert len(bomb) < 200
-    with pytest.raises(ImageDecodeError, match="image too large: 50000x50000 exceeds the 50-megapixel limit"):
-        decode_image(bomb)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with pytest.raises(ImageDecodeError, match=match):
+            decode_image(bomb)
     assert MAX_PIXELS == 50_000_000
+
+
+def test_pillow_bomb_guard_stays_on():
+    """Importing and using the decoder leaves Pillow's process-wide bomb guard at its default."""
+    decode_image(png_bytes(xray()))
+    assert Image.MAX_IMAGE_PIXELS == int(1024 * 1024 * 1024 // 4 // 3)
 
 
 def test_dicom_without_pixel_data():

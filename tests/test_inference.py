@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from radiology import inference
-from radiology.evaluation import predict_decoded
+from radiology.model import predict_images
 from tests.factories import xray
 
 
@@ -15,7 +15,7 @@ def test_bf16_copy_keeps_weights_and_agrees(tiny_model):
     assert fast.model.get_layer("predictions").compute_dtype == "float32"
     assert fast.metadata is tiny_model.metadata
     pixels = np.stack([xray(i, size=(224, 224)) for i in range(4)])
-    p32, p16 = predict_decoded(tiny_model, pixels), predict_decoded(fast, pixels)
+    p32, p16 = predict_images(tiny_model, pixels), predict_images(fast, pixels)
     assert np.abs(p32 - p16).max() < 0.02 and np.allclose(p16.sum(1), 1, atol=1e-3)
 
 

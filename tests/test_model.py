@@ -201,3 +201,17 @@ def test_float16_storage_halves_the_file_and_matches(model, tmp_path):
     assert b.model.get_layer("block5_conv3").compute_dtype == "float32"
     images = [xray(i, size=(224, 224)) for i in range(4)]
     assert np.abs(predict_images(a, images) - predict_images(b, images)).max() <= 0.01
+
+
+def test_predict_images_takes_a_list_of_any_size_or_a_resized_stack(model):
+    """A list of images of any size and a (N, 224, 224) stack of the same images, resized, predict the same."""
+    from radiology.model import LoadedModel
+    from radiology.preprocess import resize
+
+    loaded = LoadedModel(model, ModelMetadata(), "")
+    images = [xray(i, size=(150 + 10 * i, 200)) for i in range(3)]
+    stack = np.stack([resize(img, loaded.metadata.preprocess) for img in images])
+    by_list = predict_images(loaded, images, batch_size=2)
+    assert by_list.shape == (3, 3) and by_list.dtype == np.float32
+    assert np.allclose(predict_images(loaded, stack, batch_size=2), by_list, atol=1e-6)
+    assert predict_images(loaded, np.zeros((0, 224, 224), np.uint8)).shape == (0, 3)

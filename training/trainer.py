@@ -232,14 +232,14 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
 
 def _bf16_agreement(loaded, samples, decoded) -> float | None:
     """Label agreement of the bf16 copy with float32 on the test images, where the CPU has bf16."""
-    from radiology.evaluation import predict_decoded
     from radiology.inference import bf16_copy, bf16_supported, label_agreement
+    from radiology.model import predict_images
 
     if not bf16_supported():
         return None
     index = decoded.index()
     pixels = np.stack([decoded.pixels[index[s.path]] for s in samples if decoded.ok[index[s.path]]])
-    return label_agreement(predict_decoded(loaded, pixels), predict_decoded(bf16_copy(loaded), pixels))
+    return label_agreement(predict_images(loaded, pixels), predict_images(bf16_copy(loaded), pixels))
 
 
 def run_training(config: TrainConfig, run_dir: str | Path) -> str:
