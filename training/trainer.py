@@ -16,11 +16,12 @@ import secrets
 import signal
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from radiology.cache import load_or_decode
+from radiology.cache import DecodedImages, load_or_decode
 from radiology.datasets import Dataset, discover
 from radiology.errors import DatasetError, RadiologyError
 from radiology.evaluation import evaluate_samples, write_evaluation
@@ -285,8 +286,44 @@ def run_training(config: TrainConfig, run_dir: str | Path) -> str:
         handler.close()
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """What the fit and evaluation phases need from the data phase.
+
+    Attributes:
+        dataset: the discovered dataset with its splits.
+        decoded: the decoded images of every sample (from the decode cache).
+        spec: the preprocessing the model will carry.
+        class_names: class names in output order.
+        x_train: uint8 array of shape (N, H, W), the readable training images.
+        y_train: int32 array of shape (N,), their class indices.
+        x_val: uint8 array of shape (M, H, W), the readable validation images.
+        y_val: int32 array of shape (M,), their class indices.
+    """
+
+    dataset: Dataset
+    decoded: DecodedImages
+    spec: PreprocessSpec
+    class_names: list[str]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
 def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
     log.info("run %s: %s; augmentation in the %s", run_dir.name, config.to_dict(), config.augment_where or "-")
+    data = _prepare_data(config, run_dir, monitor)
+    _fit(config, run_dir, monitor, data)
+    if monitor.check_cancel():
+        log.info("cancelled; the best checkpoint so far is kept")
+        return "cancelled"
+    _evaluate_test(config, run_dir, monitor, data)
+    return "succeeded"
+
+
+def _prepare_data(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> TrainingData:
+    """Discovers, decodes and validates the dataset, writes ``validation.json``, and returns the arrays."""
     dataset = discover(config.data, fractions=config.fractions, seed=config.seed)
     for w in dataset.warnings:
         log.warning(w)
@@ -328,42 +365,47 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
         len(dataset.splits["test"]),
         dataset.split_method,
     )
+    return TrainingData(dataset, decoded, spec, class_names, x_train, y_train, x_val, y_val)
 
-    model = build_for_training(config, spec)
+
+def _fit(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data: TrainingData) -> None:
+    """Builds and compiles the model and fits it; the callbacks keep the best checkpoint in ``model.keras``."""
+    model = build_for_training(config, data.spec)
     metadata = ModelMetadata(
-        tuple(class_names),
-        spec,
+        tuple(data.class_names),
+        data.spec,
         train_config=config.to_dict(),
-        data_fingerprint=dataset.fingerprint(),
+        data_fingerprint=data.dataset.fingerprint(),
         name=run_dir.name,
     )
     train = batches(
-        x_train,
-        y_train,
-        spec,
+        data.x_train,
+        data.y_train,
+        data.spec,
         config.batch_size,
         seed=config.seed,
         host_augment=config.augment_where == "host",
         workers=config.workers,
     )
-    val = batches(x_val, y_val, spec, config.batch_size, seed=None) if len(x_val) else None
+    val = batches(data.x_val, data.y_val, data.spec, config.batch_size, seed=None) if len(data.x_val) else None
     monitor_key = "val_accuracy" if val is not None else "accuracy"
     class_weight = None
     if config.class_weights:
-        counts = np.bincount(y_train, minlength=len(class_names))
-        class_weight = {k: len(y_train) / (len(class_names) * c) for k, c in enumerate(counts) if c}
+        counts = np.bincount(data.y_train, minlength=len(data.class_names))
+        class_weight = {k: len(data.y_train) / (len(data.class_names) * c) for k, c in enumerate(counts) if c}
     callbacks = _make_callbacks(monitor, run_dir, metadata, len(train), monitor_key, config.lr_patience)
     model.fit(
         train, validation_data=val, epochs=config.epochs, callbacks=callbacks, class_weight=class_weight, verbose=0
     )
-    if monitor.check_cancel():
-        log.info("cancelled; the best checkpoint so far is kept")
-        return "cancelled"
 
+
+def _evaluate_test(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data: TrainingData) -> None:
+    """Evaluates the best checkpoint on the test split into ``metrics.json`` and ``predictions.csv``."""
+    dataset, decoded = data.dataset, data.decoded
     test = dataset.splits["test"]
     if not test:
         log.warning("no test split: nothing to evaluate")
-        return "succeeded"
+        return
     monitor.update(force=True, phase="evaluating")
     best = load_model(run_dir / "model.keras")
     result, rows = evaluate_samples(best, test, decoded, root=dataset.root, n_boot=config.n_boot)
@@ -378,4 +420,3 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
         result["calibration"]["ece"],
         result["n"],
     )
-    return "succeeded"
