@@ -21,14 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from radiology.cache import DecodedImages, load_or_decode
-from radiology.datasets import Dataset, discover
+from radiology.cache import DecodedImages
+from radiology.datasets import Dataset
 from radiology.errors import DatasetError, RadiologyError
 from radiology.evaluation import evaluate_samples, write_evaluation
-from radiology.leakage import validate
 from radiology.model import ModelMetadata, build_model, compile_model, load_model, save_model
 from radiology.preprocess import PreprocessSpec, to_model_input
 from radiology.registry import now, read_json, write_json_atomic
+from radiology.splits import check_splits
 from training.config import TrainConfig
 
 CANCEL_FILE = "cancel"
@@ -324,9 +324,6 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
 
 def _prepare_data(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> TrainingData:
     """Discovers, decodes and validates the dataset, writes ``validation.json``, and returns the arrays."""
-    dataset = discover(config.data, fractions=config.fractions, seed=config.seed)
-    for w in dataset.warnings:
-        log.warning(w)
     spec = PreprocessSpec()
     monitor.update(force=True, phase="caching")
 
@@ -335,23 +332,23 @@ def _prepare_data(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> Tr
         if monitor.check_cancel():
             raise Cancelled()
 
-    paths = [s.path for s in dataset.samples()]
-    decoded, cached = load_or_decode(paths, spec, config.resolved_cache_dir, progress=decode_progress)
-    log.info("%d images %s", len(paths), "loaded from the cache" if cached else "decoded and cached")
-    report = validate(dataset, decoded)
-    write_json_atomic(
-        run_dir / "validation.json",
-        {
-            "split_method": dataset.split_method,
-            "fingerprint": dataset.fingerprint(),
-            **report.summary(),
-            "counts": report.counts,
-            "unreadable": report.unreadable,
-            "warnings": report.warnings,
-            "duplicates": [vars(d) for d in report.duplicates[:200]],
-        },
+    checked = check_splits(
+        config.data,
+        seed=config.seed,
+        fractions=config.fractions,
+        spec=spec,
+        cache_dir=config.resolved_cache_dir,
+        progress=decode_progress,
     )
-    for path, err in report.unreadable.items():
+    dataset, decoded = checked.dataset, checked.decoded
+    for w in dataset.warnings:
+        log.warning(w)
+    log.info(
+        "%d images %s", len(decoded.paths), "loaded from the cache" if checked.from_cache else "decoded and cached"
+    )
+    summary = checked.summary()
+    write_json_atomic(run_dir / "validation.json", {**summary, "duplicates": summary["duplicates"][:200]})
+    for path, err in checked.report.unreadable.items():
         log.warning("skipped unreadable file %s: %s", path, err)
     class_names = list(dataset.class_names)
     x_train, y_train = split_arrays(dataset, decoded, "train", class_names)
