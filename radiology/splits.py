@@ -83,3 +83,71 @@ def check_splits(
         [s.path for s in dataset.samples()], spec or PreprocessSpec(), cache_dir, progress=progress
     )
     return CheckedSplits(dataset, decoded, validate(dataset, decoded), cached)
+
+
+def training_split(train_config: dict, *, seed: int | None = None) -> tuple[int, tuple[float, float, float]]:
+    """The seed and fractions a model's training data was split with, so evaluation splits the same way.
+
+    Args:
+        train_config: the config the model was trained with (``ModelMetadata.train_config``); may be empty.
+        seed: a seed the user chose explicitly; it wins over the model's.
+
+    Returns:
+        (seed, fractions): the explicit seed, else the model's, else 42; the model's fractions, else the defaults.
+    """
+    chosen = seed if seed is not None else train_config.get("seed", 42)
+    fractions = tuple(float(f) for f in train_config.get("fractions") or DEFAULT_FRACTIONS)
+    return int(chosen), fractions
+
+
+def training_overlap(model_fingerprint: str | None, dataset: Dataset, split: str) -> tuple[bool | None, str]:
+    """Whether a dataset and its split are the ones a model was trained on, and what that means for a split.
+
+    Args:
+        model_fingerprint: the model's ``data_fingerprint``, or None when it carries none.
+        dataset: the dataset to evaluate on, split as it will be evaluated.
+        split: ``train``, ``val``, ``test`` or ``all``.
+
+    Returns:
+        (matches, message): True when the fingerprints are equal, False when they differ, None when
+        the model carries no fingerprint; and the meaning for the evaluated images, in plain words.
+    """
+    if not model_fingerprint:
+        return None, (
+            "the model carries no fingerprint of its training data, so it cannot be known whether "
+            "these images were used to train it"
+        )
+    if model_fingerprint != dataset.fingerprint():
+        return False, (
+            f"this dataset or its split differs from the one the model was trained on (fingerprint "
+            f"{dataset.fingerprint()}, the model's {model_fingerprint}): some of these images may still "
+            "have been used in training"
+        )
+    if split == "test":
+        return True, "this is the model's own dataset, split as in training: only the test split is unseen"
+    what = "all of it" if split == "all" else f"its {split} split"
+    return True, (
+        f"this is the model's own dataset, split as in training: {what} includes images used in training "
+        "(train to fit, val to choose the checkpoint), so these numbers are optimistic; only the test split is unseen"
+    )
+
+
+def dataset_overlap(
+    root: str | Path, *, train_config: dict, data_fingerprint: str | None, split: str
+) -> tuple[bool | None, str]:
+    """Discovers a dataset split as a model's training data was, and says how it overlaps that data.
+
+    Args:
+        root: the dataset folder to evaluate on.
+        train_config: the model's training config (seed and fractions), possibly empty.
+        data_fingerprint: the model's training data fingerprint, or None.
+        split: ``train``, ``val``, ``test`` or ``all``.
+
+    Returns:
+        as ``training_overlap``.
+
+    Raises:
+        DatasetError: the folder has no usable layout.
+    """
+    seed, fractions = training_split(train_config)
+    return training_overlap(data_fingerprint, discover(root, seed=seed, fractions=fractions), split)

@@ -24,7 +24,7 @@ import numpy as np
 from radiology.cache import DecodedImages
 from radiology.datasets import Dataset
 from radiology.errors import DatasetError, RadiologyError
-from radiology.evaluation import evaluate_samples, write_evaluation
+from radiology.evaluation import bf16_agreement, evaluate_samples, write_evaluation
 from radiology.model import ModelMetadata, build_model, compile_model, load_model, save_model
 from radiology.preprocess import PreprocessSpec, to_model_input
 from radiology.registry import now, read_json, write_json_atomic
@@ -232,18 +232,6 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def _bf16_agreement(loaded, samples, decoded) -> float | None:
-    """Label agreement of the bf16 copy with float32 on the test images, where the CPU has bf16."""
-    from radiology.evaluation import predict_decoded
-    from radiology.inference import bf16_copy, bf16_supported, label_agreement
-
-    if not bf16_supported():
-        return None
-    index = decoded.index()
-    pixels = np.stack([decoded.pixels[index[s.path]] for s in samples if decoded.ok[index[s.path]]])
-    return label_agreement(predict_decoded(loaded, pixels), predict_decoded(bf16_copy(loaded), pixels))
-
-
 def run_training(config: TrainConfig, run_dir: str | Path) -> str:
     """Runs one training end to end and returns its final state.
 
@@ -407,7 +395,7 @@ def _evaluate_test(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data
     best = load_model(run_dir / "model.keras")
     result, rows = evaluate_samples(best, test, decoded, root=dataset.root, n_boot=config.n_boot)
     result.update(data_root=str(dataset.root), split="test", split_method=dataset.split_method)
-    result["bf16_agreement"] = _bf16_agreement(best, test, decoded)
+    result["bf16_agreement"] = bf16_agreement(best, test, decoded)
     write_evaluation(run_dir, result, rows)
     log.info(
         "test accuracy %.4f (95%% CI %.4f-%.4f), macro F1 %.4f, ECE %.4f on %d images",
