@@ -1,12 +1,13 @@
 """AppTest smoke tests: the home page and every page run without exceptions and show their headings."""
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from radiology import registry
+from radiology import evaluation_job, registry
 from tests.factories import make_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +23,8 @@ PAGES = {
         "Confusion matrix",
         "ROC and precision-recall",
         "Calibration",
-        "Misclassified test images",
+        "Evaluate on a dataset",
+        "Misclassified images",
         "Compare runs",
     ],
     "pages/3_Training.py": ["Training", "Dataset", "Launch", "Current run", "Runs"],
@@ -121,3 +123,23 @@ def test_dataset_page_measures_source_predictability(app_env):
     at.button[0].click().run()
     assert not at.exception
     assert any("Fewer than two sources" in i.value for i in at.info)
+
+
+def test_evaluation_page_evaluates_a_run_in_the_background(app_env):
+    """The page warns that another dataset may overlap training, starts a job, then shows its results."""
+    run_dir = app_env / "runs" / "20260101-000000-aaaa"
+    at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()
+    at.selectbox[0].select("20260101-000000-aaaa").run()
+    at.selectbox(key="evaluate_split").select("all").run()
+    assert any("differs from the one the model was trained on" in w.value for w in at.warning)
+    next(b for b in at.button if b.label == "Evaluate").click().run()
+    assert not at.exception, at.exception
+    assert evaluation_job.read_status(run_dir)["data"] == str((app_env / "data" / "tiny").resolve())
+    deadline = time.monotonic() + 400
+    while evaluation_job.is_running(run_dir) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert evaluation_job.read_status(run_dir)["state"] == "succeeded", evaluation_job.read_status(run_dir)
+    at.run()
+    assert any(str((app_env / "data" / "tiny").resolve()) in c.value for c in at.caption)
+    assert {m.label: m.value for m in at.metric}["Images"] == "12"
+    assert any(c.value.startswith("All images · ") for c in at.caption)
