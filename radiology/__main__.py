@@ -152,8 +152,10 @@ def _evaluate(args, report) -> tuple[dict, list[dict], tuple[str, ...]]:
     samples = dataset.samples() if args.split == "all" else dataset.splits[args.split]
     if not samples:
         raise EvaluationError(f"the {args.split} split of {dataset.root} is empty ({dataset.split_method})")
-    for path, err in checked.report.unreadable.items():
-        print(f"skipped {path}: {err}", file=sys.stderr)
+    chosen = {s.path for s in samples}
+    for path, err in checked.decoded.errors.items():
+        if path in chosen:
+            print(f"skipped {path}: {err}", file=sys.stderr)
     matches, overlap = training_overlap(meta.data_fingerprint, dataset, args.split)
     result, rows = evaluate_samples(
         loaded,
