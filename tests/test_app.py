@@ -143,3 +143,12 @@ def test_evaluation_page_evaluates_a_run_in_the_background(app_env):
     assert any(str((app_env / "data" / "tiny").resolve()) in c.value for c in at.caption)
     assert {m.label: m.value for m in at.metric}["Images"] == "12"
     assert any(c.value.startswith("All images · ") for c in at.caption)
+
+
+def test_training_page_report_uses_the_chosen_split(app_env):
+    """The leakage report splits with the seed and fractions chosen on the page, not seed 42."""
+    at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
+    next(n for n in at.number_input if n.label == "Seed").set_value(7).run()
+    next(n for n in at.number_input if n.label == "Test %").set_value(30).run()
+    assert not at.exception, at.exception
+    assert any("stratified 50%/20%/30% split, seed 7" in c.value for c in at.caption), [c.value for c in at.caption]
