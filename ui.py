@@ -164,6 +164,16 @@ def dataset_report(path: str, seed: int, fractions: tuple[float, float, float], 
     }
 
 
+@st.cache_data(show_spinner="Comparing the dataset with the model's training data…", max_entries=16)
+def dataset_overlap(
+    path: str, train_config: dict, data_fingerprint: str | None, split: str, fingerprint_key: str
+) -> tuple[bool | None, str]:
+    """``radiology.splits.dataset_overlap``, cached: discovering a large dataset takes seconds."""
+    from radiology.splits import dataset_overlap as overlap
+
+    return overlap(path, train_config=train_config, data_fingerprint=data_fingerprint, split=split)
+
+
 def dataset_key(path: Path) -> str:
     """A cheap key that changes when files are added or removed, for caching reports."""
     try:

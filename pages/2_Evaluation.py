@@ -9,7 +9,6 @@ import ui
 from radiology import charts, evaluation_job, registry
 from radiology.errors import RadiologyError
 from radiology.evaluation import misclassified, summary_row
-from radiology.splits import dataset_overlap
 
 SPLITS = {"test": "test split", "val": "validation split", "train": "training split", "all": "all images"}
 
@@ -34,8 +33,8 @@ elif run.has_model:
     if folder is not None:
         try:
             meta = ui.load_run_model(run)[0].metadata
-            matches, note = dataset_overlap(
-                folder, train_config=meta.train_config, data_fingerprint=meta.data_fingerprint, split=split
+            matches, note = ui.dataset_overlap(
+                str(folder), meta.train_config, meta.data_fingerprint, split, ui.dataset_key(folder)
             )
             (st.info if matches is True and split == "test" else st.warning)(note[0].upper() + note[1:] + ".")
         except RadiologyError as exc:
