@@ -198,40 +198,37 @@ def dataset_picker(key: str) -> Path | None:
 
 
 @st.cache_data(show_spinner="Reading and checking every image (cached after the first time)…", max_entries=4)
-def dataset_report(path: str, seed: int, fingerprint_key: str):
-    """Discovers, decodes (through the decode cache) and validates a dataset.
+def dataset_report(path: str, seed: int, fractions: tuple[float, float, float], fingerprint_key: str):
+    """Discovers, decodes (through the decode cache) and validates a dataset, split with ``seed`` and ``fractions``.
 
     Returns:
-        plain data: counts, warnings, split method, unreadable files, duplicates, sizes per class,
-        and sample paths per class.
+        plain data: ``CheckedSplits.summary()`` plus image sizes per class and sample paths per class.
     """
-    from radiology.cache import load_or_decode
-    from radiology.datasets import discover
-    from radiology.leakage import validate
-    from radiology.preprocess import PreprocessSpec
+    from radiology.splits import check_splits
 
-    ds = discover(path, seed=seed)
-    samples = ds.samples()
-    decoded, _ = load_or_decode([s.path for s in samples], PreprocessSpec(), runs_dir() / ".cache")
-    report = validate(ds, decoded)
+    checked = check_splits(path, seed=seed, fractions=fractions, cache_dir=runs_dir() / ".cache")
+    decoded = checked.decoded
     index = decoded.index()
-    readable = [(s, index[s.path]) for s in samples if decoded.ok[index[s.path]]]
+    readable = [(s, index[s.path]) for s in checked.dataset.samples() if decoded.ok[index[s.path]]]
     return {
-        "root": str(ds.root),
-        "layout": ds.layout,
-        "split_method": ds.split_method,
-        "counts": report.counts,
-        "summary": report.summary(),
-        "warnings": report.warnings,
-        "unreadable": report.unreadable,
-        "duplicates": [vars(d) for d in report.duplicates],
+        **checked.summary(),
         "sizes": {
             "label": [s.label for s, _ in readable],
             "height": [int(decoded.sizes[i, 0]) for _, i in readable],
             "width": [int(decoded.sizes[i, 1]) for _, i in readable],
         },
-        "samples": {c: [s.path for s, _ in readable if s.label == c][:8] for c in ds.class_names},
+        "samples": {c: [s.path for s, _ in readable if s.label == c][:8] for c in checked.dataset.class_names},
     }
+
+
+@st.cache_data(show_spinner="Comparing the dataset with the model's training data…", max_entries=16)
+def dataset_overlap(
+    path: str, train_config: dict, data_fingerprint: str | None, split: str, fingerprint_key: str
+) -> tuple[bool | None, str]:
+    """``radiology.splits.dataset_overlap``, cached: discovering a large dataset takes seconds."""
+    from radiology.splits import dataset_overlap as overlap
+
+    return overlap(path, train_config=train_config, data_fingerprint=data_fingerprint, split=split)
 
 
 def dataset_key(path: Path) -> str:
@@ -326,17 +323,14 @@ def file_view_plain(image_path: str) -> np.ndarray:
 
 
 @st.cache_data(show_spinner="Fitting a source classifier on thumbnails…", max_entries=4)
-def source_report(path: str, seed: int, fingerprint_key: str) -> dict:
+def source_report(path: str, seed: int, fractions: tuple[float, float, float], fingerprint_key: str) -> dict:
     """Images per source and class, and how well the source can be predicted from the pixels."""
-    from radiology.cache import load_or_decode
     from radiology.confounding import source_predictability
-    from radiology.datasets import discover, source_counts
-    from radiology.preprocess import PreprocessSpec
+    from radiology.datasets import source_counts
+    from radiology.splits import check_splits
 
-    ds = discover(path, seed=seed)
-    samples = ds.samples()
-    decoded, _ = load_or_decode([s.path for s in samples], PreprocessSpec(), runs_dir() / ".cache")
+    checked = check_splits(path, seed=seed, fractions=fractions, cache_dir=runs_dir() / ".cache")
     return {
-        "by_class": {c: dict(n) for c, n in source_counts(ds).items()},
-        "predictability": source_predictability(samples, decoded, seed=seed),
+        "by_class": {c: dict(n) for c, n in source_counts(checked.dataset).items()},
+        "predictability": source_predictability(checked.dataset.samples(), checked.decoded, seed=seed),
     }

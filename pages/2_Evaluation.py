@@ -1,17 +1,19 @@
-"""Evaluation: metrics, confusion matrices, ROC/PR, calibration and mistakes of a run's test split."""
+"""Evaluation: evaluate any run on a dataset in the background; its metrics, curves, calibration and mistakes."""
 
 import pandas as pd
 import streamlit as st
 
 import ui
-from radiology import charts, registry
+from radiology import charts, evaluation_job, registry
 from radiology.errors import RadiologyError
 from radiology.evaluation import misclassified, summary_row
 
+SPLITS = {"test": "test split", "val": "validation split", "train": "training split", "all": "all images"}
+
 ui.page_header("Evaluation")
-runs = [r for r in registry.list_runs(ui.runs_dir()) if r.metrics]
+runs = [r for r in registry.list_runs(ui.runs_dir()) if r.metrics or (r.state == "succeeded" and r.has_model)]
 if not runs:
-    st.info("No evaluated run yet. A training run evaluates its model on its test split when it finishes.")
+    st.info("No run with a model yet. Train one on the Training page, then evaluate it here.")
     st.stop()
 active = registry.active_run(ui.runs_dir())
 ids = [r.id for r in runs]
@@ -19,7 +21,56 @@ default = ids.index(active.id) if active is not None and active.id in ids else 0
 labels = {r.id: f"{r.id}{' (active)' if active is not None and r.id == active.id else ''}" for r in runs}
 chosen = st.selectbox("Run", ids, index=default, format_func=labels.get)
 run = runs[ids.index(chosen)]
+
+st.header("Evaluate on a dataset")
+if run.id == registry.BUNDLED_ID:
+    st.caption("The bundled model's folder is read-only: promote or train a run to evaluate it on other data.")
+elif run.has_model:
+    folder = ui.dataset_picker("evaluate")
+    split = st.selectbox("Images", list(SPLITS), format_func=SPLITS.get, key="evaluate_split")
+    if folder is not None:
+        try:
+            meta = ui.load_run_model(run)[0].metadata
+            matches, note = ui.dataset_overlap(
+                str(folder), meta.train_config, meta.data_fingerprint, split, ui.dataset_key(folder)
+            )
+            (st.info if matches is True and split == "test" else st.warning)(note[0].upper() + note[1:] + ".")
+        except RadiologyError as exc:
+            ui.show_error(exc)
+            folder = None
+    if st.button("Evaluate", type="primary", disabled=folder is None or evaluation_job.is_running(run.dir)):
+        try:
+            evaluation_job.start(run, folder, split=split, cache_dir=ui.runs_dir() / ".cache")
+        except RadiologyError as exc:
+            ui.show_error(exc)
+
+
+@st.fragment(run_every=1.0)
+def live_evaluation(run: registry.Run):
+    """Re-reads the run's evaluation status every second; reruns the page when a job finishes."""
+    status = evaluation_job.read_status(run.dir)
+    key = f"_evaluating_{run.id}"
+    if status is None:
+        return
+    if status["state"] in evaluation_job.LIVE_STATES:
+        st.session_state[key] = True
+        done, total = status.get("done", 0), status.get("total", 0)
+        text = f"{status.get('phase', status['state'])}" + (f": {done} of {total}" if total else "")
+        st.progress(float(status.get("progress") or 0.0), text=f"Evaluating on {status.get('data')}: {text}")
+        return
+    if st.session_state.pop(key, False):
+        st.rerun()  # show the new results below
+    if status["state"] == "failed":
+        st.error(f"The last evaluation failed: {status.get('error')}")
+    else:
+        st.caption(f"Last evaluation: {SPLITS.get(status.get('split'), status.get('split'))} of {status.get('data')}")
+
+
+live_evaluation(run)
 m = run.metrics
+if not m:
+    st.info("This run has no evaluation yet: pick a dataset above and evaluate it.")
+    st.stop()
 names = m["class_names"]
 
 st.header("Summary")
@@ -30,8 +81,14 @@ cols[0].caption(f"95% CI {ci[0]:.1%} – {ci[1]:.1%}")
 cols[1].metric("Macro F1", f"{m['macro_f1']:.3f}")
 cols[1].caption("95% CI " + " – ".join(f"{v:.3f}" for v in m["ci"]["macro_f1"]))
 cols[2].metric("ECE", f"{m['calibration']['ece']:.3f}", help="expected calibration error, 10 bins")
-cols[3].metric("Test images", m["n"])
-st.caption(f"Split: {m.get('split_method', m.get('split', 'test'))}. Data: `{m.get('data_root', 'unknown')}`.")
+cols[3].metric("Images", m["n"], help=SPLITS.get(m.get("split", "test")))
+st.caption(
+    f"{SPLITS.get(m.get('split', 'test'), 'test split').capitalize()} · {m.get('split_method', '')} · "
+    f"data `{m.get('data_root', 'unknown')}`"
+)
+if m.get("training_overlap"):
+    safe = m.get("split_matches_training") is True and m.get("split") == "test"
+    (st.info if safe else st.warning)(m["training_overlap"][0].upper() + m["training_overlap"][1:] + ".")
 
 st.header("Classification report")
 report = pd.DataFrame({k: v for k, v in m["report"].items() if isinstance(v, dict)}).T
@@ -56,7 +113,7 @@ c2.plotly_chart(charts.pr_figure(m["curves"]), key="pr")
 st.header("Calibration")
 st.plotly_chart(charts.reliability_figure(m["calibration"]), key="rel")
 
-st.header("Misclassified test images")
+st.header("Misclassified images")
 wrong = misclassified(run.predictions(), names)
 root = refusal = None
 if wrong:
@@ -65,7 +122,7 @@ if wrong:
     except RadiologyError as exc:
         refusal = exc
 if not wrong:
-    st.success("No misclassified test images.")
+    st.success("No misclassified images.")
 elif root is None or not root.is_dir():
     if refusal is not None:
         st.warning(f"The images are not shown: {refusal}. Set `RADIOLOGY_DATA_ROOT` to a folder holding it.")
@@ -89,12 +146,13 @@ else:
         )
 
 st.header("Compare runs")
-others = [i for i in ids if i != chosen]
+evaluated = [r for r in runs if r.metrics]
+others = [r.id for r in evaluated if r.id != chosen]
 if not others:
     st.caption("Only one evaluated run so far.")
 else:
     other_id = st.selectbox("Compare with", others, format_func=labels.get)
-    other = runs[ids.index(other_id)]
+    other = next(r for r in evaluated if r.id == other_id)
     st.dataframe(pd.DataFrame([summary_row(run.id, m), summary_row(other.id, other.metrics)]).set_index("run").T)
     c1, c2 = st.columns(2)
     for col, r in ((c1, run), (c2, other)):

@@ -13,9 +13,14 @@ ui.page_header("Training")
 
 st.header("Dataset")
 folder = ui.dataset_picker("train")
+c1, c2, c3 = st.columns(3)
+seed = c1.number_input("Seed", 0, 2**31 - 1, 42, help="Seed of the split, shuffling, augmentation and initialisation")
+val_pct = c2.number_input("Validation %", 0, 90, 20, help="Share split off for validation, for class folders only")
+test_pct = c3.number_input("Test %", 0, 90, 10, help="Share split off for testing, for class folders only")
+fractions = ((100 - val_pct - test_pct) / 100, val_pct / 100, test_pct / 100)
 if folder is not None:
     try:
-        report = ui.dataset_report(str(folder), 42, ui.dataset_key(folder))
+        report = ui.dataset_report(str(folder), int(seed), fractions, ui.dataset_key(folder))
         ui.show_validation(report)
     except RadiologyError as exc:
         ui.show_error(exc)
@@ -30,11 +35,10 @@ with st.form("launch"):
     batch_size = c2.number_input("Batch size", 1, 1024, 64)
     lr = c3.number_input("Learning rate", 1e-7, 1e-1, 1e-4, format="%.1e")
     trainable = c4.number_input("Trainable VGG16 layers", 0, 18, 6, help="From the end; the notebook trains 6")
-    c1, c2, c3 = st.columns(3)
+    c1, c2 = st.columns(2)
     starts = {"imagenet": "imagenet", "none": "none", **{f"run {r.id}": str(r.model_path) for r in finished}}
     weights = c1.selectbox("Initial weights", list(starts), help="ImageNet needs the network once; a run fine-tunes it")
-    seed = c2.number_input("Seed", 0, 2**31 - 1, 42)
-    augment = c3.toggle("Augmentation (flip, ±15° rotation)", value=True)
+    augment = c2.toggle("Augmentation (flip, ±15° rotation)", value=True)
     submitted = st.form_submit_button("Launch training", type="primary", disabled=folder is None)
 if submitted and folder is not None:
     try:
@@ -46,6 +50,7 @@ if submitted and folder is not None:
             trainable_layers=int(trainable),
             weights=starts[weights],
             seed=int(seed),
+            fractions=fractions,
             augment=augment,
             runs_dir=str(ui.runs_dir()),
         )

@@ -6,11 +6,13 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
 
-from radiology.errors import RadiologyError
+from radiology.errors import EvaluationError, RadiologyError
+from radiology.registry import now
 
 
 def _load(model_arg: str | None):
@@ -62,43 +64,152 @@ def cmd_predict(args) -> int:
     return 1 if failures else 0
 
 
+def _save_target(model_arg: str | None, *, job: str | None):
+    """The run whose folder receives ``--save``'s files.
+
+    Raises:
+        EvaluationError: the model is a bare file, the bundled model, has no model, is still training,
+            or (outside a background job) is being evaluated already.
+    """
+    from radiology.evaluation_job import check_can_save, is_running
+    from radiology.registry import active_run, load_run
+
+    if model_arg:
+        path = Path(model_arg)
+        if not path.is_dir():
+            raise EvaluationError(f"--save needs a run folder for --model, got the file {model_arg}")
+        run = load_run(path)
+    else:
+        run = active_run()
+        if run is None:
+            raise RadiologyError("no active model: pass --model RUN_DIR")
+    check_can_save(run)
+    if job is None and is_running(run.dir):
+        raise EvaluationError(f"run {run.id} is being evaluated already; wait for it to finish")
+    return run
+
+
+def _evaluation_reporter(run_dir: Path | None, job: str):
+    """A ``report(phase, done, total)`` that writes the job's progress at most every 0.3 s, or a no-op."""
+    from radiology.evaluation_job import update_status
+
+    last = [0.0]
+
+    def report(phase: str, done: int, total: int) -> None:
+        t = time.monotonic()
+        if run_dir is None or (t - last[0] < 0.3 and done < total):
+            return
+        last[0] = t
+        update_status(run_dir, job, phase=phase, done=done, total=total, progress=round(done / max(total, 1), 4))
+
+    return report
+
+
 def cmd_evaluate(args) -> int:
-    """Evaluates a model on a split of a dataset and prints the metrics."""
-    from radiology.cache import load_or_decode
-    from radiology.datasets import discover
-    from radiology.evaluation import evaluate_samples
+    """Evaluates a model on a split of a dataset, split as the model was trained; prints or saves the metrics."""
+    from radiology.evaluation import write_evaluation
+    from radiology.evaluation_job import update_status
+
+    run = _save_target(args.model, job=args.job) if args.save else None
+    run_dir = run.dir if run is not None else None
+    job = args.job or f"cli-{os.getpid()}"
+    if run_dir is not None:
+        if not args.job:
+            update_status(run_dir, job, "queued", data=str(args.data), split=args.split)
+        update_status(run_dir, job, "running", pid=os.getpid(), started=now(), phase="loading the model", progress=0.0)
+    try:
+        result, rows, names = _evaluate(args, _evaluation_reporter(run_dir, job))
+        if run_dir is not None:
+            write_evaluation(run_dir, result, rows)
+            update_status(run_dir, job, "succeeded", ended=now(), progress=1.0, phase="done")
+    except (RadiologyError, OSError) as exc:
+        if run_dir is not None:
+            update_status(run_dir, job, "failed", ended=now(), error=str(exc))
+        raise
+    _print_evaluation(args, result, names, saved_in=run_dir)
+    return 0
+
+
+def _evaluate(args, report) -> tuple[dict, list[dict], tuple[str, ...]]:
+    """Loads the model, checks the dataset split as in training, evaluates; returns metrics, rows, class names."""
+    from radiology.evaluation import bf16_agreement, evaluate_samples
+    from radiology.splits import check_splits, training_overlap, training_split
 
     loaded = _load(args.model)
-    dataset = discover(args.data, seed=args.seed)
+    for w in loaded.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    meta = loaded.metadata
+    seed, fractions = training_split(meta.train_config, seed=args.seed)
+    checked = check_splits(
+        args.data,
+        seed=seed,
+        fractions=fractions,
+        spec=meta.preprocess,
+        cache_dir=args.cache_dir or None,
+        progress=lambda done, total: report("reading images", done, total),
+    )
+    dataset = checked.dataset
     samples = dataset.samples() if args.split == "all" else dataset.splits[args.split]
     if not samples:
-        raise RadiologyError(f"the {args.split} split of {args.data} is empty")
-    decoded, _ = load_or_decode([s.path for s in samples], loaded.metadata.preprocess, args.cache_dir or None)
-    for path, err in decoded.errors.items():
-        print(f"skipped {path}: {err}", file=sys.stderr)
-    result, _ = evaluate_samples(loaded, samples, decoded, root=dataset.root)
+        raise EvaluationError(f"the {args.split} split of {dataset.root} is empty ({dataset.split_method})")
+    chosen = {s.path for s in samples}
+    for path, err in checked.decoded.errors.items():
+        if path in chosen:
+            print(f"skipped {path}: {err}", file=sys.stderr)
+    matches, overlap = training_overlap(meta.data_fingerprint, dataset, args.split)
+    result, rows = evaluate_samples(
+        loaded,
+        samples,
+        checked.decoded,
+        root=dataset.root,
+        progress=lambda done, total: report("predicting", done, total),
+    )
+    result.update(
+        data_root=str(dataset.root),
+        split=args.split,
+        split_method=dataset.split_method,
+        seed=seed,
+        fractions=list(fractions),
+        data_fingerprint=dataset.fingerprint(),
+        split_matches_training=matches,
+        training_overlap=overlap,
+        evaluated=now(),
+    )
+    if args.save:
+        report("checking bfloat16", 0, 1)
+        result["bf16_agreement"] = bf16_agreement(loaded, samples, checked.decoded)
+    return result, rows, meta.class_names
+
+
+def _print_evaluation(args, result: dict, names, *, saved_in: Path | None) -> None:
+    keys = ("n", "accuracy", "macro_f1", "report", "confusion", "ci", "skipped", "split", "split_method", "seed")
     if args.json:
         print(
             json.dumps(
-                {k: result[k] for k in ("n", "accuracy", "macro_f1", "report", "confusion", "ci", "skipped")}
+                {k: result[k] for k in keys}
                 | {"ece": result["calibration"]["ece"]}
+                | {k: result[k] for k in ("fractions", "split_matches_training", "training_overlap")}
             )
         )
-        return 0
+        return
     ci = result["ci"]["accuracy"]
     print(f"{result['n']} images ({args.split} split, {result['skipped']} unreadable skipped)")
+    print(f"split: {result['split_method']}")
+    known = {True: "yes", False: "no", None: "unknown"}[result["split_matches_training"]]
+    print(f"split matches training: {known}: {result['training_overlap']}")
     print(
         f"accuracy {result['accuracy']:.4f}  (95% CI {ci[0]:.4f}-{ci[1]:.4f})   macro F1 {result['macro_f1']:.4f}"
         f"   ECE {result['calibration']['ece']:.4f}"
     )
     print(f"{'class':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
-    for name in loaded.metadata.class_names:
+    for name in names:
         r = result["report"][name]
         print(f"{name:<12}{r['precision']:>10.3f}{r['recall']:>10.3f}{r['f1-score']:>10.3f}{int(r['support']):>10d}")
     print("confusion matrix (rows true, columns predicted):")
-    for name, row in zip(loaded.metadata.class_names, result["confusion"]["matrix"]):
+    for name, row in zip(names, result["confusion"]["matrix"]):
         print(f"  {name:<12}" + "".join(f"{v:>8d}" for v in row))
-    return 0
+    if saved_in is not None:
+        print(f"saved metrics.json and predictions.csv in {saved_in}")
 
 
 def main(argv=None) -> int:
@@ -116,14 +227,23 @@ def main(argv=None) -> int:
     ev.add_argument("--data", required=True)
     ev.add_argument("--model", help="run folder or model file (default: the active model)")
     ev.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
-    ev.add_argument("--seed", type=int, default=42, help="split seed for a class-folders dataset")
-    ev.add_argument("--cache-dir", default="")
+    ev.add_argument(
+        "--seed", type=int, default=None, help="split seed (default: the seed the model was trained with, else 42)"
+    )
+    ev.add_argument("--cache-dir", default="", help="decode cache folder (default: none)")
     ev.add_argument("--json", action="store_true")
+    ev.add_argument(
+        "--save", action="store_true", help="write metrics.json and predictions.csv into the --model run folder"
+    )
+    ev.add_argument("--job", help=argparse.SUPPRESS)  # the job id given by radiology.evaluation_job.start
     ev.set_defaults(func=cmd_evaluate)
     args = p.parse_args(argv)
     try:
         return args.func(args)
     except RadiologyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file that cannot be read or written: the user's to fix, not a bug
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

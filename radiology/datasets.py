@@ -196,54 +196,85 @@ def discover(root: str | Path, *, fractions=DEFAULT_FRACTIONS, seed: int = 42) -
         raise DatasetError(f"dataset folder not found: {root}")
     if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
         raise DatasetError(f"split fractions must be 3 non-negative numbers summing to 1, got {fractions}")
-    warnings: list[str] = []
     manifest = read_manifest(root)
+    split_dirs = _split_folders(root)
+    if split_dirs:
+        dataset = _discover_split_folders(root, split_dirs, manifest, fractions=fractions, seed=seed)
+    else:
+        dataset = _discover_class_folders(root, manifest, fractions=fractions, seed=seed)
+    _check(dataset)
+    return dataset
 
-    def sample(path: Path, label: str) -> Sample:
-        row = manifest.get(path.relative_to(root).as_posix(), {})
-        group = row.get("group_id") or row.get("patient_id") or None
-        return Sample(str(path), label, group, row.get("source") or None)
 
-    split_dirs = {}
+def _sample(path: Path, label: str, root: Path, manifest: dict[str, dict[str, str]]) -> Sample:
+    """A sample with the group and source its manifest row gives, if any."""
+    row = manifest.get(path.relative_to(root).as_posix(), {})
+    group = row.get("group_id") or row.get("patient_id") or None
+    return Sample(str(path), label, group, row.get("source") or None)
+
+
+def _split_folders(root: Path) -> dict[str, Path]:
+    """The split folders directly in ``root`` by split name; the first alias found wins."""
+    split_dirs: dict[str, Path] = {}
     for child in sorted(p for p in root.iterdir() if p.is_dir()):
         split = SPLIT_ALIASES.get(child.name.lower())
         if split and split not in split_dirs:
             split_dirs[split] = child
-    if split_dirs:
-        splits = {}
-        for split, folder in split_dirs.items():
-            files = _class_folders(folder, warnings)
-            splits[split] = [sample(p, label) for label in CLASS_NAMES for p in files.get(label, [])]
-        missing = [s for s in SPLITS if s not in splits]
-        method = "split folders as given"
-        if missing:
-            # Carve what is missing out of train, so the user still gets a validation and a test set.
-            pool = splits.pop("train", [])
-            if not pool:
-                raise DatasetError(f"split folders found ({', '.join(split_dirs)}) but no train folder with images")
-            wanted = {"train": 1.0, "val": fractions[1], "test": fractions[2]}
-            parts = [wanted[s] if s in missing or s == "train" else 0.0 for s in SPLITS]
-            parts[0] = 1 - sum(parts[1:])
-            carved = split_samples(pool, fractions=tuple(parts), seed=seed)
-            for s in ["train", *missing]:
-                splits[s] = carved[s]
-            warnings.append(f"no {' or '.join(missing)} folder: carved {' and '.join(missing)} out of train")
-            method += f"; {', '.join(missing)} carved out of train (seed {seed})"
-        dataset = Dataset(root, "splits", {s: splits.get(s, []) for s in SPLITS}, warnings, method)
-    else:
-        files = _class_folders(root, warnings)
-        pool = [sample(p, label) for label in CLASS_NAMES for p in files.get(label, [])]
+    return split_dirs
+
+
+def _discover_split_folders(
+    root: Path, split_dirs: dict[str, Path], manifest: dict, *, fractions, seed: int
+) -> Dataset:
+    """The split-folders layout: splits as given, a missing val or test carved out of train."""
+    warnings: list[str] = []
+    splits = {}
+    for split, folder in split_dirs.items():
+        files = _class_folders(folder, warnings)
+        splits[split] = [_sample(p, label, root, manifest) for label in CLASS_NAMES for p in files.get(label, [])]
+    missing = [s for s in SPLITS if s not in splits]
+    method = "split folders as given"
+    if missing:
+        # Carve what is missing out of train, so the user still gets a validation and a test set.
+        pool = splits.pop("train", [])
         if not pool:
-            raise DatasetError(
-                f"no class folders with images in {root}: expected covid/normal/pneumonia folders, "
-                "optionally inside train/val/test folders"
-            )
-        grouped = any(s.group for s in pool)
-        splits = split_samples(pool, fractions=fractions, seed=seed)
-        method = f"stratified {fractions[0]:.0%}/{fractions[1]:.0%}/{fractions[2]:.0%} split, seed {seed}" + (
-            ", each patient group in one split (manifest.csv)" if grouped else ""
+            raise DatasetError(f"split folders found ({', '.join(split_dirs)}) but no train folder with images")
+        wanted = {"train": 1.0, "val": fractions[1], "test": fractions[2]}
+        parts = [wanted[s] if s in missing or s == "train" else 0.0 for s in SPLITS]
+        parts[0] = 1 - sum(parts[1:])
+        carved = split_samples(pool, fractions=tuple(parts), seed=seed)
+        for s in ["train", *missing]:
+            splits[s] = carved[s]
+        warnings.append(f"no {' or '.join(missing)} folder: carved {' and '.join(missing)} out of train")
+        method += f"; {', '.join(missing)} carved out of train (seed {seed})"
+    return Dataset(root, "splits", {s: splits.get(s, []) for s in SPLITS}, warnings, method)
+
+
+def _discover_class_folders(root: Path, manifest: dict, *, fractions, seed: int) -> Dataset:
+    """The class-folders layout: a stratified, seeded split that keeps each manifest group in one split."""
+    warnings: list[str] = []
+    files = _class_folders(root, warnings)
+    pool = [_sample(p, label, root, manifest) for label in CLASS_NAMES for p in files.get(label, [])]
+    if not pool:
+        raise DatasetError(
+            f"no class folders with images in {root}: expected covid/normal/pneumonia folders, "
+            "optionally inside train/val/test folders"
         )
-        dataset = Dataset(root, "classes", splits, warnings, method)
+    grouped = any(s.group for s in pool)
+    splits = split_samples(pool, fractions=fractions, seed=seed)
+    method = f"stratified {fractions[0]:.0%}/{fractions[1]:.0%}/{fractions[2]:.0%} split, seed {seed}" + (
+        ", each patient group in one split (manifest.csv)" if grouped else ""
+    )
+    return Dataset(root, "classes", splits, warnings, method)
+
+
+def _check(dataset: Dataset) -> None:
+    """Drops files that escape the root and warns about empty classes and splits, whatever the layout.
+
+    Raises:
+        DatasetError: no training images remain.
+    """
+    root, warnings = dataset.root, dataset.warnings
     outside = _drop_outside(dataset, root)
     if outside:
         warnings.append(f"ignored {outside} files that are symlinks to outside {root}")
@@ -258,7 +289,6 @@ def discover(root: str | Path, *, fractions=DEFAULT_FRACTIONS, seed: int = 42) -
                 f"the {name} split is empty: add images, or a run cannot be "
                 + ("validated" if name == "val" else "evaluated")
             )
-    return dataset
 
 
 def _drop_outside(dataset: Dataset, root: Path) -> int:

@@ -19,3 +19,7 @@ class ModelLoadError(RadiologyError):
 
 class TrainingBusyError(RadiologyError):
     """A training launch refused because another training is running."""
+
+
+class EvaluationError(RadiologyError):
+    """A dataset that cannot be evaluated with a model: an empty split, no readable image, unknown classes."""

@@ -11,12 +11,21 @@ import numpy as np
 from radiology import metrics
 from radiology.cache import DecodedImages
 from radiology.datasets import Sample
+from radiology.errors import EvaluationError
 from radiology.fsutil import atomic_write_text, write_json_atomic
 from radiology.model import LoadedModel, predict_images
 
+PROGRESS_CHUNK = 256  # images predicted between two progress reports
+
 
 def evaluate_samples(
-    loaded: LoadedModel, samples: list[Sample], decoded: DecodedImages, *, root: str | Path, n_boot: int = 1000
+    loaded: LoadedModel,
+    samples: list[Sample],
+    decoded: DecodedImages,
+    *,
+    root: str | Path,
+    n_boot: int = 1000,
+    progress=None,
 ) -> tuple[dict, list[dict]]:
     """Predicts the readable samples and computes every metric.
 
@@ -26,24 +35,30 @@ def evaluate_samples(
         decoded: decoded images that include those files, at the model's input size.
         root: the dataset root; prediction rows give paths relative to it.
         n_boot: bootstrap resamples for the confidence intervals.
+        progress: optional callable ``progress(done, total)`` as images are predicted.
 
     Returns:
         the metrics dict (see ``metrics.evaluate``, plus ``by_source`` and ``skipped``) and one
         prediction row per image: path, label, predicted, source and a probability per class.
 
     Raises:
-        ValueError: no sample is readable, or a label is not among the model's classes.
+        EvaluationError: no sample is readable, or a label is not among the model's classes.
     """
     names = list(loaded.metadata.class_names)
     index = decoded.index()
     kept = [s for s in samples if decoded.ok[index[s.path]]]
     if not kept:
-        raise ValueError(f"no readable images to evaluate among {len(samples)} files")
+        raise EvaluationError(f"no readable images to evaluate among {len(samples)} files")
     unknown = {s.label for s in kept} - set(names)
     if unknown:
-        raise ValueError(f"labels {sorted(unknown)} are not among the model's classes {names}")
-    pixels = np.stack([decoded.pixels[index[s.path]] for s in kept])
-    probs = predict_images(loaded, pixels, batch_size=64)
+        raise EvaluationError(f"labels {sorted(unknown)} are not among the model's classes {names}")
+    chunks = []
+    for start in range(0, len(kept), PROGRESS_CHUNK):
+        part = kept[start : start + PROGRESS_CHUNK]
+        chunks.append(predict_images(loaded, np.stack([decoded.pixels[index[s.path]] for s in part])))
+        if progress is not None:
+            progress(start + len(part), len(kept))
+    probs = np.concatenate(chunks)
     labels = np.array([names.index(s.label) for s in kept])
     result = metrics.evaluate(labels, probs, names, n_boot=n_boot)
     result["skipped"] = len(samples) - len(kept)
@@ -61,6 +76,20 @@ def evaluate_samples(
         for s, p in zip(kept, probs)
     ]
     return result, rows
+
+
+def bf16_agreement(loaded: LoadedModel, samples: list[Sample], decoded: DecodedImages) -> float | None:
+    """Label agreement of the model's bf16 copy with float32 on the readable samples, or None without bf16.
+
+    The app predicts in bf16 only where this agreement, stored in ``metrics.json``, is high enough.
+    """
+    from radiology.inference import bf16_copy, bf16_supported, label_agreement
+
+    if not bf16_supported():
+        return None
+    index = decoded.index()
+    pixels = np.stack([decoded.pixels[index[s.path]] for s in samples if decoded.ok[index[s.path]]])
+    return label_agreement(predict_images(loaded, pixels), predict_images(bf16_copy(loaded), pixels))
 
 
 def write_evaluation(run_dir: str | Path, result: dict, rows: list[dict]) -> None:

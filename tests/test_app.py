@@ -3,12 +3,13 @@
 import csv
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from radiology import registry
+from radiology import evaluation_job, registry
 from tests.factories import make_dataset, png_bytes, xray
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +25,8 @@ PAGES = {
         "Confusion matrix",
         "ROC and precision-recall",
         "Calibration",
-        "Misclassified test images",
+        "Evaluate on a dataset",
+        "Misclassified images",
         "Compare runs",
     ],
     "pages/3_Training.py": ["Training", "Dataset", "Launch", "Current run", "Runs"],
@@ -207,3 +209,32 @@ def test_session_explanations_are_bounded_by_bytes(tiny_run, tmp_path, monkeypat
     assert not at.exception, at.exception
     cache = at.session_state["_explanations"]
     assert len(cache) == 1 and 0 < cache.bytes <= 300_000
+
+
+def test_evaluation_page_evaluates_a_run_in_the_background(app_env):
+    """The page warns that another dataset may overlap training, starts a job, then shows its results."""
+    run_dir = app_env / "runs" / "20260101-000000-aaaa"
+    at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()
+    at.selectbox[0].select("20260101-000000-aaaa").run()
+    at.selectbox(key="evaluate_split").select("all").run()
+    assert any("differs from the one the model was trained on" in w.value for w in at.warning)
+    next(b for b in at.button if b.label == "Evaluate").click().run()
+    assert not at.exception, at.exception
+    assert evaluation_job.read_status(run_dir)["data"] == str((app_env / "data" / "tiny").resolve())
+    deadline = time.monotonic() + 400
+    while evaluation_job.is_running(run_dir) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert evaluation_job.read_status(run_dir)["state"] == "succeeded", evaluation_job.read_status(run_dir)
+    at.run()
+    assert any(str((app_env / "data" / "tiny").resolve()) in c.value for c in at.caption)
+    assert {m.label: m.value for m in at.metric}["Images"] == "12"
+    assert any(c.value.startswith("All images · ") for c in at.caption)
+
+
+def test_training_page_report_uses_the_chosen_split(app_env):
+    """The leakage report splits with the seed and fractions chosen on the page, not seed 42."""
+    at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
+    next(n for n in at.number_input if n.label == "Seed").set_value(7).run()
+    next(n for n in at.number_input if n.label == "Test %").set_value(30).run()
+    assert not at.exception, at.exception
+    assert any("stratified 50%/20%/30% split, seed 7" in c.value for c in at.caption), [c.value for c in at.caption]

@@ -129,6 +129,21 @@ def test_evaluation_shows_confusion_matrix(page, server):
     _shot(page, "evaluation")
 
 
+def test_evaluate_a_run_from_the_page(page, server):
+    """Evaluating the active run on the tiny dataset from the page shows a progress bar, then its accuracy."""
+    _open(page, server, "Evaluation", "Evaluate on a dataset")
+    page.get_by_text("differs from the one the model was trained on").wait_for()
+    page.get_by_role("button", name="Evaluate", exact=True).click()
+    page.get_by_text("Evaluating on").first.wait_for()
+    _shot(page, "evaluation-running")
+    page.get_by_text("Last evaluation: test split of").wait_for(timeout=400_000)
+    tiny = str((server["base"] / "data" / "tiny").resolve())
+    page.get_by_text(tiny).first.wait_for()
+    accuracy = page.get_by_test_id("stMetricValue").first.inner_text()
+    assert accuracy.endswith("%"), accuracy
+    _shot(page, "evaluation-done")
+
+
 def test_dataset_page(page, server):
     """The dataset page shows the class balance and the leakage report of the tiny dataset."""
     _open(page, server, "Dataset", "Dataset")

@@ -17,19 +17,20 @@ import secrets
 import signal
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from radiology.cache import load_or_decode
-from radiology.datasets import Dataset, discover
+from radiology.cache import DecodedImages
+from radiology.datasets import Dataset
 from radiology.errors import DatasetError
-from radiology.evaluation import evaluate_samples, write_evaluation
+from radiology.evaluation import bf16_agreement, evaluate_samples, write_evaluation
 from radiology.fsutil import atomic_write_text, write_json_atomic
-from radiology.leakage import validate
 from radiology.model import ModelMetadata, build_model, compile_model, load_model, save_model
 from radiology.preprocess import PreprocessSpec, to_model_input
 from radiology.registry import now, process_start, update_status
+from radiology.splits import check_splits
 from training.config import TrainConfig
 
 CANCEL_FILE = "cancel"
@@ -230,18 +231,6 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def _bf16_agreement(loaded, samples, decoded) -> float | None:
-    """Label agreement of the bf16 copy with float32 on the test images, where the CPU has bf16."""
-    from radiology.inference import bf16_copy, bf16_supported, label_agreement
-    from radiology.model import predict_images
-
-    if not bf16_supported():
-        return None
-    index = decoded.index()
-    pixels = np.stack([decoded.pixels[index[s.path]] for s in samples if decoded.ok[index[s.path]]])
-    return label_agreement(predict_images(loaded, pixels), predict_images(bf16_copy(loaded), pixels))
-
-
 def run_training(config: TrainConfig, run_dir: str | Path) -> str:
     """Runs one training end to end and returns its final state.
 
@@ -288,11 +277,44 @@ def run_training(config: TrainConfig, run_dir: str | Path) -> str:
         handler.close()
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """What the fit and evaluation phases need from the data phase.
+
+    Attributes:
+        dataset: the discovered dataset with its splits.
+        decoded: the decoded images of every sample (from the decode cache).
+        spec: the preprocessing the model will carry.
+        class_names: class names in output order.
+        x_train: uint8 array of shape (N, H, W), the readable training images.
+        y_train: int32 array of shape (N,), their class indices.
+        x_val: uint8 array of shape (M, H, W), the readable validation images.
+        y_val: int32 array of shape (M,), their class indices.
+    """
+
+    dataset: Dataset
+    decoded: DecodedImages
+    spec: PreprocessSpec
+    class_names: list[str]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
 def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
     log.info("run %s: %s; augmentation in the %s", run_dir.name, config.to_dict(), config.augment_where or "-")
-    dataset = discover(config.data, fractions=config.fractions, seed=config.seed)
-    for w in dataset.warnings:
-        log.warning(w)
+    data = _prepare_data(config, run_dir, monitor)
+    _fit(config, run_dir, monitor, data)
+    if monitor.check_cancel():
+        log.info("cancelled; the best checkpoint so far is kept")
+        return "cancelled"
+    _evaluate_test(config, run_dir, monitor, data)
+    return "succeeded"
+
+
+def _prepare_data(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> TrainingData:
+    """Discovers, decodes and validates the dataset, writes ``validation.json``, and returns the arrays."""
     spec = PreprocessSpec()
     monitor.update(force=True, phase="caching")
 
@@ -301,23 +323,23 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
         if monitor.check_cancel():
             raise Cancelled()
 
-    paths = [s.path for s in dataset.samples()]
-    decoded, cached = load_or_decode(paths, spec, config.resolved_cache_dir, progress=decode_progress)
-    log.info("%d images %s", len(paths), "loaded from the cache" if cached else "decoded and cached")
-    report = validate(dataset, decoded)
-    write_json_atomic(
-        run_dir / "validation.json",
-        {
-            "split_method": dataset.split_method,
-            "fingerprint": dataset.fingerprint(),
-            **report.summary(),
-            "counts": report.counts,
-            "unreadable": report.unreadable,
-            "warnings": report.warnings,
-            "duplicates": [vars(d) for d in report.duplicates[:200]],
-        },
+    checked = check_splits(
+        config.data,
+        seed=config.seed,
+        fractions=config.fractions,
+        spec=spec,
+        cache_dir=config.resolved_cache_dir,
+        progress=decode_progress,
     )
-    for path, err in report.unreadable.items():
+    dataset, decoded = checked.dataset, checked.decoded
+    for w in dataset.warnings:
+        log.warning(w)
+    log.info(
+        "%d images %s", len(decoded.paths), "loaded from the cache" if checked.from_cache else "decoded and cached"
+    )
+    summary = checked.summary()
+    write_json_atomic(run_dir / "validation.json", {**summary, "duplicates": summary["duplicates"][:200]})
+    for path, err in checked.report.unreadable.items():
         log.warning("skipped unreadable file %s: %s", path, err)
     class_names = list(dataset.class_names)
     x_train, y_train = split_arrays(dataset, decoded, "train", class_names)
@@ -331,47 +353,52 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
         len(dataset.splits["test"]),
         dataset.split_method,
     )
+    return TrainingData(dataset, decoded, spec, class_names, x_train, y_train, x_val, y_val)
 
-    model = build_for_training(config, spec)
+
+def _fit(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data: TrainingData) -> None:
+    """Builds and compiles the model and fits it; the callbacks keep the best checkpoint in ``model.keras``."""
+    model = build_for_training(config, data.spec)
     metadata = ModelMetadata(
-        tuple(class_names),
-        spec,
+        tuple(data.class_names),
+        data.spec,
         train_config=config.to_dict(),
-        data_fingerprint=dataset.fingerprint(),
+        data_fingerprint=data.dataset.fingerprint(),
         name=run_dir.name,
     )
     train = batches(
-        x_train,
-        y_train,
-        spec,
+        data.x_train,
+        data.y_train,
+        data.spec,
         config.batch_size,
         seed=config.seed,
         host_augment=config.augment_where == "host",
         workers=config.workers,
     )
-    val = batches(x_val, y_val, spec, config.batch_size, seed=None) if len(x_val) else None
+    val = batches(data.x_val, data.y_val, data.spec, config.batch_size, seed=None) if len(data.x_val) else None
     monitor_key = "val_accuracy" if val is not None else "accuracy"
     class_weight = None
     if config.class_weights:
-        counts = np.bincount(y_train, minlength=len(class_names))
-        class_weight = {k: len(y_train) / (len(class_names) * c) for k, c in enumerate(counts) if c}
+        counts = np.bincount(data.y_train, minlength=len(data.class_names))
+        class_weight = {k: len(data.y_train) / (len(data.class_names) * c) for k, c in enumerate(counts) if c}
     callbacks = _make_callbacks(monitor, run_dir, metadata, len(train), monitor_key, config.lr_patience)
     model.fit(
         train, validation_data=val, epochs=config.epochs, callbacks=callbacks, class_weight=class_weight, verbose=0
     )
-    if monitor.check_cancel():
-        log.info("cancelled; the best checkpoint so far is kept")
-        return "cancelled"
 
+
+def _evaluate_test(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data: TrainingData) -> None:
+    """Evaluates the best checkpoint on the test split into ``metrics.json`` and ``predictions.csv``."""
+    dataset, decoded = data.dataset, data.decoded
     test = dataset.splits["test"]
     if not test:
         log.warning("no test split: nothing to evaluate")
-        return "succeeded"
+        return
     monitor.update(force=True, phase="evaluating")
     best = load_model(run_dir / "model.keras")
     result, rows = evaluate_samples(best, test, decoded, root=dataset.root, n_boot=config.n_boot)
     result.update(data_root=str(dataset.root), split="test", split_method=dataset.split_method)
-    result["bf16_agreement"] = _bf16_agreement(best, test, decoded)
+    result["bf16_agreement"] = bf16_agreement(best, test, decoded)
     write_evaluation(run_dir, result, rows)
     log.info(
         "test accuracy %.4f (95%% CI %.4f-%.4f), macro F1 %.4f, ECE %.4f on %d images",
@@ -381,4 +408,3 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
         result["calibration"]["ece"],
         result["n"],
     )
-    return "succeeded"

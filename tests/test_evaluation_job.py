@@ -1,0 +1,59 @@
+"""Tests of radiology.evaluation_job: the background evaluation and its status file."""
+
+import json
+import os
+import shutil
+import time
+
+import pytest
+
+from radiology import evaluation_job, registry
+from radiology.errors import EvaluationError
+from tests.factories import make_dataset
+
+
+def test_status_never_goes_backwards_and_ignores_stale_jobs(tmp_path):
+    """A late queued or running write does not undo running or succeeded; another job's writes are ignored."""
+    evaluation_job.update_status(tmp_path, "a", "queued", pid=None)
+    evaluation_job.update_status(tmp_path, "a", "succeeded", progress=1.0)
+    status = evaluation_job.update_status(tmp_path, "a", "running", pid=os.getpid())
+    assert status["state"] == "succeeded" and status["pid"] == os.getpid()
+    assert evaluation_job.update_status(tmp_path, "b", "failed", error="x")["state"] == "succeeded"
+    assert evaluation_job.update_status(tmp_path, "c", "queued")["job"] == "c"
+    assert evaluation_job.read_status(tmp_path)["state"] == "queued"
+
+
+def test_a_dead_process_reads_as_failed(tmp_path):
+    """A running status whose process is gone reads as failed, naming the pid."""
+    evaluation_job.update_status(tmp_path, "a", "queued")
+    evaluation_job.update_status(tmp_path, "a", "running", pid=2**22 + 12345)
+    status = evaluation_job.read_status(tmp_path)
+    assert status["state"] == "failed" and "died without finishing" in status["error"]
+
+
+def test_start_refuses_the_bundled_model(tiny_run, tmp_path, monkeypatch):
+    """The bundled model's folder is read-only: no job starts and no status is written."""
+    run_dir = shutil.copytree(tiny_run, tmp_path / "bundled")
+    monkeypatch.setattr(registry, "BUNDLED_DIR", run_dir)
+    with pytest.raises(EvaluationError, match="read-only"):
+        evaluation_job.start(registry.load_run(run_dir), tmp_path)
+    assert evaluation_job.read_status(run_dir) is None
+
+
+def test_background_evaluation_succeeds_and_writes_metrics(tiny_run, tmp_path):
+    """A job started on a dataset reaches succeeded with progress 1 and leaves the new metrics in the run."""
+    run_dir = shutil.copytree(tiny_run, tmp_path / "runs" / "20260101-000000-eval")
+    data = make_dataset(tmp_path / "data", per_class=3, splits=True)
+    before = json.loads((run_dir / "metrics.json").read_text())
+    evaluation_job.start(registry.load_run(run_dir), data, split="val", cache_dir=tmp_path / "cache")
+    with pytest.raises(EvaluationError, match="being evaluated already"):
+        evaluation_job.start(registry.load_run(run_dir), data)
+    deadline = time.monotonic() + 400
+    while evaluation_job.is_running(run_dir) and time.monotonic() < deadline:
+        time.sleep(1)
+    status = evaluation_job.read_status(run_dir)
+    assert status["state"] == "succeeded", (status, (run_dir / "evaluation_console.txt").read_text()[-2000:])
+    assert status["progress"] == 1.0 and isinstance(status["pid"], int)
+    m = registry.load_run(run_dir).metrics
+    assert m["split"] == "val" and m["n"] == 9 and m["data_root"] == str(data) and m != before
+    assert m["split_matches_training"] is False

@@ -1,0 +1,143 @@
+"""Tests of the radiology command line: evaluation split as in training, --save, and its error paths."""
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from radiology import registry
+from radiology.__main__ import main
+from radiology.datasets import discover
+from radiology.model import save_model
+from tests.factories import make_dataset, png_bytes, xray
+
+
+def _run_with(tiny_run, tiny_model, folder: Path, **metadata) -> Path:
+    """A copy of the tiny run whose model carries the given metadata fields."""
+    shutil.copytree(tiny_run, folder)
+    save_model(tiny_model.model, folder / "model.keras", replace(tiny_model.metadata, **metadata))
+    return folder
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    """A class-folders dataset of 24 synthetic images."""
+    return make_dataset(tmp_path / "data", per_class=8)
+
+
+@pytest.fixture
+def seed7_run(tiny_run, tiny_model, tmp_path, data) -> Path:
+    """A run whose model says it was trained on ``data`` split with seed 7 and 50/10/40."""
+    fractions = (0.5, 0.1, 0.4)
+    config = {**tiny_model.metadata.train_config, "seed": 7, "fractions": list(fractions)}
+    fingerprint = discover(data, seed=7, fractions=fractions).fingerprint()
+    folder = tmp_path / "runs" / "seed7"
+    return _run_with(tiny_run, tiny_model, folder, train_config=config, data_fingerprint=fingerprint)
+
+
+def _evaluate(capsys, *args) -> tuple[int, dict | None, str]:
+    code = main(["evaluate", *args, "--json"])
+    out, err = capsys.readouterr()
+    return code, (json.loads(out.strip().splitlines()[-1]) if code == 0 else None), err
+
+
+def test_evaluate_splits_with_the_models_seed_and_fractions(capsys, seed7_run, data):
+    """Without --seed, a model trained with seed 7 is tested on seed 7's test split, which matches its training."""
+    seed7 = discover(data, seed=7, fractions=(0.5, 0.1, 0.4))
+    assert {s.path for s in seed7.splits["test"]} != {s.path for s in discover(data).splits["test"]}
+    code, out, _ = _evaluate(capsys, "--model", str(seed7_run), "--data", str(data))
+    assert code == 0 and out["n"] == len(seed7.splits["test"]) != len(discover(data).splits["test"])
+    assert out["seed"] == 7 and out["fractions"] == [0.5, 0.1, 0.4]
+    assert out["split_matches_training"] is True and "only the test split is unseen" in out["training_overlap"]
+
+
+def test_explicit_seed_overrides_and_is_reported_as_another_split(capsys, seed7_run, data):
+    """An explicit --seed wins, and the output says the split differs from the model's training split."""
+    code, out, _ = _evaluate(capsys, "--model", str(seed7_run), "--data", str(data), "--seed", "42")
+    assert code == 0 and out["seed"] == 42
+    assert out["split_matches_training"] is False and "differs" in out["training_overlap"]
+
+
+def test_evaluating_the_training_split_warns_it_includes_training_images(capsys, seed7_run, data):
+    """Evaluating the train split of the model's own dataset is flagged as including training images."""
+    main(["evaluate", "--model", str(seed7_run), "--data", str(data), "--split", "train"])
+    out = capsys.readouterr().out
+    assert "split matches training: yes" in out and "includes images used in training" in out
+
+
+def test_unknown_training_data_reads_as_null(capsys, tiny_run, tiny_model, tmp_path, data):
+    """A model without a data fingerprint gives split_matches_training null and says it cannot know."""
+    run = _run_with(tiny_run, tiny_model, tmp_path / "runs" / "nofp", data_fingerprint=None)
+    code, out, _ = _evaluate(capsys, "--model", str(run), "--data", str(data))
+    assert code == 0 and out["split_matches_training"] is None and "cannot be known" in out["training_overlap"]
+
+
+def test_save_writes_what_the_evaluation_page_reads(capsys, seed7_run, data):
+    """--save replaces metrics.json and predictions.csv in the run, with the split and the overlap recorded."""
+    code, out, _ = _evaluate(capsys, "--model", str(seed7_run), "--data", str(data), "--split", "val", "--save")
+    assert code == 0
+    run = registry.load_run(seed7_run)
+    m = run.metrics
+    val = discover(data, seed=7, fractions=(0.5, 0.1, 0.4)).splits["val"]
+    assert {r["path"] for r in run.predictions()} == {Path(s.path).relative_to(data).as_posix() for s in val}
+    assert m["n"] == len(val) and m["split"] == "val"
+    for key in ("class_names", "ci", "report", "confusion", "curves", "calibration", "split_method", "data_root"):
+        assert key in m, key
+    assert m["split_matches_training"] is True and "optimistic" in m["training_overlap"]
+    assert json.loads((seed7_run / "evaluation_status.json").read_text())["state"] == "succeeded"
+    assert not list(seed7_run.glob(".tmp-*"))
+
+
+def _fails(capsys, argv, code, message):
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert any(line.startswith("error: ") and message in line for line in err.splitlines()), err
+
+
+def test_save_refuses_the_bundled_model_and_bare_files(capsys, seed7_run, data, monkeypatch):
+    """--save refuses the bundled model's folder and a model file outside a run folder."""
+    model = str(seed7_run / "model.keras")
+    _fails(capsys, ["evaluate", "--model", model, "--data", str(data), "--save"], 2, "needs a run folder")
+    monkeypatch.setattr(registry, "BUNDLED_DIR", seed7_run)
+    _fails(capsys, ["evaluate", "--model", str(seed7_run), "--data", str(data), "--save"], 2, "read-only")
+    assert not (seed7_run / "evaluation_status.json").exists()
+
+
+def test_missing_model_and_bad_dataset_are_error_lines(capsys, tmp_path, seed7_run):
+    """A missing model file and a folder without images each give one error line and exit status 2."""
+    _fails(capsys, ["evaluate", "--model", str(tmp_path / "nope"), "--data", str(tmp_path)], 2, "model file not found")
+    _fails(capsys, ["predict", str(tmp_path / "x.png"), "--model", str(tmp_path / "nope")], 2, "model file not found")
+    (tmp_path / "empty").mkdir()
+    _fails(capsys, ["evaluate", "--model", str(seed7_run), "--data", str(tmp_path / "empty")], 2, "no class folders")
+    _fails(capsys, ["evaluate", "--model", str(seed7_run), "--data", str(tmp_path / "absent")], 2, "not found")
+
+
+def test_empty_split_is_an_error_line(capsys, tmp_path, seed7_run):
+    """A test folder without images gives an error naming the empty split, not a traceback."""
+    data = make_dataset(tmp_path / "splits", per_class=3, splits=True)
+    shutil.rmtree(data / "test")
+    (data / "test").mkdir()
+    _fails(capsys, ["evaluate", "--model", str(seed7_run), "--data", str(data)], 2, "the test split of")
+
+
+def test_class_mismatch_and_unreadable_split_are_error_lines(capsys, tiny_run, tiny_model, tmp_path, data):
+    """Labels the model does not know, and a split with no readable image, are errors with their reason."""
+    run = _run_with(tiny_run, tiny_model, tmp_path / "runs" / "other", class_names=("covid", "normal", "viral"))
+    _fails(capsys, ["evaluate", "--model", str(run), "--data", str(data)], 2, "labels ['pneumonia'] are not among")
+    broken = make_dataset(tmp_path / "broken", per_class=3, splits=True)
+    for f in (broken / "test").rglob("*.png"):
+        f.write_bytes(b"not an image")
+    _fails(capsys, ["evaluate", "--model", str(run), "--data", str(broken)], 2, "no readable images to evaluate")
+
+
+def test_predict_reports_a_bad_image_and_goes_on(capsys, seed7_run, tmp_path):
+    """A bad file gets an error line, the good one is still predicted, and the exit status is 1."""
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    good.write_bytes(png_bytes(xray()))
+    bad.write_bytes(b"garbage")
+    assert main(["predict", str(good), str(bad), "--model", str(seed7_run)]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{good}: ") and f"{bad}: error: " in err
