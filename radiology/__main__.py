@@ -12,7 +12,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
 
 from radiology.errors import EvaluationError, RadiologyError
-from radiology.registry import now
+from radiology.registry import now, process_start
 
 
 def _load(model_arg: str | None):
@@ -116,7 +116,16 @@ def cmd_evaluate(args) -> int:
     if run_dir is not None:
         if not args.job:
             update_status(run_dir, job, "queued", data=str(args.data), split=args.split)
-        update_status(run_dir, job, "running", pid=os.getpid(), started=now(), phase="loading the model", progress=0.0)
+        update_status(
+            run_dir,
+            job,
+            "running",
+            pid=os.getpid(),
+            pid_start=process_start(os.getpid()),
+            started=now(),
+            phase="loading the model",
+            progress=0.0,
+        )
     try:
         result, rows, names = _evaluate(args, _evaluation_reporter(run_dir, job))
         if run_dir is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from radiology import registry
 from radiology.errors import EvaluationError
-from radiology.registry import Run, now, pid_alive, read_json, write_json_atomic
+from radiology.registry import Run, now, pid_alive, process_start, read_json, write_json_atomic
 
 STATUS_FILE = "evaluation_status.json"
 LOCK_FILE = ".evaluation.lock"
@@ -68,7 +68,7 @@ def read_status(run_dir: str | Path) -> dict | None:
     if not status:
         return None
     pid = status.get("pid")
-    if status.get("state") in LIVE_STATES and pid is not None and not pid_alive(pid):
+    if status.get("state") in LIVE_STATES and pid is not None and not pid_alive(pid, status.get("pid_start")):
         return {**status, "state": "failed", "error": f"the evaluation process (pid {pid}) died without finishing"}
     return status
 
@@ -125,7 +125,7 @@ def start(run: Run, data: str | Path, *, split: str = "test", cache_dir: str | P
         update_status(run.dir, job, "failed", error=f"could not start the evaluation: {exc}", ended=now())
         raise
     _children.append(proc)
-    update_status(run.dir, job, pid=proc.pid)
+    update_status(run.dir, job, pid=proc.pid, pid_start=process_start(proc.pid))
     return job
 
 

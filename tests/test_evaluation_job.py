@@ -31,6 +31,23 @@ def test_a_dead_process_reads_as_failed(tmp_path):
     assert status["state"] == "failed" and "died without finishing" in status["error"]
 
 
+def test_a_reused_pid_reads_as_failed(tmp_path):
+    """A live unrelated process that reused the job's pid (another start time) does not keep the job alive."""
+    import subprocess
+
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        evaluation_job.update_status(tmp_path, "a", "queued")
+        start = registry.process_start(other.pid)
+        evaluation_job.update_status(tmp_path, "a", "running", pid=other.pid, pid_start=start + 1)
+        assert evaluation_job.read_status(tmp_path)["state"] == "failed"
+        evaluation_job.update_status(tmp_path, "a", pid_start=start)
+        assert evaluation_job.read_status(tmp_path)["state"] == "running"
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_start_refuses_the_bundled_model(tiny_run, tmp_path, monkeypatch):
     """The bundled model's folder is read-only: no job starts and no status is written."""
     run_dir = shutil.copytree(tiny_run, tmp_path / "bundled")
