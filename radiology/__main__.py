@@ -1,4 +1,4 @@
-"""Command line: ``python -m radiology predict IMAGE...`` and ``python -m radiology evaluate --data DIR``."""
+"""Command line: ``python -m radiology predict|evaluate|import-model``."""
 
 from __future__ import annotations
 
@@ -101,6 +101,22 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_import_model(args) -> int:
+    """Registers a model file as a run of kind ``imported`` and prints its id, class order and warnings."""
+    from radiology.imports import import_model, import_record
+
+    order = args.class_order if args.class_order else None
+    run = import_model(args.file, name=args.name, class_names=order, max_bytes=None)
+    record = import_record(run) or {}
+    for w in record.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"imported {args.file} as run {run.id}")
+    print(f"classes in output order: {', '.join(record['class_names'])} ({record['class_order']})")
+    print(f"sha256 {record['sha256']}; Grad-CAM layer {record['gradcam_layer'] or 'none'}")
+    print(f"promote it on the Training page, or evaluate it: python -m radiology evaluate --model {run.dir} --data DIR")
+    return 0
+
+
 def main(argv=None) -> int:
     """Runs the command line; returns the exit status."""
     p = argparse.ArgumentParser(
@@ -120,6 +136,14 @@ def main(argv=None) -> int:
     ev.add_argument("--cache-dir", default="")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
+    im = sub.add_parser("import-model", help="register a .keras or Keras 2 .h5 model file as a run")
+    im.add_argument("file")
+    im.add_argument("--name", help="a short name (default: the file's stem)")
+    im.add_argument(
+        "--class-order",
+        help="class names in output order, e.g. covid,normal,pneumonia (default: the file's, else the notebook's)",
+    )
+    im.set_defaults(func=cmd_import_model)
     args = p.parse_args(argv)
     try:
         return args.func(args)
