@@ -1,4 +1,4 @@
-"""Command line: ``python -m radiology predict|evaluate|import-model``."""
+"""Command line: ``python -m radiology predict|evaluate|import-model|export``."""
 
 from __future__ import annotations
 
@@ -117,6 +117,37 @@ def cmd_import_model(args) -> int:
     return 0
 
 
+def _run_arg(value: str):
+    """A run from its id, ``active``, or its folder."""
+    from radiology import registry
+
+    if value == "active":
+        run = registry.active_run()
+        if run is None:
+            raise RadiologyError("no active model to export")
+        return run
+    path = Path(value)
+    if path.is_dir() and (path / "model.keras").is_file():
+        return registry.load_run(path)
+    try:
+        return registry.get_run(value)
+    except KeyError as exc:
+        raise RadiologyError(f"no run {value!r} in {registry.default_runs_dir()} (give a run id or folder)") from exc
+
+
+def cmd_export(args) -> int:
+    """Exports a run's model as a ``.keras`` file or a TensorFlow SavedModel."""
+    from radiology.export import export_keras, export_savedmodel
+
+    run = _run_arg(args.run)
+    if args.format == "keras":
+        out = export_keras(run, args.out or f"{run.id}.keras")
+    else:
+        out = export_savedmodel(run, args.out or f"{run.id}_savedmodel")
+    print(f"exported run {run.id} as {args.format}: {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     """Runs the command line; returns the exit status."""
     p = argparse.ArgumentParser(
@@ -144,6 +175,11 @@ def main(argv=None) -> int:
         help="class names in output order, e.g. covid,normal,pneumonia (default: the file's, else the notebook's)",
     )
     im.set_defaults(func=cmd_import_model)
+    ex = sub.add_parser("export", help="export a run's model for a serving stack")
+    ex.add_argument("run", help="run id, run folder, or 'active'")
+    ex.add_argument("--format", required=True, choices=["keras", "savedmodel"])
+    ex.add_argument("--out", help="file (keras) or folder (savedmodel) to write; must not exist")
+    ex.set_defaults(func=cmd_export)
     args = p.parse_args(argv)
     try:
         return args.func(args)
