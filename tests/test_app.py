@@ -121,3 +121,13 @@ def test_dataset_page_measures_source_predictability(app_env):
     at.button[0].click().run()
     assert not at.exception
     assert any("Fewer than two sources" in i.value for i in at.info)
+
+
+def test_home_without_model_offers_import_first(tmp_path, monkeypatch):
+    """With no model, home offers importing a model file before anything else."""
+    monkeypatch.setenv("RADIOLOGY_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(registry, "BUNDLED_DIR", tmp_path / "none")
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+    assert not at.exception
+    assert [s.value for s in at.subheader][:1] == ["Import a model"]
+    assert "best_model.h5" in at.info[0].value
