@@ -82,9 +82,13 @@ def export_savedmodel(run: Run, out: str | Path) -> Path:
         the folder written.
 
     Raises:
-        ModelLoadError: the run has no model, its model cannot be loaded, or ``out`` exists.
+        ModelLoadError: the run has no model, its model cannot be loaded, ``out`` exists, or TensorFlow is
+            not installed.
     """
-    import tensorflow as tf
+    try:
+        import tensorflow as tf
+    except ImportError as exc:  # a JAX-only install
+        raise ModelLoadError(f"a SavedModel export needs TensorFlow, which is not installed here ({exc})") from exc
 
     loaded = load_model(_model_of(run))
     out = _fresh(out)
