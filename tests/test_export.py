@@ -88,3 +88,10 @@ def test_cli_export(notebook_run, tmp_path, capsys, monkeypatch):
     assert "no run 'no-such-run'" in capsys.readouterr().err
     registry.set_active(notebook_run, notebook_run.dir.parent)
     assert main(["export", "active", "--format", "keras", "--out", str(tmp_path / "active.keras")]) == 0
+
+
+def test_savedmodel_without_tensorflow_is_an_error(tmp_path, monkeypatch):
+    """On an install without TensorFlow (JAX only) the SavedModel export fails with a message, not a traceback."""
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    with pytest.raises(ModelLoadError, match="needs TensorFlow"):
+        export_savedmodel(registry.load_run(tmp_path), tmp_path / "out")
