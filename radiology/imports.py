@@ -154,7 +154,7 @@ def import_model(
     filename: str | None = None,
     runs_dir: str | Path | None = None,
     name: str | None = None,
-    class_names: Sequence[str] | None = None,
+    class_names: str | Sequence[str] | None = None,
     max_bytes: int | None = MAX_UPLOAD_MB * 1024 * 1024,
 ) -> Run:
     """Registers a model file as a succeeded run of kind ``imported``.
@@ -169,7 +169,8 @@ def import_model(
         filename: the original file name; required with bytes, the path's name by default.
         runs_dir: the runs folder; ``$RADIOLOGY_RUNS_DIR`` or ``runs`` by default.
         name: a short human name; the file's stem by default.
-        class_names: class names in output order, replacing the file's own or the assumed notebook order.
+        class_names: class names in output order (a sequence or ``"a,b,c"``), replacing the file's own
+            or the assumed notebook order.
         max_bytes: the largest file accepted, or None for no limit.
 
     Returns:
