@@ -185,13 +185,17 @@ def test_import_notebook_h5_promote_and_classify(page, server, notebook_h5, tmp_
     upload = page.locator("input[type=file]").last
     upload.set_input_files(str(not_model))
     page.get_by_text("notes.h5 is not a model file").wait_for()
-    upload.set_input_files(str(notebook_h5))
-    page.get_by_text("best_model.h5 carries no metadata").wait_for()
+    upload.set_input_files(str(notebook_h5))  # 60 MB: give the upload time on a busy 2-core machine
+    try:
+        page.get_by_text("best_model.h5 carries no metadata").wait_for(timeout=300_000)
+    except Exception:
+        _shot(page, "import-failed")
+        raise
     order = page.get_by_label("Class order (output 0, 1, 2…)")
     assert order.input_value() == "covid, normal, pneumonia"
     order.fill("pneumonia, covid, normal")
     page.get_by_role("button", name="Import model").click()
-    page.get_by_text("Imported best_model.h5 as run").wait_for()
+    page.get_by_text("Imported best_model.h5 as run").wait_for(timeout=300_000)
     new = sorted({p.name for p in server["runs"].iterdir()} - before - {".cache", ".training.lock"})
     assert len(new) == 1 and not new[0].startswith("."), new
     run_id = new[0]
