@@ -8,6 +8,8 @@ from radiology import charts
 from radiology.errors import RadiologyError
 from radiology.explain import METHODS, overlay
 
+IMAGE_UPLOAD_MB = 50  # a large uncompressed DICOM; the server allows more for model files
+
 ui.page_header("Classify")
 try:
     run, model = ui.active_model()
@@ -15,7 +17,10 @@ except RadiologyError as exc:
     ui.show_error(exc)
     st.stop()
 if run is None:
-    st.info("No model is active yet. Train one on the **Training** page and promote it.")
+    st.info(
+        "No model is active yet. Import one on the **Home** page (the notebook's `best_model.h5` works), "
+        "or train one on the **Training** page and promote it."
+    )
     st.stop()
 loaded = model.loaded
 names = loaded.metadata.class_names
@@ -24,6 +29,7 @@ st.caption(f"Model: **{run.id}** · Grad-CAM layer `{loaded.metadata.gradcam_lay
 files = st.file_uploader(
     "X-ray images: PNG, JPEG or DICOM (files without an extension are fine)",
     accept_multiple_files=True,
+    max_upload_size=IMAGE_UPLOAD_MB,
     help="Files stay in memory and are never written to disk.",
 )
 left, right = st.columns(2)

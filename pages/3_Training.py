@@ -70,7 +70,8 @@ def live_run():
             st.session_state["_live_run"] = None
             st.rerun()  # refresh the finished-runs table below
         st.caption("No training is running.")
-        last = next(iter(registry.list_runs(ui.runs_dir(), include_bundled=False)), None)
+        trained = (r for r in registry.list_runs(ui.runs_dir(), include_bundled=False) if r.kind == "training")
+        last = next(trained, None)
         if last is not None:
             acc = (last.metrics or {}).get("accuracy")
             result = f", test accuracy {acc:.1%}" if acc is not None else ""
@@ -100,6 +101,9 @@ st.header("Current run")
 live_run()
 
 st.header("Runs")
+ui.import_messages("runs_import")
+with st.expander("Import a model file (.keras or Keras 2 .h5) as a run"):
+    ui.import_model_panel("runs_import")
 if not runs:
     st.caption("No runs yet.")
     st.stop()
@@ -111,6 +115,7 @@ for r in runs:
         {
             "run": r.id,
             "status": r.state,
+            "kind": r.kind,
             "active": active is not None and r.id == active.id,
             "started": (r.status.get("started") or "")[:19].replace("T", " "),
             "epochs": r.config.get("epochs"),

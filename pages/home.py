@@ -5,6 +5,7 @@ import streamlit as st
 import ui
 from radiology import CLASS_NAMES
 from radiology.errors import RadiologyError
+from radiology.imports import import_record
 
 ui.page_header("RadiologyAI")
 st.markdown(
@@ -14,6 +15,7 @@ st.markdown(
 )
 
 st.header("Active model")
+ui.import_messages("home_import")
 try:
     run, model = ui.active_model()
 except RadiologyError as exc:
@@ -22,28 +24,45 @@ except RadiologyError as exc:
 
 if run is None:
     st.info(
-        "No model yet. Next steps:\n\n"
+        "No model yet. The quickest way to a working **Classify** page: import a model you already have, "
+        "such as the notebook's `best_model.h5`, below. Or train one:\n\n"
         f"1. Put a dataset folder into the data root `{ui.data_root()}` "
         "(class folders `covid/`, `normal/`, `pneumonia/`, or `train/val/test` folders holding them).\n"
         "2. Open **Training**, pick the folder and launch a run (or run `python -m training --data DIR`).\n"
         "3. When it finishes, **Promote** it: it becomes the model that **Classify** uses."
     )
+    st.subheader("Import a model")
+    ui.import_model_panel("home_import", promote_default=True)
 elif model is not None:
     loaded = model.loaded
     meta = loaded.metadata
     cfg = meta.train_config
     st.subheader(f"Model {run.id}")
+    record = import_record(run)
     cols = st.columns(3)
-    cols[0].metric("Trained", (meta.created or "unknown")[:16].replace("T", " "))
+    if record:
+        cols[0].metric("Imported", record["imported"][:16].replace("T", " "))
+    else:
+        cols[0].metric("Trained", (meta.created or "unknown")[:16].replace("T", " "))
     acc = (run.metrics or {}).get("accuracy")
     cols[1].metric("Test accuracy", f"{acc:.1%}" if acc is not None else "not evaluated")
     cols[2].metric("Test images", (run.metrics or {}).get("n", "—"))
-    st.markdown(
+    trained = (
         f"Trained on `{cfg.get('data', 'unknown data')}` (data fingerprint `{meta.data_fingerprint or 'unknown'}`); "
         f"epochs: {cfg.get('epochs', '?')}; initial weights: `{cfg.get('weights', '?')}`. "
-        f"Classes in output order: {', '.join(meta.class_names)}; "
+        if cfg or not record  # a file imported without its training config: nothing to say
+        else ""
+    )
+    st.markdown(
+        f"{trained}Classes in output order: {', '.join(meta.class_names)}; "
         f"input {meta.preprocess.height}×{meta.preprocess.width}."
     )
+    if record:
+        st.markdown(
+            f"Imported from `{record['source_file']}` (SHA-256 `{record['sha256'][:16]}…`); class order "
+            f"{record['class_order']}; Grad-CAM on `{meta.gradcam_layer or 'no layer'}`. Evaluate it on a dataset "
+            "to see its accuracy."
+        )
     st.caption(f"Inference precision: {model.precision}")
     for warning in loaded.warnings:
         st.warning(warning)
@@ -51,6 +70,10 @@ elif model is not None:
     if card.is_file():
         with st.expander("Model card", expanded=False):
             st.markdown(card.read_text())
+
+if run is not None:
+    with st.expander("Import another model (.keras or Keras 2 .h5)"):
+        ui.import_model_panel("home_import")
 
 st.header("Pages")
 st.markdown(

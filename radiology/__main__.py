@@ -1,4 +1,4 @@
-"""Command line: ``python -m radiology predict IMAGE...`` and ``python -m radiology evaluate --data DIR``."""
+"""Command line: ``python -m radiology predict|evaluate|import-model|export``."""
 
 from __future__ import annotations
 
@@ -221,6 +221,53 @@ def _print_evaluation(args, result: dict, names, *, saved_in: Path | None) -> No
         print(f"saved metrics.json and predictions.csv in {saved_in}")
 
 
+def cmd_import_model(args) -> int:
+    """Registers a model file as a run of kind ``imported`` and prints its id, class order and warnings."""
+    from radiology.imports import import_model, import_record
+
+    order = args.class_order if args.class_order else None
+    run = import_model(args.file, name=args.name, class_names=order, max_bytes=None)
+    record = import_record(run) or {}
+    for w in record.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"imported {args.file} as run {run.id}")
+    print(f"classes in output order: {', '.join(record['class_names'])} ({record['class_order']})")
+    print(f"sha256 {record['sha256']}; Grad-CAM layer {record['gradcam_layer'] or 'none'}")
+    print(f"promote it on the Training page, or evaluate it: python -m radiology evaluate --model {run.dir} --data DIR")
+    return 0
+
+
+def _run_arg(value: str):
+    """A run from its id, ``active``, or its folder."""
+    from radiology import registry, settings
+
+    if value == "active":
+        run = registry.active_run()
+        if run is None:
+            raise RadiologyError("no active model to export")
+        return run
+    path = Path(value)
+    if path.is_dir() and (path / "model.keras").is_file():
+        return registry.load_run(path)
+    try:
+        return registry.get_run(value)
+    except KeyError as exc:
+        raise RadiologyError(f"no run {value!r} in {settings.runs_dir()} (give a run id or folder)") from exc
+
+
+def cmd_export(args) -> int:
+    """Exports a run's model as a ``.keras`` file or a TensorFlow SavedModel."""
+    from radiology.export import export_keras, export_savedmodel
+
+    run = _run_arg(args.run)
+    if args.format == "keras":
+        out = export_keras(run, args.out or f"{run.id}.keras")
+    else:
+        out = export_savedmodel(run, args.out or f"{run.id}_savedmodel")
+    print(f"exported run {run.id} as {args.format}: {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     """Runs the command line; returns the exit status."""
     p = argparse.ArgumentParser(
@@ -246,6 +293,19 @@ def main(argv=None) -> int:
     )
     ev.add_argument("--job", help=argparse.SUPPRESS)  # the job id given by radiology.evaluation_job.start
     ev.set_defaults(func=cmd_evaluate)
+    im = sub.add_parser("import-model", help="register a .keras or Keras 2 .h5 model file as a run")
+    im.add_argument("file")
+    im.add_argument("--name", help="a short name (default: the file's stem)")
+    im.add_argument(
+        "--class-order",
+        help="class names in output order, e.g. covid,normal,pneumonia (default: the file's, else the notebook's)",
+    )
+    im.set_defaults(func=cmd_import_model)
+    ex = sub.add_parser("export", help="export a run's model for a serving stack")
+    ex.add_argument("run", help="run id, run folder, or 'active'")
+    ex.add_argument("--format", required=True, choices=["keras", "savedmodel"])
+    ex.add_argument("--out", help="file (keras) or folder (savedmodel) to write; must not exist")
+    ex.set_defaults(func=cmd_export)
     args = p.parse_args(argv)
     try:
         return args.func(args)

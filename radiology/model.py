@@ -279,11 +279,16 @@ def _layer_classes(config) -> set[str]:
     return found
 
 
-def load_model(path: str | Path) -> LoadedModel:
+def load_model(path: str | Path, *, class_names: tuple[str, ...] | None = None) -> LoadedModel:
     """Loads a model with Keras' safe mode and returns it with its metadata.
 
     A model without metadata, such as the notebook's ``best_model.h5``, still loads: the notebook's
-    spec is assumed (classes covid/normal/pneumonia, 224x224, rescale 1/255) with a warning.
+    spec is assumed (classes covid/normal/pneumonia, 224x224, rescale 1/255) with a warning. When the
+    metadata names no Grad-CAM layer, or one the model lacks, its last convolution layer is used.
+
+    Args:
+        path: a ``.keras`` or HDF5 model file.
+        class_names: class names in output order, replacing those of the file or the assumed ones.
 
     Raises:
         ModelLoadError: the file is missing, unreadable, holds code (Lambda layers), or its output
@@ -307,11 +312,15 @@ def load_model(path: str | Path) -> LoadedModel:
     if meta is None:
         metadata = ModelMetadata(name=path.stem, assumed=True)
         notes.append(
-            f"{path.name} carries no metadata: assuming the notebook's spec (classes "
-            f"{'/'.join(CLASS_NAMES)} in this order, 224x224 RGB, rescale 1/255)"
+            f"{path.name} carries no metadata: assuming the notebook's spec ("
+            + (f"classes {'/'.join(CLASS_NAMES)} in this order, " if class_names is None else "")
+            + "pixels rescaled by 1/255, the model's own input size)"
         )
     else:
         metadata = ModelMetadata.from_dict(meta)
+    if class_names is not None:
+        metadata.class_names = tuple(class_names)
+        notes.append(f"class order set on loading: {', '.join(metadata.class_names)}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -326,17 +335,26 @@ def load_model(path: str | Path) -> LoadedModel:
     n_out = model.output_shape[-1]
     if n_out != len(metadata.class_names):
         raise ModelLoadError(f"expected {len(metadata.class_names)} outputs for {metadata.class_names}, got {n_out}")
+    shape = model.input_shape
+    if not isinstance(shape, tuple) or len(shape) != 4:
+        raise ModelLoadError(f"expected one image input of shape (batch, height, width, channels), got {shape}")
     if meta is None:
-        shape = model.input_shape
         metadata.preprocess = PreprocessSpec(height=shape[1] or 224, width=shape[2] or 224, channels=shape[3] or 3)
-        layer_names = {layer.name for layer in model.layers}
-        if GRADCAM_LAYER not in layer_names:
-            convs = [layer.name for layer in model.layers if type(layer).__name__ == "Conv2D"]
-            metadata.gradcam_layer = convs[-1] if convs else ""
-            notes.append(
-                f"{GRADCAM_LAYER} is not a top-level layer; Grad-CAM uses {metadata.gradcam_layer or 'nothing'}"
-            )
+    layer_names = {layer.name for layer in model.layers}
+    if metadata.gradcam_layer not in layer_names:
+        wanted = metadata.gradcam_layer or "no layer"
+        metadata.gradcam_layer = last_conv_layer(model)
+        notes.append(
+            f"the metadata names {wanted} for Grad-CAM, which is not a top-level layer; "
+            f"Grad-CAM uses {metadata.gradcam_layer or 'nothing'}"
+        )
     return LoadedModel(model, metadata, str(path), notes)
+
+
+def last_conv_layer(model) -> str:
+    """The name of the model's last top-level 2D convolution layer, or an empty string when it has none."""
+    convs = [layer.name for layer in model.layers if type(layer).__name__.endswith("Conv2D")]
+    return convs[-1] if convs else ""
 
 
 def _notebook_from_h5(path: Path):

@@ -146,6 +146,11 @@ class Run:
         return BUNDLED_ID if self.dir == BUNDLED_DIR else self.dir.name
 
     @property
+    def kind(self) -> str:
+        """``training`` for a run trained here, ``imported`` for a model file brought in."""
+        return self.status.get("kind", "training")
+
+    @property
     def state(self) -> str:
         """The status, with a live status whose process has died read as ``failed``."""
         state = self.status.get("state", "failed")

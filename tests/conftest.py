@@ -45,3 +45,12 @@ def tiny_model(tiny_run):
     from radiology.model import load_model
 
     return load_model(tiny_run / "model.keras")
+
+
+@pytest.fixture(scope="session")
+def notebook_h5(tmp_path_factory) -> Path:
+    """A genuine Keras 2 ``best_model.h5`` in the notebook's layout (VGG16 nested), with test inputs beside it."""
+    pytest.importorskip("tf_keras")
+    from tests.factories import keras2_notebook_h5
+
+    return keras2_notebook_h5(tmp_path_factory.mktemp("notebook") / "best_model.h5")

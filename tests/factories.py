@@ -94,6 +94,42 @@ def make_dataset(root: Path, *, per_class: int = 10, size=(64, 64), splits: bool
     return root
 
 
+# The original notebook's model, saved by Keras 2 (tf-keras): ``python -c KERAS2_NOTEBOOK PATH flat|nested``
+# writes PATH and, beside it, two test inputs (PATH.x.npy) and Keras 2's probabilities for them (PATH.p.npy).
+KERAS2_NOTEBOOK = """
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np, tf_keras as k2
+flat = sys.argv[2] == "flat"
+vgg = k2.applications.VGG16(weights=None, include_top=False, input_shape=(224, 224, 3))
+for layer in vgg.layers[:-6]:
+    layer.trainable = False
+head = [k2.layers.GlobalMaxPooling2D(), k2.layers.Dense(512, activation="relu"), k2.layers.Dropout(0.5),
+        k2.layers.Dense(3, activation="softmax")]
+if flat:
+    x = vgg.output
+    for layer in head:
+        x = layer(x)
+    model = k2.Model(vgg.input, x)
+else:
+    model = k2.Sequential([vgg, *head])
+model.compile(k2.optimizers.Adam(1e-4, amsgrad=True), "categorical_crossentropy")
+model.save(sys.argv[1])
+x = np.random.default_rng(0).integers(0, 256, (2, 224, 224)).astype("uint8")
+np.save(sys.argv[1] + ".x.npy", x)
+np.save(sys.argv[1] + ".p.npy", model.predict(np.repeat(x[..., None], 3, -1) / 255.0, verbose=0))
+"""
+
+
+def keras2_notebook_h5(path: Path, *, layout: str = "nested") -> Path:
+    """Writes a genuine Keras 2 HDF5 model in the notebook's layout (VGG16 nested in a Sequential by default)."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", KERAS2_NOTEBOOK, str(path), layout], check=True, timeout=300)
+    return path
+
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

@@ -238,3 +238,34 @@ def test_training_page_report_uses_the_chosen_split(app_env):
     next(n for n in at.number_input if n.label == "Test %").set_value(30).run()
     assert not at.exception, at.exception
     assert any("stratified 50%/20%/30% split, seed 7" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+def test_home_without_model_offers_import_first(tmp_path, monkeypatch):
+    """With no model, home offers importing a model file before anything else."""
+    monkeypatch.setenv("RADIOLOGY_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(registry, "BUNDLED_DIR", tmp_path / "none")
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+    assert not at.exception
+    assert [s.value for s in at.subheader][:1] == ["Import a model"]
+    assert "best_model.h5" in at.info[0].value
+
+
+def test_home_describes_an_imported_active_model(tmp_path, monkeypatch):
+    """An imported active model is shown by its source file, SHA-256 and assumed class order, not as trained."""
+    import keras
+
+    from radiology.imports import import_model
+
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalMaxPooling2D()(keras.layers.Conv2D(4, 3, name="my_conv")(inp))
+    keras.Model(inp, keras.layers.Dense(3, activation="softmax")(x)).save(tmp_path / "colleague.keras")
+    run = import_model(tmp_path / "colleague.keras", runs_dir=tmp_path / "runs")
+    registry.set_active(run, tmp_path / "runs")
+    monkeypatch.setenv("RADIOLOGY_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(registry, "BUNDLED_DIR", tmp_path / "none")
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+    assert not at.exception
+    assert "Imported" in [m.label for m in at.metric] and "Trained" not in [m.label for m in at.metric]
+    text = " ".join(m.value for m in at.markdown)
+    assert "Imported from `colleague.keras`" in text and "assumed: the notebook's alphabetical order" in text
+    assert "Grad-CAM on `my_conv`" in text and "Trained on" not in text

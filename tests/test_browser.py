@@ -239,3 +239,50 @@ def test_deep_links_show_the_app_navigation(fresh_server):
                 _shot(pg, "deep-link-classify")
             context.close()
         browser.close()
+
+
+def test_import_notebook_h5_promote_and_classify(page, server, notebook_h5, tmp_path):
+    """The notebook's Keras 2 best_model.h5, imported on the Training page with another class order and
+    promoted, serves Classify with its own labels; a file that is not a model is refused first."""
+    from radiology.model import load_model, predict_images
+
+    not_model = tmp_path / "notes.h5"
+    not_model.write_bytes(png_bytes(xray(5)))
+    before = {p.name for p in server["runs"].iterdir()}
+    _open(page, server, "Training", "Runs")
+    page.get_by_text("Import a model file").click()
+    upload = page.locator("input[type=file]").last
+    upload.set_input_files(str(not_model))
+    page.get_by_text("notes.h5 is not a model file").wait_for()
+    upload.set_input_files(str(notebook_h5))  # 60 MB: give the upload time on a busy 2-core machine
+    try:
+        page.get_by_text("best_model.h5 carries no metadata").wait_for(timeout=300_000)
+    except Exception:
+        _shot(page, "import-failed")
+        raise
+    order = page.get_by_label("Class order (output 0, 1, 2…)")
+    assert order.input_value() == "covid, normal, pneumonia"
+    order.fill("pneumonia, covid, normal")
+    page.get_by_role("button", name="Import model").click()
+    page.get_by_text("Imported best_model.h5 as run").wait_for(timeout=300_000)
+    new = sorted({p.name for p in server["runs"].iterdir()} - before - {".cache", ".training.lock"})
+    assert len(new) == 1 and not new[0].startswith("."), new
+    run_id = new[0]
+    page.get_by_text("classes pneumonia, covid, normal (set on import)").wait_for()
+    _shot(page, "import")
+    _select(page, "Run to promote", run_id)
+    page.get_by_role("button", name="Promote").click()
+    page.get_by_text(f"{run_id} is now the active model").wait_for()
+
+    png = tmp_path / "chest.png"
+    image = xray(7, size=(300, 280))
+    png.write_bytes(png_bytes(image))
+    loaded = load_model(server["runs"] / run_id / "model.keras")
+    probs = predict_images(loaded, [image])[0]
+    expected = f"chest.png: {loaded.metadata.class_names[int(probs.argmax())]} ({probs.max():.1%})"
+    _open(page, server, "Classify", "Classify")
+    page.get_by_text(f"Model: {run_id}").wait_for()
+    page.locator("input[type=file]").set_input_files(str(png))
+    page.get_by_role("heading", name=expected).wait_for()
+    page.get_by_text("Grad-CAM overlay").first.wait_for()
+    _shot(page, "import-classify")

@@ -16,7 +16,7 @@ from radiology.model import (
     predict_images,
     save_model,
 )
-from tests.factories import xray
+from tests.factories import keras2_notebook_h5, xray
 
 
 @pytest.fixture(scope="module")
@@ -146,41 +146,12 @@ def test_mixed_precision_model_is_saved_in_float32(tmp_path):
     assert loaded.model.get_layer("block5_conv3").compute_dtype == "float32"
 
 
-KERAS2_NOTEBOOK = """
-import os, sys
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-import numpy as np, tf_keras as k2
-flat = sys.argv[2] == "flat"
-vgg = k2.applications.VGG16(weights=None, include_top=False, input_shape=(224, 224, 3))
-for layer in vgg.layers[:-6]:
-    layer.trainable = False
-head = [k2.layers.GlobalMaxPooling2D(), k2.layers.Dense(512, activation="relu"), k2.layers.Dropout(0.5),
-        k2.layers.Dense(3, activation="softmax")]
-if flat:
-    x = vgg.output
-    for layer in head:
-        x = layer(x)
-    model = k2.Model(vgg.input, x)
-else:
-    model = k2.Sequential([vgg, *head])
-model.compile(k2.optimizers.Adam(1e-4, amsgrad=True), "categorical_crossentropy")
-model.save(sys.argv[1])
-x = np.random.default_rng(0).integers(0, 256, (2, 224, 224)).astype("uint8")
-np.save(sys.argv[1] + ".x.npy", x)
-np.save(sys.argv[1] + ".p.npy", model.predict(np.repeat(x[..., None], 3, -1) / 255.0, verbose=0))
-"""
-
-
 @pytest.mark.parametrize("layout", ["flat", "nested"])
 def test_keras2_notebook_h5_loads_and_predicts_the_same(tmp_path, layout):
     """A genuine Keras 2 best_model.h5 (flat, or Sequential with VGG16 nested) loads with the notebook's spec,
     exposes block5_conv3, and predicts what Keras 2 predicted."""
-    import subprocess
-    import sys
-
     pytest.importorskip("tf_keras")
-    path = tmp_path / "best_model.h5"
-    subprocess.run([sys.executable, "-c", KERAS2_NOTEBOOK, str(path), layout], check=True, timeout=300)
+    path = keras2_notebook_h5(tmp_path / "best_model.h5", layout=layout)
     loaded = load_model(path)
     assert loaded.metadata.assumed and loaded.metadata.gradcam_layer == GRADCAM_LAYER
     assert GRADCAM_LAYER in [layer.name for layer in loaded.model.layers]
@@ -215,3 +186,11 @@ def test_predict_images_takes_a_list_of_any_size_or_a_resized_stack(model):
     assert by_list.shape == (3, 3) and by_list.dtype == np.float32
     assert np.allclose(predict_images(loaded, stack, batch_size=2), by_list, atol=1e-6)
     assert predict_images(loaded, np.zeros((0, 224, 224), np.uint8)).shape == (0, 3)
+
+
+def test_a_model_without_an_image_input_is_refused(tmp_path):
+    """A model with three outputs but a flat input is refused with its input shape named, not an IndexError."""
+    inp = keras.Input((8,))
+    keras.Model(inp, keras.layers.Dense(3, activation="softmax")(inp)).save(tmp_path / "flat.keras")
+    with pytest.raises(ModelLoadError, match=r"expected one image input .* got \(None, 8\)"):
+        load_model(tmp_path / "flat.keras")
