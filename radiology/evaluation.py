@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radiology import metrics
+from radiology import metrics, ood
 from radiology.cache import DecodedImages
 from radiology.datasets import Sample
 from radiology.model import LoadedModel
@@ -49,8 +49,9 @@ def evaluate_samples(
         n_boot: bootstrap resamples for the confidence intervals.
 
     Returns:
-        the metrics dict (see ``metrics.evaluate``, plus ``by_source`` and ``skipped``) and one
-        prediction row per image: path, label, predicted, source and a probability per class.
+        the metrics dict (see ``metrics.evaluate``, plus ``by_source``, ``skipped`` and ``ood``, the
+        share flagged by the out-of-distribution gate) and one prediction row per image: path, label,
+        predicted, source, a probability per class, ``in_distribution`` and ``ood_score``.
 
     Raises:
         ValueError: no sample is readable, or a label is not among the model's classes.
@@ -63,13 +64,16 @@ def evaluate_samples(
     unknown = {s.label for s in kept} - set(names)
     if unknown:
         raise ValueError(f"labels {sorted(unknown)} are not among the model's classes {names}")
-    pixels = np.stack([decoded.pixels[index[s.path]] for s in kept])
-    probs = predict_decoded(loaded, pixels)
+    rows_at = [index[s.path] for s in kept]
+    pixels = np.stack([decoded.pixels[i] for i in rows_at])
+    probs, features = ood.predict_with_features(loaded, pixels)  # one pass gives both
+    gate = ood.gate_decoded(loaded, pixels, decoded.sizes[rows_at], features)
     labels = np.array([names.index(s.label) for s in kept])
     result = metrics.evaluate(labels, probs, names, n_boot=n_boot)
     result["skipped"] = len(samples) - len(kept)
     sources = [s.source or "unknown" for s in kept]
     result["by_source"] = metrics.accuracy_by_group(labels, probs, sources)
+    result["ood"] = ood.summary(gate)
     root = Path(root)
     rows = [
         {
@@ -78,8 +82,10 @@ def evaluate_samples(
             "predicted": names[int(p.argmax())],
             "source": s.source or "",
             **{f"p_{c}": round(float(v), 6) for c, v in zip(names, p)},
+            "in_distribution": not g.flag,
+            "ood_score": "" if g.score is None else round(g.score, 4),
         }
-        for s, p in zip(kept, probs)
+        for s, p, g in zip(kept, probs, gate)
     ]
     return result, rows
 

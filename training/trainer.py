@@ -26,6 +26,7 @@ from radiology.errors import DatasetError, RadiologyError
 from radiology.evaluation import evaluate_samples, write_evaluation
 from radiology.leakage import validate
 from radiology.model import ModelMetadata, build_model, compile_model, load_model, save_model
+from radiology.ood import fit_and_store
 from radiology.preprocess import PreprocessSpec, to_model_input
 from radiology.registry import now, read_json, write_json_atomic
 from training.config import TrainConfig
@@ -360,12 +361,13 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
         log.info("cancelled; the best checkpoint so far is kept")
         return "cancelled"
 
+    # the out-of-distribution gate: Gaussians on the train features, threshold on val, stored in the model file
+    best = fit_and_store(load_model(run_dir / "model.keras"), x_train, y_train, x_val, run_dir / "model.keras")
     test = dataset.splits["test"]
     if not test:
         log.warning("no test split: nothing to evaluate")
         return "succeeded"
     monitor.update(force=True, phase="evaluating")
-    best = load_model(run_dir / "model.keras")
     result, rows = evaluate_samples(best, test, decoded, root=dataset.root, n_boot=config.n_boot)
     result.update(data_root=str(dataset.root), split="test", split_method=dataset.split_method)
     result["bf16_agreement"] = _bf16_agreement(best, test, decoded)
