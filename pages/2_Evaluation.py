@@ -9,6 +9,7 @@ import ui
 from radiology import charts, registry
 from radiology.errors import RadiologyError
 from radiology.evaluation import misclassified, summary_row
+from radiology.ood import UNAVAILABLE
 
 ui.page_header("Evaluation")
 runs = [r for r in registry.list_runs(ui.runs_dir()) if r.metrics]
@@ -34,6 +35,27 @@ cols[1].caption("95% CI " + " – ".join(f"{v:.3f}" for v in m["ci"]["macro_f1"]
 cols[2].metric("ECE", f"{m['calibration']['ece']:.3f}", help="expected calibration error, 10 bins")
 cols[3].metric("Test images", m["n"])
 st.caption(f"Split: {m.get('split_method', m.get('split', 'test'))}. Data: `{m.get('data_root', 'unknown')}`.")
+
+st.subheader("Out-of-distribution gate")
+gate = m.get("ood")
+if gate is None:
+    st.caption(
+        "This run was evaluated before the gate existed. Fit it with "
+        f"`python -m radiology fit-ood --model {run.dir} --data DIR`, which also adds its share here."
+    )
+else:
+    col, note = st.columns([1, 3])
+    col.metric(
+        "Test images flagged",
+        f"{gate['flagged_share']:.1%}",
+        help="flagged as not looking like a chest X-ray; the threshold lets 99% of validation X-rays pass",
+    )
+    reasons = ", ".join(f"{k}: {v}" for k, v in gate["by_reason"].items()) or "none"
+    note.caption(
+        f"{gate['flagged']} of {gate['n']} test images flagged (by reason: {reasons}). "
+        + ("" if gate["available"] else f"The {UNAVAILABLE}: only size and texture were checked. ")
+        + "Colour cannot be checked here: the evaluation reads grayscale images from the decode cache."
+    )
 
 st.header("Classification report")
 report = pd.DataFrame({k: v for k, v in m["report"].items() if isinstance(v, dict)}).T

@@ -18,6 +18,7 @@ PAGES = {
     "pages/2_Evaluation.py": [
         "Evaluation",
         "Summary",
+        "Out-of-distribution gate",
         "Classification report",
         "Confusion matrix",
         "ROC and precision-recall",
@@ -113,6 +114,14 @@ def test_evaluation_compares_runs(app_env):
     at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()
     assert any("95% CI" in c.value for c in at.caption)
     assert len(at.dataframe) >= 2
+
+
+def test_evaluation_shows_the_share_flagged(app_env):
+    """The evaluation page shows the share of test images the out-of-distribution gate flagged."""
+    at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()
+    values = {m.label: m.value for m in at.metric}
+    assert values["Test images flagged"].endswith("%")
+    assert any("test images flagged (by reason" in c.value for c in at.caption)
 
 
 def test_dataset_page_measures_source_predictability(app_env):
