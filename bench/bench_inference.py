@@ -1,7 +1,7 @@
 """CPU inference: one image with Grad-CAM against a bare forward pass; the out-of-distribution gate against a
 plain prediction; batch throughput; bf16 against float32.
 
-    python bench/bench_inference.py [--model PATH] [--data DIR]
+    python bench/bench_inference.py [--model PATH] [--data DIR] [--gate-only]
 
 Prints ratios measured side by side in this one process. ``--data`` (a dataset folder) measures the
 bf16 label agreement on its test split; without it, agreement is measured on synthetic images.
@@ -24,6 +24,7 @@ def main(argv=None) -> None:
     p.add_argument("--model")
     p.add_argument("--data")
     p.add_argument("--repeat", type=int, default=15)
+    p.add_argument("--gate-only", action="store_true", help="only the out-of-distribution gate's cost")
     args = p.parse_args(argv)
 
     from radiology.explain import Explainer
@@ -33,6 +34,9 @@ def main(argv=None) -> None:
     loaded, which = model_for_bench(args.model)
     print(f"machine: {machine()}")
     print(f"model: {which}")
+    if args.gate_only:
+        _bench_gate(loaded, args.repeat)
+        return
     rng = np.random.default_rng(0)
     gray = (rng.random((512, 512)) * 255).astype(np.uint8)
     x = preprocess(gray, loaded.metadata.preprocess)

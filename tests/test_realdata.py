@@ -94,10 +94,12 @@ def _gate_files(loaded, stats, items):
     return results, probs
 
 
+@pytest.mark.timeout(3600)
 @pytest.mark.skipif(not _realdata_model().is_file(), reason="no model: set RADIOLOGY_REALDATA_MODEL to a run or file")
 def test_ood_gate_on_cxr3(cxr3, tmp_path):
     """The gate passes >= 98% of cxr3's test split and flags >= 95% of every non-X-ray group of the corpus."""
     import json
+    import os
     import shutil
 
     import numpy as np
@@ -115,7 +117,8 @@ def test_ood_gate_on_cxr3(cxr3, tmp_path):
     dataset = discover(SHARED_DATA, fractions=fractions, seed=trained.get("seed", 42))  # the model's own split
     names = list(loaded.metadata.class_names)
     if ood.load_stats(loaded.metadata) is None:
-        decoded = load_or_decode([s.path for s in dataset.samples()], loaded.metadata.preprocess, tmp_path / "cache")[0]
+        cache = os.environ.get("RADIOLOGY_REALDATA_CACHE", tmp_path / "cache")  # a decode cache to reuse
+        decoded = load_or_decode([s.path for s in dataset.samples()], loaded.metadata.preprocess, cache)[0]
         index = decoded.index()
 
         def split(name):
