@@ -275,8 +275,9 @@ def predict_with_features(
     Raises:
         ModelLoadError: the model has no global pooling layer to take features from.
     """
-    stats = load_stats(loaded.metadata)
-    layer = layer or (stats.layer if stats else feature_layer(loaded.model))
+    if layer is None:  # parsing the stored statistics costs milliseconds: only when the caller did not say
+        stats = load_stats(loaded.metadata)
+        layer = stats.layer if stats else feature_layer(loaded.model)
     if layer is None:
         raise ModelLoadError(f"model {loaded.path} has no global pooling layer for the out-of-distribution check")
     model = feature_model(loaded.model, layer)
