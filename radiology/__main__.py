@@ -131,8 +131,9 @@ def cmd_fit_ood(args) -> int:
     path = Path(args.model)
     model_path = path / "model.keras" if path.is_dir() else path
     loaded = _load(args.model)
-    if model_path.suffix != ".keras":
-        raise RadiologyError(f"fit-ood writes the statistics into a .keras file, got {model_path.name}")
+    target = model_path.with_suffix(".keras")
+    if target != model_path:  # the notebook's best_model.h5: the fitted model becomes a .keras file beside it
+        print(f"{model_path.name} cannot carry metadata; writing the model with its statistics to {target}")
     trained = loaded.metadata.train_config
     # the split the model was trained on: its own seed and fractions, unless given
     seed = args.seed if args.seed is not None else int(trained.get("seed", 42))
@@ -158,13 +159,13 @@ def cmd_fit_ood(args) -> int:
     if x_train is None:
         raise RadiologyError(f"no readable training images in {args.data}")
     stats = ood.fit_for_model(loaded, x_train, y_train, x_val, percentile=args.percentile)
-    loaded = ood.store_stats(loaded, model_path, stats)
+    loaded = ood.store_stats(loaded, target, stats)
     print(
         f"fitted on {stats.n_fit} training images ({stats.layer}, {stats.means.shape[1]} features); threshold "
         f"{stats.threshold:.3f} = {stats.percentile:g}th percentile of "
         f"{stats.n_threshold} {stats.threshold_split} images"
     )
-    print(f"stored in {model_path}")
+    print(f"stored in {target}")
     test = dataset.splits["test"]
     if test:
         result, rows = evaluate_samples(loaded, test, decoded, root=dataset.root, n_boot=100)
