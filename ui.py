@@ -132,13 +132,13 @@ def explain_cached(run: registry.Run, data: bytes, method: str):
     """Decodes and explains an uploaded file, once per (model, file content, method) per session.
 
     Returns:
-        (the image at display size, at most ``DISPLAY_SIDE`` pixels, Explanation, seconds the model
-        took or None when it came from the cache).
+        (the image at display size, at most ``DISPLAY_SIDE`` pixels, Explanation with the
+        out-of-distribution verdict in ``.ood``, seconds the model took or None when it came from the cache).
 
     Raises:
         RadiologyError: the file cannot be decoded.
     """
-    from radiology.images import decode_image
+    from radiology.images import decode_with_colour
     from radiology.lru import LRUCache
     from radiology.preprocess import fit_within
 
@@ -151,11 +151,11 @@ def explain_cached(run: registry.Run, data: bytes, method: str):
     if hit is not None:
         gray, explanation = hit
         return gray, explanation, None
-    gray = decode_image(data)
+    gray, colour = decode_with_colour(data)
     model = load_run_model(run)
     start = time.perf_counter()
     with model.lock:
-        explanation = model.explainer.explain(gray, method=method)
+        explanation = model.explainer.explain(gray, method=method, colourfulness=colour)
     seconds = time.perf_counter() - start
     # Only the display-size image is kept: overlays and reruns then cost the same for a 4000-pixel film.
     view = fit_within(gray, DISPLAY_SIDE)

@@ -48,6 +48,20 @@ def median_time(fn, *, repeat: int = 10, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
+def paired(fn_a, fn_b, *, repeat: int = 10, warmup: int = 2) -> tuple[float, float]:
+    """Median wall times of ``fn_a()`` and ``fn_b()`` called alternately: load on a shared machine hits both alike."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    times_a, times_b = [], []
+    for _ in range(repeat):
+        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times_a), statistics.median(times_b)
+
+
 def model_for_bench(path: str | None):
     """The model at ``path``, else the active model, else an untrained one of the real architecture."""
     from radiology.model import LoadedModel, ModelMetadata, build_model, load_model

@@ -7,6 +7,7 @@ import ui
 from radiology import charts
 from radiology.errors import RadiologyError
 from radiology.explain import METHODS, overlay
+from radiology.ood import UNAVAILABLE, load_stats
 
 IMAGE_UPLOAD_MB = 50  # a large uncompressed DICOM; the server allows more for model files
 
@@ -25,6 +26,11 @@ if run is None:
 loaded = model.loaded
 names = loaded.metadata.class_names
 st.caption(f"Model: **{run.id}** · Grad-CAM layer `{loaded.metadata.gradcam_layer}`")
+if load_stats(loaded.metadata) is None:
+    st.caption(
+        f"The {UNAVAILABLE}: only colour, size and texture are checked. "
+        "Fit it with `python -m radiology fit-ood --model RUN --data DIR`."
+    )
 
 files = st.file_uploader(
     "X-ray images: PNG, JPEG or DICOM (files without an extension are fine)",
@@ -55,13 +61,20 @@ for name, message in errors:
 
 if len(results) > 1:
     st.subheader("Results")
+    flagged = sum(ex.ood.flag for _, _, ex, _ in results)
+    reveal_all = flagged and st.toggle(
+        f"Show the predictions of the {flagged} images that do not look like chest X-rays", key="reveal-all"
+    )
     table = pd.DataFrame(
         [
             {
                 "image": ui.thumbnail_uri(gray),
                 "file": name,
-                "prediction": names[ex.label],
-                **{c: float(p) for c, p in zip(names, ex.probs)},
+                "in_distribution": not ex.ood.flag,
+                "prediction": names[ex.label] if not ex.ood.flag or reveal_all else "hidden: not a chest X-ray?",
+                **{c: float(p) if not ex.ood.flag or reveal_all else None for c, p in zip(names, ex.probs)},
+                "ood_score": ex.ood.score,
+                "ood_reason": ex.ood.reason,
             }
             for name, gray, ex, _ in results
         ]
@@ -70,14 +83,32 @@ if len(results) > 1:
         table,
         column_config={
             "image": st.column_config.ImageColumn("image"),
+            "in_distribution": st.column_config.CheckboxColumn("in_distribution", help="passed the chest X-ray gate"),
+            "ood_score": st.column_config.NumberColumn("ood_score", format="%.2f", help="above 1: out of distribution"),
             **{c: st.column_config.ProgressColumn(c, min_value=0.0, max_value=1.0, format="%.3f") for c in names},
         },
         hide_index=True,
     )
-    st.download_button("Download CSV", table.drop(columns="image").to_csv(index=False), "predictions.csv", "text/csv")
+    # the download keeps every prediction; in_distribution says which ones to distrust
+    csv = table.drop(columns="image").assign(
+        prediction=[names[ex.label] for _, _, ex, _ in results],
+        **{c: [float(ex.probs[i]) for _, _, ex, _ in results] for i, c in enumerate(names)},
+    )
+    st.download_button("Download CSV", csv.to_csv(index=False), "predictions.csv", "text/csv")
 
-for name, gray, ex, seconds in results:
-    st.subheader(f"{name}: {names[ex.label]} ({ex.probs[ex.label]:.1%})")
+for i, (name, gray, ex, seconds) in enumerate(results):
+    shown = True
+    if ex.ood.flag:
+        st.subheader(f"{name}: not a chest X-ray?")
+        st.warning(ex.ood.message, icon="🚫")
+        shown = st.checkbox("show the prediction anyway", key=f"reveal-{i}-{name}")
+    else:
+        st.subheader(f"{name}: {names[ex.label]} ({ex.probs[ex.label]:.1%})")
+    if not shown:
+        st.image(gray, caption="uploaded image", clamp=True, width=320)
+        continue
+    if ex.ood.flag:
+        st.caption(f"Prediction despite the warning: **{names[ex.label]}** ({ex.probs[ex.label]:.1%})")
     c1, c2, c3 = st.columns([2, 2, 3])
     c1.image(gray, caption="X-ray", clamp=True)
     c2.image(overlay(gray, ex.cam, alpha=alpha), caption=f"{ex.method} overlay")

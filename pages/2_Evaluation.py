@@ -7,6 +7,7 @@ import ui
 from radiology import charts, evaluation_job, registry
 from radiology.errors import RadiologyError
 from radiology.evaluation import misclassified, summary_row
+from radiology.ood import UNAVAILABLE
 
 SPLITS = {"test": "test split", "val": "validation split", "train": "training split", "all": "all images"}
 
@@ -89,6 +90,27 @@ st.caption(
 if m.get("training_overlap"):
     safe = m.get("split_matches_training") is True and m.get("split") == "test"
     (st.info if safe else st.warning)(m["training_overlap"][0].upper() + m["training_overlap"][1:] + ".")
+
+st.subheader("Out-of-distribution gate")
+gate = m.get("ood")
+if gate is None:
+    st.caption(
+        "This run was evaluated before the gate existed. Fit it with "
+        f"`python -m radiology fit-ood --model {run.dir} --data DIR`, which also adds its share here."
+    )
+else:
+    col, note = st.columns([1, 3])
+    col.metric(
+        "Test images flagged",
+        f"{gate['flagged_share']:.1%}",
+        help="flagged as not looking like a chest X-ray; the threshold lets 99% of validation X-rays pass",
+    )
+    reasons = ", ".join(f"{k}: {v}" for k, v in gate["by_reason"].items()) or "none"
+    note.caption(
+        f"{gate['flagged']} of {gate['n']} test images flagged (by reason: {reasons}). "
+        + ("" if gate["available"] else f"The {UNAVAILABLE}: only size and texture were checked. ")
+        + "Colour cannot be checked here: the evaluation reads grayscale images from the decode cache."
+    )
 
 st.header("Classification report")
 report = pd.DataFrame({k: v for k, v in m["report"].items() if isinstance(v, dict)}).T

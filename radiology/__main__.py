@@ -1,4 +1,4 @@
-"""Command line: ``python -m radiology predict|evaluate|import-model|export``."""
+"""Command line: ``python -m radiology predict|evaluate|fit-ood|import-model|export``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
+
+import numpy as np
 
 from radiology.errors import EvaluationError, RadiologyError
 from radiology.registry import now, process_start
@@ -29,18 +31,22 @@ def _load(model_arg: str | None):
 
 
 def cmd_predict(args) -> int:
-    """Prints the label and probabilities of each image; bad files get an error line."""
-    from radiology.images import decode_image
-    from radiology.model import predict_images
+    """Prints the label, probabilities and out-of-distribution verdict of each image; bad files get an error line."""
+    from radiology import ood
+    from radiology.images import decode_with_colour
 
     loaded = _load(args.model)
     for w in loaded.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    stats = ood.load_stats(loaded.metadata)
+    if stats is None:
+        print(f"warning: {ood.UNAVAILABLE}; only the input checks run", file=sys.stderr)
     names = loaded.metadata.class_names
     failures = 0
     for path in args.images:
         try:
-            probs = predict_images(loaded, [decode_image(path)])[0]
+            gray, colour = decode_with_colour(path)
+            probs, gate = ood.predict_checked(loaded, gray, colourfulness=colour, stats=stats)
         except RadiologyError as exc:
             failures += 1
             line = {"file": path, "error": str(exc)}
@@ -56,11 +62,13 @@ def cmd_predict(args) -> int:
                         "file": path,
                         "label": label,
                         "probabilities": {c: round(float(p), 6) for c, p in zip(names, probs)},
+                        "ood": gate.to_dict(),
                     }
                 )
             )
         else:
-            print(f"{path}: {label}  " + "  ".join(f"{c} {p:.3f}" for c, p in zip(names, probs)))
+            mark = f"  [OUT OF DISTRIBUTION: {gate.message}]" if gate.flag else ""
+            print(f"{path}: {label}  " + "  ".join(f"{c} {p:.3f}" for c, p in zip(names, probs)) + mark)
     return 1 if failures else 0
 
 
@@ -191,7 +199,7 @@ def _evaluate(args, report) -> tuple[dict, list[dict], tuple[str, ...]]:
 
 
 def _print_evaluation(args, result: dict, names, *, saved_in: Path | None) -> None:
-    keys = ("n", "accuracy", "macro_f1", "report", "confusion", "ci", "skipped", "split", "split_method", "seed")
+    keys = ("n", "accuracy", "macro_f1", "report", "confusion", "ci", "skipped", "split", "split_method", "seed", "ood")
     if args.json:
         print(
             json.dumps(
@@ -217,6 +225,7 @@ def _print_evaluation(args, result: dict, names, *, saved_in: Path | None) -> No
     print("confusion matrix (rows true, columns predicted):")
     for name, row in zip(names, result["confusion"]["matrix"]):
         print(f"  {name:<12}" + "".join(f"{v:>8d}" for v in row))
+    print(_ood_line(result["ood"]))
     if saved_in is not None:
         print(f"saved metrics.json and predictions.csv in {saved_in}")
 
@@ -265,6 +274,70 @@ def cmd_export(args) -> int:
     else:
         out = export_savedmodel(run, args.out or f"{run.id}_savedmodel")
     print(f"exported run {run.id} as {args.format}: {out}")
+
+
+def _ood_line(summary: dict) -> str:
+    from radiology.ood import UNAVAILABLE
+
+    share = f"{summary['flagged']} of {summary['n']} images ({summary['flagged_share']:.1%})"
+    if not summary["available"]:
+        return f"out-of-distribution: {share} flagged by the input checks; {UNAVAILABLE}"
+    reasons = ", ".join(f"{k} {v}" for k, v in summary["by_reason"].items())
+    return f"out-of-distribution: {share} flagged" + (f" ({reasons})" if reasons else "")
+
+
+def cmd_fit_ood(args) -> int:
+    """Fits the out-of-distribution gate of an existing model on its training data, and stores it in the model file."""
+    from radiology import ood
+    from radiology.evaluation import evaluate_samples, write_evaluation
+    from radiology.registry import read_json
+    from radiology.splits import check_splits, training_overlap, training_split
+
+    path = Path(args.model)
+    model_path = path / "model.keras" if path.is_dir() else path
+    loaded = _load(args.model)
+    target = model_path.with_suffix(".keras")
+    if target != model_path:  # the notebook's best_model.h5: the fitted model becomes a .keras file beside it
+        print(f"{model_path.name} cannot carry metadata; writing the model with its statistics to {target}")
+    meta = loaded.metadata
+    seed, fractions = training_split(meta.train_config, seed=args.seed)
+    checked = check_splits(
+        args.data, seed=seed, fractions=fractions, spec=meta.preprocess, cache_dir=args.cache_dir or None
+    )
+    dataset, decoded = checked.dataset, checked.decoded
+    matches, overlap = training_overlap(meta.data_fingerprint, dataset, "val")
+    if matches is not True:
+        print(f"warning: {overlap}", file=sys.stderr)
+    names = list(meta.class_names)
+    index = decoded.index()
+
+    def split(name):
+        kept = [s for s in dataset.splits[name] if decoded.ok[index[s.path]] and s.label in names]
+        pixels = np.stack([decoded.pixels[index[s.path]] for s in kept]) if kept else None
+        return pixels, np.array([names.index(s.label) for s in kept], dtype=np.int32)
+
+    x_train, y_train = split("train")
+    x_val, _ = split("val")
+    if x_train is None:
+        raise RadiologyError(f"no readable training images in {args.data}")
+    stats = ood.fit_for_model(loaded, x_train, y_train, x_val, percentile=args.percentile)
+    loaded = ood.store_stats(loaded, target, stats)
+    print(
+        f"fitted on {stats.n_fit} training images ({stats.layer}, {stats.means.shape[1]} features); threshold "
+        f"{stats.threshold:.3f} = {stats.percentile:g}th percentile of "
+        f"{stats.n_threshold} {stats.threshold_split} images"
+    )
+    print(f"stored in {target}")
+    test = dataset.splits["test"]
+    if test:
+        result, rows = evaluate_samples(loaded, test, decoded, root=dataset.root, n_boot=100)
+        print(_ood_line(result["ood"]) + " on the test split")
+        metrics_path = model_path.parent / "metrics.json"
+        old = read_json(metrics_path, None) if path.is_dir() else None
+        if old is not None:
+            # the run's own evaluation stays; only the gate's numbers and the prediction rows are new
+            write_evaluation(model_path.parent, {**old, "ood": result["ood"]}, rows)
+            print(f"updated {metrics_path}")
     return 0
 
 
@@ -306,6 +379,13 @@ def main(argv=None) -> int:
     ex.add_argument("--format", required=True, choices=["keras", "savedmodel"])
     ex.add_argument("--out", help="file (keras) or folder (savedmodel) to write; must not exist")
     ex.set_defaults(func=cmd_export)
+    fo = sub.add_parser("fit-ood", help="fit the out-of-distribution gate of an existing model")
+    fo.add_argument("--model", required=True, help="run folder or .keras file; the statistics are written into it")
+    fo.add_argument("--data", required=True, help="the dataset the model was trained on")
+    fo.add_argument("--seed", type=int, default=None, help="split seed (default: the model's training seed)")
+    fo.add_argument("--percentile", type=float, default=99.0, help="share of validation images that pass, percent")
+    fo.add_argument("--cache-dir", default="")
+    fo.set_defaults(func=cmd_fit_ood)
     args = p.parse_args(argv)
     try:
         return args.func(args)

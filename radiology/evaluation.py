@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radiology import metrics
+from radiology import metrics, ood
 from radiology.cache import DecodedImages
 from radiology.datasets import Sample
 from radiology.errors import EvaluationError
@@ -38,8 +38,9 @@ def evaluate_samples(
         progress: optional callable ``progress(done, total)`` as images are predicted.
 
     Returns:
-        the metrics dict (see ``metrics.evaluate``, plus ``by_source`` and ``skipped``) and one
-        prediction row per image: path, label, predicted, source and a probability per class.
+        the metrics dict (see ``metrics.evaluate``, plus ``by_source``, ``skipped`` and ``ood``, the
+        share flagged by the out-of-distribution gate) and one prediction row per image: path, label,
+        predicted, source, a probability per class, ``in_distribution`` and ``ood_score``.
 
     Raises:
         EvaluationError: no sample is readable, or a label is not among the model's classes.
@@ -52,18 +53,23 @@ def evaluate_samples(
     unknown = {s.label for s in kept} - set(names)
     if unknown:
         raise EvaluationError(f"labels {sorted(unknown)} are not among the model's classes {names}")
-    chunks = []
+    rows_at = [index[s.path] for s in kept]
+    probs, features = [], []
     for start in range(0, len(kept), PROGRESS_CHUNK):
-        part = kept[start : start + PROGRESS_CHUNK]
-        chunks.append(predict_images(loaded, np.stack([decoded.pixels[index[s.path]] for s in part])))
+        part = np.stack([decoded.pixels[i] for i in rows_at[start : start + PROGRESS_CHUNK]])
+        p, f = ood.predict_with_features(loaded, part)  # one pass gives both
+        probs.append(p)
+        features.append(f)
         if progress is not None:
             progress(start + len(part), len(kept))
-    probs = np.concatenate(chunks)
+    probs, features = np.concatenate(probs), np.concatenate(features)
+    gate = ood.gate_decoded(loaded, np.stack([decoded.pixels[i] for i in rows_at]), decoded.sizes[rows_at], features)
     labels = np.array([names.index(s.label) for s in kept])
     result = metrics.evaluate(labels, probs, names, n_boot=n_boot)
     result["skipped"] = len(samples) - len(kept)
     sources = [s.source or "unknown" for s in kept]
     result["by_source"] = metrics.accuracy_by_group(labels, probs, sources)
+    result["ood"] = ood.summary(gate)
     root = Path(root)
     rows = [
         {
@@ -72,8 +78,10 @@ def evaluate_samples(
             "predicted": names[int(p.argmax())],
             "source": s.source or "",
             **{f"p_{c}": round(float(v), 6) for c, v in zip(names, p)},
+            "in_distribution": not g.flag,
+            "ood_score": "" if g.score is None else round(g.score, 4),
         }
-        for s, p in zip(kept, probs)
+        for s, p, g in zip(kept, probs, gate)
     ]
     return result, rows
 

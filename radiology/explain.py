@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from radiology import ood
 from radiology.errors import ModelLoadError
 from radiology.model import LoadedModel
-from radiology.preprocess import preprocess
+from radiology.preprocess import resize, to_model_input
 
 METHODS = ("Grad-CAM", "Grad-CAM++", "ScoreCAM", "LayerCAM")
 SCORECAM_MAX_N = 16  # ScoreCAM costs one forward pass per channel kept; 16 keeps it interactive on a CPU
@@ -31,12 +32,16 @@ class Explanation:
         label: index of the predicted class.
         cam: float32 array of shape (H, W) at the model's input size, values in [0, 1].
         method: the CAM method that made ``cam``.
+        features: float32 array of shape (D,), the penultimate features of the same forward pass.
+        ood: the out-of-distribution gate's verdict.
     """
 
     probs: np.ndarray
     label: int
     cam: np.ndarray
     method: str
+    features: np.ndarray | None = None
+    ood: ood.OODResult | None = None
 
 
 def _normalize(cam: np.ndarray) -> np.ndarray:
@@ -74,6 +79,8 @@ class Explainer:
             log.info("model %s: %s; Grad-CAM runs through tf-keras-vis", loaded.path, self.fused_unavailable)
         self._fused = None
         self._vis: dict[str, object] = {}
+        self.ood_stats = ood.load_stats(loaded.metadata)  # parsed once: the precision matrix is large
+        self.feature_layer = self.ood_stats.layer if self.ood_stats else ood.feature_layer(loaded.model)
 
     def _build_fused(self):
         import keras
@@ -92,23 +99,29 @@ class Explainer:
             with tf.GradientTape() as tape:
                 tape.watch(maps)
                 h = maps
+                pooled = tf.zeros((tf.shape(maps)[0], 0), tf.float32)
                 for layer in body:
                     h = layer(h, training=False)
+                    if layer.name == self.feature_layer:
+                        pooled = tf.cast(h, tf.float32)  # the gate's features, from this same pass
                 logits = tf.matmul(tf.cast(h, last.kernel.dtype), last.kernel) + last.bias
                 label = tf.argmax(logits, axis=-1)
                 score = tf.gather(logits, label, batch_dims=1)
             grads = tape.gradient(score, maps)
             weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
             cam = tf.nn.relu(tf.reduce_sum(weights * maps, axis=-1))
-            return tf.nn.softmax(tf.cast(logits, tf.float32)), label, tf.cast(cam, tf.float32)
+            return tf.nn.softmax(tf.cast(logits, tf.float32)), label, tf.cast(cam, tf.float32), pooled
 
         return run
 
     def _gradcam_fused(self, x: np.ndarray) -> Explanation:
         if self._fused is None:
             self._fused = self._build_fused()
-        probs, label, cam = self._fused(x)
-        return Explanation(probs.numpy()[0], int(label.numpy()[0]), self._expand(cam.numpy()[0]), "Grad-CAM")
+        probs, label, cam, pooled = self._fused(x)
+        features = pooled.numpy()[0] if pooled.shape[-1] else None
+        return Explanation(
+            probs.numpy()[0], int(label.numpy()[0]), self._expand(cam.numpy()[0]), "Grad-CAM", features=features
+        )
 
     def _expand(self, cam: np.ndarray) -> np.ndarray:
         """Upsamples a layer-sized CAM to the input size as tf-keras-vis does (linear spline zoom)."""
@@ -141,27 +154,39 @@ class Explainer:
         cam = self._vis_method(method)(CategoricalScore([label]), x, **kwargs)
         return _normalize(np.asarray(cam)[0])
 
-    def explain(self, gray: np.ndarray, *, method: str = "Grad-CAM") -> Explanation:
-        """Predicts one image and explains the predicted class.
+    def explain(self, gray: np.ndarray, *, method: str = "Grad-CAM", colourfulness: float | None = None) -> Explanation:
+        """Predicts one image, explains the predicted class, and gates it as out-of-distribution or not.
 
-        Grad-CAM runs fused: one pass gives the probabilities, the activations of the CAM layer and
-        their gradients. The other methods predict first, then call tf-keras-vis.
+        Grad-CAM runs fused: one pass gives the probabilities, the penultimate features, the
+        activations of the CAM layer and their gradients. The other methods predict (with the
+        features) first, then call tf-keras-vis.
 
         Args:
             gray: uint8 array of shape (H, W).
             method: one of ``METHODS``.
+            colourfulness: of the decoded colour image (``images.decode_with_colour``), for the gate's
+                colour check; None skips that check.
 
         Returns:
-            the explanation, with the CAM at the model's input size.
+            the explanation, with the CAM at the model's input size and the gate's verdict.
         """
         if method not in METHODS:
             raise ValueError(f"unknown CAM method {method!r}, expected one of {METHODS}")
-        x = preprocess(gray, self.loaded.metadata.preprocess)
+        spec = self.loaded.metadata.preprocess
+        small = resize(gray, spec)
+        x = to_model_input(small, spec)
         if method == "Grad-CAM" and self.fused_unavailable is None:
-            return self._gradcam_fused(x)
-        probs = np.asarray(self.loaded.model.predict_on_batch(x))[0]
-        label = int(np.argmax(probs))
-        return Explanation(probs, label, self.vis_cam(x, label, method), method)
+            explanation = self._gradcam_fused(x)
+        else:
+            if self.feature_layer:
+                p, f = ood.feature_model(self.loaded.model, self.feature_layer).predict_on_batch(x)
+                probs, features = np.asarray(p)[0], np.asarray(f, dtype=np.float32).reshape(-1)
+            else:
+                probs, features = np.asarray(self.loaded.model.predict_on_batch(x))[0], None
+            label = int(np.argmax(probs))
+            explanation = Explanation(probs, label, self.vis_cam(x, label, method), method, features=features)
+        explanation.ood = ood.assess(gray, small, explanation.features, self.ood_stats, colourfulness=colourfulness)
+        return explanation
 
 
 def _fused_unavailable(model, layer: str) -> str | None:

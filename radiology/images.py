@@ -66,6 +66,22 @@ def decode_image(source: bytes | str | os.PathLike) -> np.ndarray:
     Raises:
         ImageDecodeError: anything that is not a decodable image, with the reason.
     """
+    return decode_with_colour(source)[0]
+
+
+def decode_with_colour(source: bytes | str | os.PathLike) -> tuple[np.ndarray, float]:
+    """Decodes an image file into grayscale and says how colourful it was before the conversion.
+
+    Args:
+        source: the file's bytes, or a path to it. DICOM is recognised by content.
+
+    Returns:
+        uint8 array of shape (H, W), and the colourfulness of the decoded colour image (see
+        :func:`colourfulness`; 0 for a grayscale file).
+
+    Raises:
+        ImageDecodeError: anything that is not a decodable image, with the reason.
+    """
     data = read_bytes(source)
     if is_dicom(data):
         pydicom_log = logging.getLogger("pydicom")
@@ -91,13 +107,13 @@ def _check_size(width: int, height: int) -> None:
         )
 
 
-def _decode_raster(data: bytes) -> np.ndarray:
+def _decode_raster(data: bytes) -> tuple[np.ndarray, float]:
     try:
         image = Image.open(io.BytesIO(data), formats=RASTER_FORMATS)
         _check_size(*image.size)
         image.seek(0)  # animated images: the first frame
         image = ImageOps.exif_transpose(image)
-        return _to_gray(image)
+        return _to_gray(image), _raster_colourfulness(image)
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
@@ -108,6 +124,32 @@ def _decode_raster(data: bytes) -> np.ndarray:
         raise ImageDecodeError("not an image: the content is no PNG, JPEG, BMP, TIFF, WebP, GIF or DICOM") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageDecodeError(f"corrupt or truncated image: {exc}") from exc
+
+
+def colourfulness(rgb: np.ndarray) -> float:
+    """Hasler and Süsstrunk's colourfulness: 0 for gray, about 15 "slightly colourful", 45+ a colour photograph.
+
+    Args:
+        rgb: array of shape (H, W, 3) with values in 0..255.
+
+    Returns:
+        the colourfulness, >= 0.
+    """
+    rgb = np.asarray(rgb, dtype=np.float32)
+    rg = rgb[..., 0] - rgb[..., 1]
+    yb = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
+COLOUR_SIDE = 128  # colourfulness is measured on a thumbnail: it is a global statistic
+
+
+def _raster_colourfulness(image: Image.Image) -> float:
+    if image.mode in ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return 0.0
+    small = image.convert("RGB")
+    small.thumbnail((COLOUR_SIDE, COLOUR_SIDE), Image.BILINEAR)
+    return colourfulness(np.asarray(small))
 
 
 def _to_gray(image: Image.Image) -> np.ndarray:
@@ -144,7 +186,7 @@ def scale_to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.round((pixels - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
-def _decode_dicom(data: bytes) -> np.ndarray:
+def _decode_dicom(data: bytes) -> tuple[np.ndarray, float]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -167,7 +209,7 @@ def _decode_dicom(data: bytes) -> np.ndarray:
     return _dicom_to_gray(ds, pixels)
 
 
-def _dicom_to_gray(ds, pixels: np.ndarray) -> np.ndarray:
+def _dicom_to_gray(ds, pixels: np.ndarray) -> tuple[np.ndarray, float]:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
@@ -178,13 +220,11 @@ def _dicom_to_gray(ds, pixels: np.ndarray) -> np.ndarray:
     if samples > 1:
         # pydicom 3 already returns RGB for YBR_FULL and YBR_FULL_422 (``pixel_array`` converts unless
         # ``raw=True``) and its JPEG 2000 decoders undo YBR_ICT/RCT: a second conversion shifts the colours.
-        rgb = np.asarray(pixels, dtype=np.float64)
-        return scale_to_uint8(rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114)
+        return _rgb_to_gray(np.asarray(pixels, dtype=np.float64))
     if photometric == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
 
-        rgb = np.asarray(apply_color_lut(pixels, ds), dtype=np.float64)
-        return scale_to_uint8(rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114)
+        return _rgb_to_gray(np.asarray(apply_color_lut(pixels, ds), dtype=np.float64))
     try:
         values = apply_modality_lut(pixels, ds)
         if "WindowCenter" in ds or "VOILUTSequence" in ds:
@@ -194,4 +234,13 @@ def _dicom_to_gray(ds, pixels: np.ndarray) -> np.ndarray:
     gray = scale_to_uint8(values)
     if photometric == "MONOCHROME1":
         gray = 255 - gray
-    return gray
+    return gray, 0.0
+
+
+def _rgb_to_gray(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    """Grayscale and colourfulness of a DICOM colour image of any bit depth, shape (H, W, 3)."""
+    step = max(1, max(rgb.shape[:2]) // COLOUR_SIDE)
+    return (
+        scale_to_uint8(rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114),
+        colourfulness(scale_to_uint8(rgb[::step, ::step])),
+    )

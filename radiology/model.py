@@ -45,6 +45,8 @@ class ModelMetadata:
         assumed: True when the file had no metadata and the notebook's spec was assumed.
         weights_dtype: how the weights are stored: ``float32``, or ``float16`` for half-size files;
             they are always computed in float32 after loading.
+        ood: the out-of-distribution gate's feature statistics (``radiology.ood.FeatureStats.to_dict``),
+            or None for a model fitted before the gate existed.
     """
 
     class_names: tuple[str, ...] = CLASS_NAMES
@@ -56,6 +58,7 @@ class ModelMetadata:
     name: str = ""
     assumed: bool = False
     weights_dtype: str = "float32"
+    ood: dict | None = None
 
     def to_dict(self) -> dict:
         """Returns the metadata as JSON-ready data."""
@@ -77,6 +80,7 @@ class ModelMetadata:
             created=d.get("created"),
             name=d.get("name", ""),
             weights_dtype=d.get("weights_dtype", "float32"),
+            ood=d.get("ood"),
         )
 
 

@@ -12,7 +12,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from tests.factories import make_dataset  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cxr3"
+SHARED_DATA = Path(
+    os.environ.get("RADIOLOGY_CXR3", Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cxr3")
+)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ PAGES = {
     "pages/2_Evaluation.py": [
         "Evaluation",
         "Summary",
+        "Out-of-distribution gate",
         "Classification report",
         "Confusion matrix",
         "ROC and precision-recall",
@@ -179,6 +180,14 @@ def test_evaluation_never_reads_images_outside_the_data_root(tiny_run, tmp_path,
     )
     assert not at.image
     assert read == []
+
+
+def test_evaluation_shows_the_share_flagged(app_env):
+    """The evaluation page shows the share of test images the out-of-distribution gate flagged."""
+    at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()
+    values = {m.label: m.value for m in at.metric}
+    assert values["Test images flagged"].endswith("%")
+    assert any("test images flagged (by reason" in c.value for c in at.caption)
 
 
 def test_dataset_page_measures_source_predictability(app_env):

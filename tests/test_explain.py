@@ -118,3 +118,31 @@ def test_overlay_blends_at_image_size():
     assert np.array_equal(overlay(gray, cam, alpha=0.0)[..., 0], gray)
     with pytest.raises(ValueError, match="alpha"):
         overlay(gray, cam, alpha=2)
+
+
+def test_fused_pass_gives_the_gate_its_features_in_one_model_call(explainer, tiny_model, monkeypatch):
+    """Grad-CAM, probabilities and the gate's features come from one forward pass: 13 conv ops, no other call."""
+    from radiology import ood
+    from radiology.preprocess import preprocess
+
+    img = xray(6, size=(256, 256))
+    explainer.explain(img)  # traces the fused function
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a second model call")
+
+    monkeypatch.setattr(tiny_model.model, "predict_on_batch", forbidden)
+    monkeypatch.setattr(ood, "feature_model", forbidden)
+    ex = explainer.explain(img)
+    x = preprocess(img, tiny_model.metadata.preprocess)
+    graph = explainer._fused.get_concrete_function(x).graph
+    convs = [op for op in graph.get_operations() if op.type == "Conv2D"]
+    assert len(convs) == 13  # VGG16's 13 convolutions, run once
+    stats = ood.load_stats(tiny_model.metadata)
+    assert ex.features.shape == (512,) and ex.ood.score == pytest.approx(float(stats.scores(ex.features[None])[0]))
+
+
+def test_other_methods_are_gated_too(explainer):
+    """The tf-keras-vis methods predict with the features in one call and carry the gate's verdict."""
+    ex = explainer.explain(xray(7, size=(256, 256)), method="LayerCAM", colourfulness=50.0)
+    assert ex.features.shape == (512,) and ex.ood.flag and ex.ood.reason.startswith("colour image")

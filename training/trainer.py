@@ -28,6 +28,7 @@ from radiology.errors import DatasetError
 from radiology.evaluation import bf16_agreement, evaluate_samples, write_evaluation
 from radiology.fsutil import atomic_write_text, write_json_atomic
 from radiology.model import ModelMetadata, build_model, compile_model, load_model, save_model
+from radiology.ood import fit_and_store
 from radiology.preprocess import PreprocessSpec, to_model_input
 from radiology.registry import now, process_start, update_status
 from radiology.splits import check_splits
@@ -309,7 +310,8 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
     if monitor.check_cancel():
         log.info("cancelled; the best checkpoint so far is kept")
         return "cancelled"
-    _evaluate_test(config, run_dir, monitor, data)
+    best = _fit_gate(run_dir, monitor, data)
+    _evaluate_test(config, run_dir, monitor, data, best)
     return "succeeded"
 
 
@@ -387,7 +389,14 @@ def _fit(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data: Training
     )
 
 
-def _evaluate_test(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data: TrainingData) -> None:
+def _fit_gate(run_dir: Path, monitor: RunMonitor, data: TrainingData):
+    """Fits the out-of-distribution gate (Gaussians on the train features, threshold on val) into the best model."""
+    monitor.update(force=True, phase="fitting the out-of-distribution gate")
+    path = run_dir / "model.keras"
+    return fit_and_store(load_model(path), data.x_train, data.y_train, data.x_val if len(data.x_val) else None, path)
+
+
+def _evaluate_test(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data: TrainingData, best) -> None:
     """Evaluates the best checkpoint on the test split into ``metrics.json`` and ``predictions.csv``."""
     dataset, decoded = data.dataset, data.decoded
     test = dataset.splits["test"]
@@ -395,7 +404,6 @@ def _evaluate_test(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data
         log.warning("no test split: nothing to evaluate")
         return
     monitor.update(force=True, phase="evaluating")
-    best = load_model(run_dir / "model.keras")
     result, rows = evaluate_samples(best, test, decoded, root=dataset.root, n_boot=config.n_boot)
     result.update(data_root=str(dataset.root), split="test", split_method=dataset.split_method)
     result["bf16_agreement"] = bf16_agreement(best, test, decoded)
