@@ -19,3 +19,7 @@ class ModelLoadError(RadiologyError):
 
 class TrainingBusyError(RadiologyError):
     """A training launch refused because another training is running."""
+
+
+class ResumeError(RadiologyError):
+    """A run that cannot be resumed: still live, succeeded, or stopped before completing an epoch."""

@@ -43,6 +43,11 @@ def test_run_folder_is_complete(tiny_run):
     assert run.config["epochs"] == 1 and run.config["weights"] == "none"
     assert len(run.history()) == 1 and {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(run.history()[0])
     assert run.progress()["batch"] == run.progress()["batches"] > 0
+    progress = run.progress()
+    assert progress["device"].startswith("TensorFlow on CPU (") and progress["compute"] == "float32"
+    assert progress["images_per_s"] > 0 and progress["run_left_s"] == 0
+    assert "img/s" in run.log_tail(20) and "training on TensorFlow on CPU" in run.log_tail(20)
+    assert not (tiny_run / "last.keras").exists()  # a finished run has nothing to resume
     m = run.metrics
     assert m["n"] == len(run.predictions()) > 0 and 0 <= m["accuracy"] <= 1
     assert set(run.predictions()[0]) >= {"path", "label", "p_covid", "p_normal", "p_pneumonia"}
@@ -176,5 +181,48 @@ def test_cli_defaults_match_the_config():
         "workers",
         "class_weights",
         "mixed_precision",
+        "image_size",
+        "compute",
     ):
         assert getattr(args, name) == getattr(defaults, name), name
+
+
+@pytest.mark.parametrize("size", [0, 100, 16, 250])
+def test_image_size_must_be_a_multiple_of_32(size):
+    """Image sizes that are not multiples of 32, or below 32, are refused naming the value."""
+    with pytest.raises(ValueError, match=f"image_size must be a multiple of 32 and at least 32, got {size}"):
+        TrainConfig(data="x", image_size=size)
+
+
+def test_image_size_travels_with_the_model_and_a_run_starts_a_larger_one(tmp_path):
+    """A 32 px run's model carries 32 px in its spec, predicts any image at that size, and starts a 64 px
+    run through --weights RUN_DIR (progressive resizing)."""
+    from radiology.model import load_model, predict_images
+    from training.__main__ import main
+
+    data = make_dataset(tmp_path / "data", per_class=6)
+    runs = tmp_path / "runs"
+    common = ["--data", str(data), "--epochs", "1", "--batch-size", "8", "--runs-dir", str(runs)]
+    common += ["--compute", "float32"]
+    assert main([*common, "--weights", "none", "--image-size", "32"]) == 0
+    (small,) = [p for p in runs.iterdir() if not p.name.startswith(".")]
+    loaded = load_model(small / "model.keras")
+    assert loaded.metadata.preprocess.height == loaded.metadata.preprocess.width == 32
+    assert loaded.model.input_shape == (None, 32, 32, 3)
+    assert predict_images(loaded, [xray(size=(300, 200))]).shape == (1, 3)
+    assert main([*common, "--weights", str(small), "--image-size", "64"]) == 0
+    (large,) = [p for p in runs.iterdir() if not p.name.startswith(".") and p != small]
+    assert load_model(large / "model.keras").model.input_shape == (None, 64, 64, 3)
+    assert load_run(large).config["weights"] == str(small)
+
+
+def test_resume_refuses_a_finished_run(tiny_run, capsys):
+    """--resume of a run that succeeded exits 1 and says why; so does the launcher."""
+    from radiology.errors import ResumeError
+    from training.__main__ import main
+    from training.launch import resume
+
+    assert main(["--resume", str(tiny_run)]) == 1
+    assert f"cannot resume: run {tiny_run.name} is succeeded" in capsys.readouterr().err
+    with pytest.raises(ResumeError, match="is succeeded"):
+        resume(load_run(tiny_run))
