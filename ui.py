@@ -250,3 +250,14 @@ def source_report(path: str, seed: int, fractions: tuple[float, float, float], f
         "by_class": {c: dict(n) for c, n in source_counts(checked.dataset).items()},
         "predictability": source_predictability(checked.dataset.samples(), checked.decoded, seed=seed),
     }
+
+
+@st.cache_resource
+def cached_device() -> str:
+    """The Keras backend and device the runs train on, in words, found once per app process."""
+    from training.compute import device_description
+
+    other = os.environ.get("RADIOLOGY_TRAINING_BACKEND")
+    if other:
+        return f"the {other} backend (RADIOLOGY_TRAINING_BACKEND); each run and estimate names its device"
+    return device_description()
