@@ -214,7 +214,7 @@ def test_kill_minus_nine_loses_nothing(fault_env, phase):
     code = (
         "import os, signal, sys\n" + KILL_AT[phase] + "\nfrom training.__main__ import main\n"
         f"sys.exit(main(['--data', {str(data)!r}, '--epochs', {epochs!r}, '--batch-size', '8', '--weights', 'none', "
-        f"'--runs-dir', {str(runs)!r}, '--cache-dir', {str(cache)!r}]))"
+        f"'--runs-dir', {str(runs)!r}, '--cache-dir', {str(cache)!r}, '--compute', 'float32']))"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400)
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr

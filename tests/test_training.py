@@ -103,7 +103,13 @@ def test_launch_refuses_a_second_run_and_cancel_keeps_the_checkpoint(tmp_path):
     """A background run blocks a second launch (app or CLI); cancelling mid-training ends it as cancelled."""
     data = make_dataset(tmp_path / "data", per_class=16)
     config = TrainConfig(
-        data=str(data), epochs=30, batch_size=4, weights="none", runs_dir=str(tmp_path / "runs"), n_boot=10
+        data=str(data),
+        epochs=30,
+        batch_size=4,
+        weights="none",
+        runs_dir=str(tmp_path / "runs"),
+        n_boot=10,
+        compute="float32",
     )
     run = launch(config)
     try:
@@ -198,19 +204,20 @@ def test_image_size_travels_with_the_model_and_a_run_starts_a_larger_one(tmp_pat
     """A 32 px run's model carries 32 px in its spec, predicts any image at that size, and starts a 64 px
     run through --weights RUN_DIR (progressive resizing)."""
     from radiology.model import load_model, predict_images
-    from training.__main__ import main
 
     data = make_dataset(tmp_path / "data", per_class=6)
     runs = tmp_path / "runs"
     common = ["--data", str(data), "--epochs", "1", "--batch-size", "8", "--runs-dir", str(runs)]
     common += ["--compute", "float32"]
-    assert main([*common, "--weights", "none", "--image-size", "32"]) == 0
+    first = _python("-m", "training", *common, "--weights", "none", "--image-size", "32")
+    assert first.returncode == 0, first.stderr
     (small,) = [p for p in runs.iterdir() if not p.name.startswith(".")]
     loaded = load_model(small / "model.keras")
     assert loaded.metadata.preprocess.height == loaded.metadata.preprocess.width == 32
     assert loaded.model.input_shape == (None, 32, 32, 3)
     assert predict_images(loaded, [xray(size=(300, 200))]).shape == (1, 3)
-    assert main([*common, "--weights", str(small), "--image-size", "64"]) == 0
+    second = _python("-m", "training", *common, "--weights", str(small), "--image-size", "64")
+    assert second.returncode == 0, second.stderr
     (large,) = [p for p in runs.iterdir() if not p.name.startswith(".") and p != small]
     assert load_model(large / "model.keras").model.input_shape == (None, 64, 64, 3)
     assert load_run(large).config["weights"] == str(small)
@@ -226,3 +233,24 @@ def test_resume_refuses_a_finished_run(tiny_run, capsys):
     assert f"cannot resume: run {tiny_run.name} is succeeded" in capsys.readouterr().err
     with pytest.raises(ResumeError, match="is succeeded"):
         resume(load_run(tiny_run))
+
+
+def test_resume_respects_the_training_lock(tmp_path):
+    """Resuming a stopped run is refused while another process holds the one-training lock."""
+    from radiology.registry import TrainingLock
+    from training.launch import resume
+
+    runs = tmp_path / "runs"
+    stopped = runs / "20260101-000000-aaaa"
+    stopped.mkdir(parents=True)
+    TrainConfig(data="x", runs_dir=str(runs)).save(stopped / "config.json")
+    (stopped / "status.json").write_text(json.dumps({"state": "cancelled", "pid": 1}))
+    (stopped / "last.keras").write_bytes(b"checkpoint")
+    holder = TrainingLock(runs)
+    assert holder.acquire()
+    try:
+        with pytest.raises(TrainingBusyError, match="another training is running"):
+            resume(load_run(stopped))
+    finally:
+        holder.release()
+    assert load_run(stopped).status["state"] == "cancelled"  # the refusal touched nothing

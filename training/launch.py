@@ -93,7 +93,8 @@ def resume(run: Run) -> Run:
         status = read_json(run.dir / "status.json", {}) or {}
         # a new attempt of the same run goes back from its terminal state to queued (this process's pid
         # until the child's is known); the child then writes running with ``resumed`` and ``attempt``
-        queued = {**status, "state": "queued", "pid": os.getpid(), "queued": now(), "ended": None, "error": None}
+        queued = {**status, "state": "queued", "pid": os.getpid(), "queued": now(), "resumed": now()}
+        queued.update(ended=None, error=None)
         write_json_atomic(run.dir / "status.json", queued)
         proc = _spawn(["--resume", str(run.dir)], lock, run.dir / "console.txt")
         status = read_json(run.dir / "status.json", {}) or {}
