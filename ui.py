@@ -409,3 +409,14 @@ def import_model_panel(key: str, *, promote_default: bool = False) -> None:
     st.session_state[f"{key}_done"] = done
     st.session_state[f"{key}_imports"] = st.session_state.get(f"{key}_imports", 0) + 1
     st.rerun()
+
+
+@st.cache_resource
+def cached_device() -> str:
+    """The Keras backend and device the runs train on, in words, found once per app process."""
+    from training.compute import device_description
+
+    other = os.environ.get("RADIOLOGY_TRAINING_BACKEND")
+    if other:
+        return f"the {other} backend (RADIOLOGY_TRAINING_BACKEND); each run and estimate names its device"
+    return device_description()

@@ -2,6 +2,7 @@
 
     KERAS_BACKEND=jax python bench/bench_train.py --packed .device/cxr3-pack.npz       # on a GPU machine
     python bench/bench_train.py --synthetic 96 --batch-size 16 --epochs 2               # a CPU smoke run
+    python bench/bench_train.py --cpu --images 240                                      # the CPU mode, below
 
 * real: images on disk -> decode cache -> the trainer's loader -> ``fit`` with augmentation, the code
   ``python -m training`` runs, with the augmentation in the model and on the host;
@@ -11,12 +12,23 @@
 
 Every layer is trainable (training from scratch). ``--accuracy-epochs N`` also trains the real path N
 epochs in float32 and in mixed bfloat16 from the same seed and compares validation accuracy.
+
+``--cpu`` measures what a CPU user waits for, on a stratified subset of ``--data`` (copied into a
+temporary folder), side by side in one process:
+
+* the trainer's real path at 224 px with the last 6 VGG16 layers trainable (decode cache, loader, the
+  run's callbacks with their progress and checkpoint writes) against the same model in a bare ``fit``
+  on in-memory arrays, neither validating;
+* Keras' default compute (float32, XLA left off on a CPU) against the compute the trainer chooses by
+  timing, at 224 and at 64 px;
+* the estimate error of the clock: ``training.clock.estimate_run`` against a real 2-epoch run at 64 px.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -81,7 +93,13 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=8, help="loader threads of the real path")
     p.add_argument("--skip-notebook", action="store_true")
     p.add_argument("--accuracy-epochs", type=int, default=0)
+    p.add_argument("--cpu", action="store_true", help="the CPU mode: real path, compute choice, estimate error")
+    p.add_argument("--data", default=None, help="dataset for --cpu (default ../shared/data/cxr3)")
+    p.add_argument("--images", type=int, default=240, help="images of the subset for --cpu")
+    p.add_argument("--parts", default="real,compute,estimate", help="parts of --cpu to run, comma-separated")
     args = p.parse_args(argv)
+    if args.cpu:
+        return cpu_mode(args)
 
     import keras
 
@@ -211,6 +229,142 @@ def _accuracy(args, config, spec, x_train, y_train, x_val, y_val) -> None:
         accs[precision] = hist.history["val_accuracy"][-1]
         print(f"  {precision:<16} {accs[precision]:.4f}")
     print(f"  difference: {abs(accs['float32'] - accs['mixed_bfloat16']) * 100:.2f} points   (target <= 0.5)")
+
+
+def _subset(data: str, images: int, folder: Path) -> Path:
+    """Copies a stratified subset of ``images`` files of a class-folders dataset into ``folder``."""
+    from radiology.datasets import discover
+
+    ds = discover(data)
+    rng = np.random.default_rng(0)
+    per_class = images // len(ds.class_names)
+    for label in ds.class_names:
+        samples = [s for s in ds.samples() if s.label == label]
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for i in rng.permutation(len(samples))[:per_class]:
+            src = Path(samples[i].path)
+            shutil.copyfile(src, folder / label / src.name)  # discover skips symlinks
+    return folder
+
+
+def cpu_mode(args) -> None:
+    """The real path against a bare fit, default against chosen compute, and the clock's estimate error."""
+    from bench.common import CXR3
+    from training import compute
+    from training.config import TrainConfig
+    from training.trainer import (
+        RunMonitor,
+        new_run_dir,
+    )
+
+    print(f"machine: {machine()}; {compute.device_description()}")
+    print(f"load average at start: {open('/proc/loadavg').read().split()[:3]} (other processes share the cores)")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        root = _subset(args.data or str(CXR3), args.images, tmp / "data")
+        runs = tmp / "runs"
+
+        def config(**kw):
+            base = dict(data=str(root), weights="none", batch_size=32, runs_dir=str(runs), n_boot=100, workers=2)
+            return TrainConfig(**{**base, **kw})
+
+        parts = args.parts.split(",")
+        run_dir = new_run_dir(runs)
+        monitor = RunMonitor(run_dir, 2)
+        if "real" in parts:
+            _real_against_bare(config, run_dir, monitor)
+        if "compute" in parts:
+            _default_against_chosen(config, run_dir, monitor)
+        if "estimate" in parts:
+            _estimate_error(config, runs)
+    print(f"load average at end: {open('/proc/loadavg').read().split()[:3]}")
+
+
+def _real_against_bare(config, run_dir, monitor) -> None:
+    """The trainer's real path against a bare fit: 224 px, 6 trainable layers, 64 training images."""
+    import keras
+
+    from radiology.model import ModelMetadata
+    from radiology.preprocess import to_model_input
+    from training.trainer import FitContext, _make_callbacks, build_for_training, prepare_data, training_batches
+
+    cfg = config(image_size=224, trainable_layers=6, compute="float32")
+    data = prepare_data(cfg, run_dir, monitor)
+    keep = slice(0, 64)
+    x, y = data.x_train[keep], data.y_train[keep]
+    data = type(data)(**{**data.__dict__, "x_train": x, "y_train": y})
+    model = build_for_training(cfg, data.spec)
+    meta = ModelMetadata(tuple(data.class_names), data.spec)
+    ctx = FitContext(run_dir, meta, 2, 32, len(x), 0, "accuracy", 2)
+    cb = Throughput(len(x))
+    train = training_batches(cfg, data, host_augment=False)
+    model.fit(train, epochs=2, callbacks=[*_make_callbacks(monitor, ctx), cb], verbose=0)
+    real = cb.rate
+    print(f"224 px, 6 trainable, batch 32, {len(x)} images, float32, augmentation in the model")
+    print(f"  trainer's real path (loader, callbacks, checkpoints) {real:7.2f} img/s", flush=True)
+    model = build_for_training(cfg, data.spec)
+    cb = Throughput(len(x))
+
+    model.fit(to_model_input(x, data.spec), y, batch_size=32, epochs=2, callbacks=[cb], verbose=0)
+    print(f"  bare fit on in-memory float32 arrays                {cb.rate:7.2f} img/s")
+    print(f"  real / bare: {real / cb.rate:.2f}x   (target >= 0.9x)", flush=True)
+    keras.backend.clear_session()
+
+
+def _default_against_chosen(config, run_dir, monitor) -> None:
+    """Keras' default compute against the timed choice, at 224 and at 64 px."""
+    import keras
+
+    from training import compute
+    from training.trainer import build_for_training, prepare_data, training_batches
+
+    for size in (224, 64):
+        cfg = config(image_size=size, trainable_layers=6)
+        data = prepare_data(cfg, run_dir, monitor)
+
+        def make(c, cfg=cfg, data=data):
+            return build_for_training(cfg, data.spec, c), training_batches(cfg, data, host_augment=c.host_augment)
+
+        choice, _ = compute.choose_compute(
+            make, min(32, len(data.x_train)), mixed_requested=True, augment_where="model", augment_on="auto"
+        )
+        default = choice.images_per_s["float32"]
+        best = choice.images_per_s[choice.compute.label]
+        print(f"{size} px, 6 trainable, batch 32: " + choice.summary())
+        print(
+            f"  default float32 {default:.2f} img/s, chosen {choice.compute.label} {best:.2f} img/s: "
+            f"{best / default:.2f}x",
+            flush=True,
+        )
+        keras.backend.clear_session()
+
+
+def _estimate_error(config, runs) -> None:
+    """The clock's estimate against a real 2-epoch run at 64 px."""
+    from radiology.registry import read_history
+    from training import clock
+    from training.trainer import new_run_dir, run_training
+
+    cfg = config(image_size=64, trainable_layers=6, epochs=2)
+    estimate = clock.estimate_run(cfg)
+    run_dir = new_run_dir(runs)
+    start = time.perf_counter()
+    state = run_training(cfg, run_dir)
+    total = time.perf_counter() - start
+
+    history = read_history(run_dir / "history.csv")
+    predicted = estimate.epoch_seconds()
+    print(f"64 px, 6 trainable, batch 32, 2 epochs on {estimate.train_images} training images ({state}):")
+    print(f"  estimate: {clock.describe(estimate, 2)}".replace("**", ""))
+    for row in history:
+        err = (predicted - row["seconds"]) / row["seconds"]
+        actual = row["seconds"]
+        print(f"  epoch {row['epoch']}: predicted {predicted:.1f} s, actual {actual:.1f} s, error {err:+.0%}")
+    err = (estimate.total_seconds(2) - total) / total
+    print(
+        f"  run: predicted {estimate.total_seconds(2):.1f} s, actual {total:.1f} s (data from the cache), "
+        f"error {err:+.0%}   (target within 25%)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Training: validate a dataset, launch a background run, watch it live, cancel or promote it."""
+"""Training: validate a dataset, estimate and launch a background run, watch it live, cancel, resume or promote it."""
 
 import pandas as pd
 import streamlit as st
@@ -6,8 +6,9 @@ import streamlit as st
 import ui
 from radiology import charts, registry
 from radiology.errors import RadiologyError
-from training import launch
+from training import clock, launch
 from training.config import TrainConfig
+from training.trainer import resumable
 
 ui.page_header("Training")
 
@@ -29,18 +30,28 @@ if folder is not None:
 st.header("Launch")
 runs = registry.list_runs(ui.runs_dir(), include_bundled=True)
 finished = [r for r in runs if r.state == "succeeded" and r.has_model]
+st.caption(f"Trains with {ui.cached_device()}.")
 with st.form("launch"):
     c1, c2, c3, c4 = st.columns(4)
     epochs = c1.number_input("Epochs", 1, 500, 20)
     batch_size = c2.number_input("Batch size", 1, 1024, 64)
     lr = c3.number_input("Learning rate", 1e-7, 1e-1, 1e-4, format="%.1e")
     trainable = c4.number_input("Trainable VGG16 layers", 0, 18, 6, help="From the end; the notebook trains 6")
-    c1, c2 = st.columns(2)
-    starts = {"imagenet": "imagenet", "none": "none", **{f"run {r.id}": str(r.model_path) for r in finished}}
-    weights = c1.selectbox("Initial weights", list(starts), help="ImageNet needs the network once; a run fine-tunes it")
-    augment = c2.toggle("Augmentation (flip, ±15° rotation)", value=True)
-    submitted = st.form_submit_button("Launch training", type="primary", disabled=folder is None)
-if submitted and folder is not None:
+    c1, c2, c3 = st.columns(3)
+    starts = {"imagenet": "imagenet", "none": "none", **{f"run {r.id}": str(r.dir) for r in finished}}
+    weights = c1.selectbox(
+        "Initial weights", list(starts), help="ImageNet needs the network once; a run (of any image size) fine-tunes it"
+    )
+    image_size = c2.number_input("Image size (px)", 32, 1024, 224, step=32, help="A multiple of 32; the notebook: 224")
+    augment = c3.toggle("Augmentation (flip, ±15° rotation)", value=True)
+    mixed = c3.toggle("Allow bfloat16", value=False, help="Used only where the device has it and it times faster")
+    st.caption(clock.size_tradeoff(int(image_size)))
+    b1, b2 = st.columns(2)
+    estimate_clicked = b1.form_submit_button("Estimate duration", disabled=folder is None)
+    submitted = b2.form_submit_button("Launch training", type="primary", disabled=folder is None)
+
+config = None
+if folder is not None:
     try:
         config = TrainConfig(
             data=str(folder),
@@ -52,12 +63,43 @@ if submitted and folder is not None:
             seed=int(seed),
             fractions=fractions,
             augment=augment,
+            mixed_precision=mixed,
+            image_size=int(image_size),
             runs_dir=str(ui.runs_dir()),
         )
+    except ValueError as exc:
+        ui.show_error(exc)
+if config is not None and estimate_clicked:
+    try:
+        launch.estimate(config)
+    except RadiologyError as exc:
+        ui.show_error(exc)
+if config is not None and submitted:
+    try:
         started = launch.launch(config)
         st.success(f"Launched run {started.id}.")
-    except (RadiologyError, ValueError) as exc:
+    except RadiologyError as exc:
         ui.show_error(exc)
+
+
+@st.fragment(run_every=2.0)
+def estimate_panel(config: TrainConfig):
+    """The duration estimate of these settings on this machine: measured, being measured, or not yet."""
+    record = clock.read_estimate(config)
+    estimate = clock.estimate_from(record)
+    if estimate is not None:
+        st.info(clock.describe(estimate, config.epochs))
+        st.caption(f"How: {estimate.method()}. The run reuses this compute choice.")
+    elif record and record.get("state") == "running":
+        st.info(f"Estimating: {record.get('phase', 'starting')}… (a few real training steps; a few minutes at 224 px)")
+    elif record and record.get("state") == "failed":
+        st.error(f"The estimate failed: {record.get('error')}")
+    else:
+        st.caption("No estimate for these settings yet: **Estimate duration** times a few real training steps here.")
+
+
+if config is not None:
+    estimate_panel(config)
 
 
 @st.fragment(run_every=1.0)
@@ -81,20 +123,25 @@ def live_run():
     st.session_state["_live_run"] = run.id
     p = run.progress()
     st.subheader(f"Run {run.id}: {p.get('phase', run.state)}")
+    if p.get("device"):
+        st.caption(f"{p['device']}, computing in {p.get('compute', '…')}")
     overall, within = run.progress_fractions()
     batch, batches = p.get("batch", 0), p.get("batches", 0)
     if p.get("phase") == "caching":
         st.progress(within, text=f"Reading images: {batch} of {batches}")
     else:
-        st.progress(overall, text=f"Epoch {p.get('epoch', 0)} of {p.get('epochs', run.config.get('epochs', 1))}")
-        st.progress(within, text=f"Batch {batch} of {batches}")
+        left = f", about {clock.format_duration(p['run_left_s'])} left" if p.get("run_left_s") is not None else ""
+        st.progress(overall, text=f"Epoch {p.get('epoch', 0)} of {p.get('epochs', run.config.get('epochs', 1))}{left}")
+        rate = f", {p['images_per_s']:.1f} img/s" if p.get("images_per_s") else ""
+        epoch_left = f", {clock.format_duration(p['epoch_left_s'])} left" if p.get("epoch_left_s") is not None else ""
+        st.progress(within, text=f"Batch {batch} of {batches}{rate}{epoch_left}")
     history = run.history()
     if history:
         st.plotly_chart(charts.history_figure(history), key=f"live-{run.id}-{len(history)}")
     st.code(run.log_tail(15) or "(no log yet)", language=None)
     if st.button("Cancel run", key=f"cancel-{run.id}"):
         launch.cancel(run)
-        st.info("Cancel requested: the run stops after its current batch and keeps its best checkpoint.")
+        st.info("Cancel requested: the run stops after its current batch; **Resume** below continues it later.")
 
 
 st.header("Current run")
@@ -114,8 +161,8 @@ for r in runs:
     rows.append(
         {
             "run": r.id,
-            "status": r.state,
             "kind": r.kind,
+            "status": r.state,
             "active": active is not None and r.id == active.id,
             "started": (r.status.get("started") or "")[:19].replace("T", " "),
             "epochs": r.config.get("epochs"),
@@ -127,6 +174,19 @@ for r in runs:
         }
     )
 st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+stopped = [r for r in runs if r.id != registry.BUNDLED_ID and resumable(r.dir) is None]
+if stopped:
+    c1, c2 = st.columns([3, 1])
+    chosen = c1.selectbox(
+        "Run to resume", [r.id for r in stopped], help="Cancelled, failed or killed runs go on from their last epoch"
+    )
+    if c2.button("Resume"):
+        try:
+            launch.resume(registry.get_run(chosen, ui.runs_dir()))
+            st.success(f"Resumed run {chosen}.")
+        except (RadiologyError, KeyError) as exc:
+            ui.show_error(exc)
 
 promotable = [r.id for r in finished]
 if promotable:

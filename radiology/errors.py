@@ -23,3 +23,7 @@ class TrainingBusyError(RadiologyError):
 
 class EvaluationError(RadiologyError):
     """A dataset that cannot be evaluated with a model: an empty split, no readable image, unknown classes."""
+
+
+class ResumeError(RadiologyError):
+    """A run that cannot be resumed: still live, succeeded, or stopped before completing an epoch."""

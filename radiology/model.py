@@ -124,8 +124,9 @@ def build_model(
     Args:
         spec: preprocessing spec giving the input shape; the notebook's by default.
         num_classes: number of softmax outputs.
-        weights: ``"imagenet"``, ``None``/``"none"``, or a path to VGG16 weights or to a ``.keras``
-            model whose layers are copied by name.
+        weights: ``"imagenet"``, ``None``/``"none"``, or a path to VGG16 weights, to a ``.keras``
+            model or to a run folder holding ``model.keras``, whose layers are copied by name. No layer's
+            weights depend on the input size, so a model trained at another size starts this one.
         trainable_layers: how many of the VGG16 layers, counted from its end, stay trainable;
             the notebook keeps 6. A number at least the layer count trains every layer.
         augment: whether the flip and rotation layers are part of the model.
@@ -151,6 +152,8 @@ def build_model(
     copy_from = None
     if weights in (None, "none", "None"):
         weights = None
+    elif weights != "imagenet" and Path(weights).is_dir():
+        copy_from, weights = str(Path(weights) / "model.keras"), None
     elif weights != "imagenet" and str(weights).endswith(".keras"):
         copy_from, weights = weights, None
     base = _vgg16(x, weights)
@@ -229,6 +232,51 @@ def save_model(model, path: str | Path, metadata: ModelMetadata, *, weights_dtyp
     return path
 
 
+CHECKPOINT_STATE_ENTRY = "training_state.json"
+
+
+def save_checkpoint(model, path: str | Path, metadata: ModelMetadata, state: dict) -> Path:
+    """Saves a training checkpoint: the compiled model with its optimizer state, metadata and ``state``, atomically.
+
+    Unlike :func:`save_model`, the optimizer's slots are kept, so training can go on from here.
+
+    Args:
+        model: the compiled Keras model being trained.
+        path: the ``.keras`` file to write.
+        metadata: what travels with the weights.
+        state: JSON-ready training state (epoch, best score, schedule, history) stored in the same file.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        OSError: the file cannot be written; ``path`` is then left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as zf:
+            zf.writestr(METADATA_ENTRY, json.dumps(replace(metadata, created=created).to_dict(), indent=2))
+            zf.writestr(CHECKPOINT_STATE_ENTRY, json.dumps(state))
+    return path
+
+
+def read_checkpoint_state(path: str | Path) -> dict:
+    """The training state stored by :func:`save_checkpoint`.
+
+    Raises:
+        ModelLoadError: the file is missing or holds no training state.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return json.loads(zf.read(CHECKPOINT_STATE_ENTRY))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise ModelLoadError(f"no training checkpoint in {path}: {exc}") from exc
+
+
 def cast_model(model, dtype: str, *, keep_float32: tuple[str, ...] = ()):
     """An uncompiled copy of ``model`` whose layers compute in ``dtype``, with the same weights.
 
@@ -245,7 +293,10 @@ def cast_model(model, dtype: str, *, keep_float32: tuple[str, ...] = ()):
             config["dtype"] = "float32" if layer.name in keep_float32 else dtype
         return layer.__class__.from_config(config)
 
-    copy = keras.models.clone_model(model, clone_function=clone)
+    # clone an uncompiled view: clone_model compiles the copy like a compiled source, with optimizer slots
+    # that save_model would then write (three times the file) and inference never uses
+    view = keras.Model(model.inputs, model.outputs, name=model.name)
+    copy = keras.models.clone_model(view, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
 

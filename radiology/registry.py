@@ -88,17 +88,19 @@ def pid_alive(pid, start: int | None = None) -> bool:
         return True
 
 
-def update_status(run_dir: str | Path, state: str | None = None, **fields) -> dict:
+def update_status(run_dir: str | Path, state: str | None = None, *, new_attempt: bool = False, **fields) -> dict:
     """Updates a run's ``status.json`` atomically, keeping the fields written before.
 
     The read, the change and the write happen under a lock on the run folder, so the launcher and
     the training process never undo each other's writes. The state only moves forwards (queued,
     running, then a final state): a write that would move it back, or change a final state,
-    changes nothing.
+    changes nothing. The one exception is a resumed run: ``new_attempt`` moves a run that is not live
+    back to ``queued`` for another attempt, clearing its end time and error.
 
     Args:
         run_dir: the run folder.
         state: the new state, or None to add ``fields`` without changing it.
+        new_attempt: start another attempt of a run that is no longer live (``state`` must be ``queued``).
         **fields: fields to set, such as ``pid``, ``started`` or ``error``.
 
     Returns:
@@ -115,7 +117,11 @@ def update_status(run_dir: str | Path, state: str | None = None, **fields) -> di
         fcntl.flock(fd, fcntl.LOCK_EX)
         status = read_json(run_dir / "status.json", {}) or {}
         current = status.get("state")
-        if state is not None and current in STATE_RANK:
+        if new_attempt:
+            if state != "queued" or current in LIVE_STATES:
+                return status
+            status.update(ended=None, error=None, attempt=int(status.get("attempt", 1)) + 1)
+        elif state is not None and current in STATE_RANK:
             if STATE_RANK[state] < STATE_RANK[current] or (STATE_RANK[current] == 2 and state != current):
                 return status
         status.update(fields, updated=now())

@@ -33,7 +33,13 @@ def tiny_run(tmp_path_factory):
     data = make_dataset(base / "data", per_class=8)
     (data / "covid" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     config = TrainConfig(
-        data=str(data), epochs=1, batch_size=8, weights="none", runs_dir=str(base / "runs"), n_boot=100
+        data=str(data),
+        epochs=1,
+        batch_size=8,
+        weights="none",
+        runs_dir=str(base / "runs"),
+        n_boot=100,
+        compute="float32",  # the timed choice is tested on its own; the fixture stays quick
     )
     run_dir = new_run_dir(config.runs_dir)
     state = run_training(config, run_dir)

@@ -113,6 +113,39 @@ def test_training_page_validates_the_dataset(app_env):
     assert any("No exact or near-duplicate" in s.value for s in at.success)
 
 
+def test_training_page_shows_the_estimate_and_offers_resume(app_env):
+    """With an estimate stored for the form's settings, the page shows the duration and how it was measured;
+    a cancelled run with a last checkpoint can be resumed; the image-size line names the Grad-CAM grid."""
+    import json
+
+    from training import clock
+    from training.config import TrainConfig
+
+    runs = app_env / "runs"
+    config = TrainConfig(data=str(app_env / "data" / "tiny"), runs_dir=str(runs))
+    device = "TensorFlow on CPU (2 cores)"
+    estimate = clock.Estimate(8, 2, 2, 4.0, 12.0, 1.0, 5.0, "compute: float32", device, 8, 2, "t")
+    path = clock.estimate_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"state": "done", "estimate": estimate.to_dict()}))
+    stopped = runs / "20260103-000000-cccc"
+    shutil.copytree(runs / "20260101-000000-aaaa", stopped)
+    (stopped / "status.json").write_text(json.dumps({"state": "cancelled", "pid": 1}))
+    (stopped / "last.keras").write_bytes(b"checkpoint")
+    try:
+        at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
+        assert not at.exception, at.exception
+        assert any("About **1 min 08 s** for 20 epochs" in i.value for i in at.info), [i.value for i in at.info]
+        assert any("How: timed 2 real training steps" in c.value for c in at.caption)
+        assert any("14×14 cells" in c.value for c in at.caption)
+        assert any("TensorFlow on CPU" in c.value for c in at.caption)
+        resume = next(s for s in at.selectbox if s.label == "Run to resume")
+        assert resume.options == ["20260103-000000-cccc"]
+    finally:
+        shutil.rmtree(stopped)
+        path.unlink()
+
+
 def test_evaluation_compares_runs(app_env):
     """The evaluation page shows accuracy with its CI and a comparison table of two runs."""
     at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()

@@ -214,7 +214,7 @@ def test_kill_minus_nine_loses_nothing(fault_env, phase):
     code = (
         "import os, signal, sys\n" + KILL_AT[phase] + "\nfrom training.__main__ import main\n"
         f"sys.exit(main(['--data', {str(data)!r}, '--epochs', {epochs!r}, '--batch-size', '8', '--weights', 'none', "
-        f"'--runs-dir', {str(runs)!r}, '--cache-dir', {str(cache)!r}]))"
+        f"'--runs-dir', {str(runs)!r}, '--cache-dir', {str(cache)!r}, '--compute', 'float32']))"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400)
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
@@ -234,6 +234,36 @@ def test_kill_minus_nine_loses_nothing(fault_env, phase):
     lock.release()
     if phase == "caching":
         assert not cache.exists() or not [p for p in cache.iterdir() if not p.name.startswith(".tmp-")]
+
+
+def test_kill_minus_nine_mid_epoch_then_resume_loses_only_that_epoch(tmp_path):
+    """A run killed by SIGKILL in its second epoch resumes from the first epoch's checkpoint and reads as one
+    run: two history rows, the first unchanged, attempt 2, a test evaluation, no checkpoint left to resume."""
+    data = make_dataset(tmp_path / "data", per_class=8)
+    runs = tmp_path / "runs"
+    argv = ["--data", str(data), "--epochs", "2", "--batch-size", "8", "--weights", "none", "--image-size", "32"]
+    argv += ["--runs-dir", str(runs)]
+    code = "import os, signal, sys\n" + KILL_AT["mid-epoch"] + f"\nfrom training.__main__ import main\nmain({argv!r})"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+    (killed,) = registry.list_runs(runs, include_bundled=False)
+    assert killed.state == "failed" and len(killed.history()) == 1 and (killed.dir / "last.keras").is_file()
+    first_epoch = killed.history()[0]
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "training", "--resume", str(killed.dir)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    run = registry.load_run(killed.dir)
+    assert run.state == "succeeded" and run.status["attempt"] == 2 and run.status["resumed"] >= run.status["started"]
+    assert [r["epoch"] for r in run.history()] == [1, 2] and run.history()[0] == first_epoch
+    assert "resumed after epoch 1 of 2" in run.log_tail(200) and run.metrics is not None
+    assert not (run.dir / "last.keras").exists()  # nothing left to resume
 
 
 def test_full_disk_fails_cleanly(tmp_path, monkeypatch):

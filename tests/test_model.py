@@ -14,8 +14,11 @@ from radiology.model import (
     compile_model,
     load_model,
     predict_images,
+    read_checkpoint_state,
+    save_checkpoint,
     save_model,
 )
+from radiology.preprocess import PreprocessSpec
 from tests.factories import keras2_notebook_h5, xray
 
 
@@ -132,6 +135,54 @@ def test_weights_from_a_keras_model_are_copied(model, tmp_path):
     assert np.allclose(
         again.get_layer("block5_conv3").get_weights()[0], model.get_layer("block5_conv3").get_weights()[0]
     )
+
+
+def test_saved_model_of_a_compiled_model_has_no_optimizer_state(tmp_path):
+    """save_model writes the weights only, even for a compiled model that has trained (no Adam slots)."""
+    import zipfile
+
+    import h5py
+
+    small = build_model(spec=PreprocessSpec(height=32, width=32), weights="none", augment=False, seed=0)
+    compile_model(small)
+    small.train_on_batch(np.zeros((2, 32, 32, 3), np.float32), np.array([0, 1]))
+    path = save_model(small, tmp_path / "m.keras", ModelMetadata())
+    with zipfile.ZipFile(path) as zf, h5py.File(zf.open("model.weights.h5"), "r") as weights:
+        assert "optimizer" not in weights
+
+
+def test_checkpoint_keeps_optimizer_state_and_training_state(tmp_path):
+    """save_checkpoint keeps the Adam slots and step count, and the training state it was given."""
+    spec = PreprocessSpec(height=32, width=32)
+    x, y = np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32), np.array([0, 1, 2, 0])
+    first = build_model(spec=spec, weights="none", augment=False, seed=0)
+    compile_model(first)
+    first.train_on_batch(x, y)
+    first.train_on_batch(x, y)
+    path = save_checkpoint(first, tmp_path / "last.keras", ModelMetadata(preprocess=spec), {"epoch": 3, "best": 0.5})
+    again = build_model(spec=spec, weights="none", augment=False, seed=1)
+    compile_model(again)
+    again.optimizer.build(again.trainable_variables)
+    again.load_weights(path)
+    assert int(again.optimizer.iterations.numpy()) == 2
+    for a, b in zip(first.optimizer.variables, again.optimizer.variables):
+        assert np.array_equal(a.numpy(), b.numpy()), a.path
+    assert read_checkpoint_state(path) == {"epoch": 3, "best": 0.5}
+    assert load_model(path).metadata.preprocess == spec
+    with pytest.raises(ModelLoadError, match="no training checkpoint in"):
+        read_checkpoint_state(save_model(first, tmp_path / "m.keras", ModelMetadata()))
+
+
+def test_weights_from_a_run_folder_at_another_size(tmp_path):
+    """weights=RUN_DIR starts a 64 px model from a run's 32 px model.keras: every layer with weights is copied."""
+    small = build_model(spec=PreprocessSpec(height=32, width=32), weights="none", seed=0)
+    run = tmp_path / "run"
+    save_model(small, run / "model.keras", ModelMetadata(preprocess=PreprocessSpec(height=32, width=32)))
+    large = build_model(spec=PreprocessSpec(height=64, width=64), weights=str(run), seed=1)
+    assert large.input_shape == (None, 64, 64, 3)
+    for layer in small.layers:
+        for a, b in zip(layer.get_weights(), large.get_layer(layer.name).get_weights()):
+            assert np.array_equal(a, b), layer.name
 
 
 def test_mixed_precision_model_is_saved_in_float32(tmp_path):

@@ -43,6 +43,11 @@ def test_run_folder_is_complete(tiny_run):
     assert run.config["epochs"] == 1 and run.config["weights"] == "none"
     assert len(run.history()) == 1 and {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(run.history()[0])
     assert run.progress()["batch"] == run.progress()["batches"] > 0
+    progress = run.progress()
+    assert progress["device"].startswith("TensorFlow on CPU (") and progress["compute"] == "float32"
+    assert progress["images_per_s"] > 0 and progress["run_left_s"] == 0
+    assert "img/s" in run.log_tail(20) and "training on TensorFlow on CPU" in run.log_tail(20)
+    assert not (tiny_run / "last.keras").exists()  # a finished run has nothing to resume
     m = run.metrics
     assert m["n"] == len(run.predictions()) > 0 and 0 <= m["accuracy"] <= 1
     assert set(run.predictions()[0]) >= {"path", "label", "p_covid", "p_normal", "p_pneumonia"}
@@ -98,7 +103,13 @@ def test_launch_refuses_a_second_run_and_cancel_keeps_the_checkpoint(tmp_path):
     """A background run blocks a second launch (app or CLI); cancelling mid-training ends it as cancelled."""
     data = make_dataset(tmp_path / "data", per_class=16)
     config = TrainConfig(
-        data=str(data), epochs=30, batch_size=4, weights="none", runs_dir=str(tmp_path / "runs"), n_boot=10
+        data=str(data),
+        epochs=30,
+        batch_size=4,
+        weights="none",
+        runs_dir=str(tmp_path / "runs"),
+        n_boot=10,
+        compute="float32",
     )
     run = launch(config)
     try:
@@ -176,6 +187,8 @@ def test_cli_defaults_match_the_config():
         "workers",
         "class_weights",
         "mixed_precision",
+        "image_size",
+        "compute",
     ):
         assert getattr(args, name) == getattr(defaults, name), name
 
@@ -232,3 +245,66 @@ def test_cancel_never_signals_a_process_that_reused_the_pid(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+@pytest.mark.parametrize("size", [0, 100, 16, 250])
+def test_image_size_must_be_a_multiple_of_32(size):
+    """Image sizes that are not multiples of 32, or below 32, are refused naming the value."""
+    with pytest.raises(ValueError, match=f"image_size must be a multiple of 32 and at least 32, got {size}"):
+        TrainConfig(data="x", image_size=size)
+
+
+def test_image_size_travels_with_the_model_and_a_run_starts_a_larger_one(tmp_path):
+    """A 32 px run's model carries 32 px in its spec, predicts any image at that size, and starts a 64 px
+    run through --weights RUN_DIR (progressive resizing)."""
+    from radiology.model import load_model, predict_images
+
+    data = make_dataset(tmp_path / "data", per_class=6)
+    runs = tmp_path / "runs"
+    common = ["--data", str(data), "--epochs", "1", "--batch-size", "8", "--runs-dir", str(runs)]
+    common += ["--compute", "float32"]
+    first = _python("-m", "training", *common, "--weights", "none", "--image-size", "32")
+    assert first.returncode == 0, first.stderr
+    (small,) = [p for p in runs.iterdir() if not p.name.startswith(".")]
+    loaded = load_model(small / "model.keras")
+    assert loaded.metadata.preprocess.height == loaded.metadata.preprocess.width == 32
+    assert loaded.model.input_shape == (None, 32, 32, 3)
+    assert predict_images(loaded, [xray(size=(300, 200))]).shape == (1, 3)
+    second = _python("-m", "training", *common, "--weights", str(small), "--image-size", "64")
+    assert second.returncode == 0, second.stderr
+    (large,) = [p for p in runs.iterdir() if not p.name.startswith(".") and p != small]
+    assert load_model(large / "model.keras").model.input_shape == (None, 64, 64, 3)
+    assert load_run(large).config["weights"] == str(small)
+
+
+def test_resume_refuses_a_finished_run(tiny_run, capsys):
+    """--resume of a run that succeeded exits 1 and says why; so does the launcher."""
+    from radiology.errors import ResumeError
+    from training.__main__ import main
+    from training.launch import resume
+
+    assert main(["--resume", str(tiny_run)]) == 1
+    assert f"cannot resume: run {tiny_run.name} is succeeded" in capsys.readouterr().err
+    with pytest.raises(ResumeError, match="is succeeded"):
+        resume(load_run(tiny_run))
+
+
+def test_resume_respects_the_training_lock(tmp_path):
+    """Resuming a stopped run is refused while another process holds the one-training lock."""
+    from radiology.registry import TrainingLock
+    from training.launch import resume
+
+    runs = tmp_path / "runs"
+    stopped = runs / "20260101-000000-aaaa"
+    stopped.mkdir(parents=True)
+    TrainConfig(data="x", runs_dir=str(runs)).save(stopped / "config.json")
+    (stopped / "status.json").write_text(json.dumps({"state": "cancelled", "pid": 1}))
+    (stopped / "last.keras").write_bytes(b"checkpoint")
+    holder = TrainingLock(runs)
+    assert holder.acquire()
+    try:
+        with pytest.raises(TrainingBusyError, match="another training is running"):
+            resume(load_run(stopped))
+    finally:
+        holder.release()
+    assert load_run(stopped).status["state"] == "cancelled"  # the refusal touched nothing

@@ -1,4 +1,8 @@
-"""Command line: ``python -m training --data DIR [options]`` trains one run in the foreground."""
+"""Command line: ``python -m training --data DIR [options]`` trains one run in the foreground.
+
+``--resume RUN_DIR`` continues a cancelled, failed or killed run from its last completed epoch;
+``--estimate`` times the settings on this machine and prints how long the run would take.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
 
@@ -33,7 +41,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--workers", type=int, default=1, help="loader threads")
     p.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
-    p.add_argument("--mixed-precision", action="store_true", help="compute in bfloat16")
+    p.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="allow bfloat16 compute; used only where the device has it and it times faster",
+    )
+    p.add_argument("--image-size", type=int, default=224, help="input side in pixels, a multiple of 32 (notebook: 224)")
+    p.add_argument(
+        "--compute",
+        choices=["auto", "float32", "xla"],
+        default="auto",
+        help="auto: time float32 with and without XLA (and bf16 if allowed) at the start and keep the fastest",
+    )
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last completed epoch")
+    p.add_argument("--estimate", action="store_true", help="time these settings here and print the run's duration")
+    p.add_argument("--estimate-file", help=argparse.SUPPRESS)  # an estimate record prepared by training.launch
     p.add_argument(
         "--runs-dir", default="", help="where runs live (default: $RADIOLOGY_RUNS_DIR, else runs/ in the project)"
     )
@@ -41,9 +63,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--run-dir", help=argparse.SUPPRESS)  # a run folder prepared by training.launch
     p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # the lock handed over by training.launch
     args = p.parse_args(argv)
-    if not args.run_dir and not args.data:
+    if not (args.run_dir or args.resume or args.estimate_file) and not args.data:
         p.error("--data is required")
     return args
+
+
+def _config(args) -> TrainConfig:
+    from training.config import TrainConfig
+
+    return TrainConfig(
+        data=args.data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        trainable_layers=args.trainable_layers,
+        weights=args.weights,
+        seed=args.seed,
+        augment=args.augment,
+        augment_on=args.augment_on,
+        workers=args.workers,
+        class_weights=args.class_weights,
+        mixed_precision=args.mixed_precision,
+        image_size=args.image_size,
+        compute=args.compute,
+        runs_dir=args.runs_dir,
+        cache_dir=args.cache_dir,
+    )
 
 
 def main(argv=None) -> int:
@@ -52,43 +97,68 @@ def main(argv=None) -> int:
     from radiology.registry import TrainingLock
     from training.config import TrainConfig
     from training.launch import busy_message
-    from training.trainer import new_run_dir, run_training
+    from training.trainer import new_run_dir, resumable, run_training
 
-    if args.run_dir:
-        run_dir = Path(args.run_dir)
-        config = TrainConfig.load(run_dir / "config.json")
-    else:
-        try:
-            config = TrainConfig(
-                data=args.data,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                trainable_layers=args.trainable_layers,
-                weights=args.weights,
-                seed=args.seed,
-                augment=args.augment,
-                augment_on=args.augment_on,
-                workers=args.workers,
-                class_weights=args.class_weights,
-                mixed_precision=args.mixed_precision,
-                runs_dir=args.runs_dir,
-                cache_dir=args.cache_dir,
-            )
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT["failed"]
+    run_dir = Path(args.resume or args.run_dir) if (args.resume or args.run_dir) else None
+    try:
+        if args.estimate_file:
+            return _estimate(args, None)
+        if run_dir is not None:
+            config = TrainConfig.load(run_dir / "config.json")
+        else:
+            config = _config(args)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT["failed"]
     if args.lock_fd is None:
         lock = TrainingLock(config.runs_dir)
         if not lock.acquire():
             print(f"refused: {busy_message(Path(config.runs_dir))}", file=sys.stderr)
             return EXIT["busy"]
-        if not args.run_dir:
+        if args.estimate:
+            return _estimate(args, config)
+        if run_dir is None:
             run_dir = new_run_dir(config.runs_dir)
+    if args.resume:
+        why = resumable(run_dir)
+        if why:
+            print(f"error: cannot resume: {why}", file=sys.stderr)
+            return EXIT["failed"]
     print(f"run folder: {run_dir}", flush=True)
-    state = run_training(config, run_dir)
+    state = run_training(config, run_dir, resume=bool(args.resume))
     print(f"run {run_dir.name}: {state}", flush=True)
     return EXIT[state]
+
+
+def _estimate(args, config) -> int:
+    """Times the settings, prints the estimate, and records it where the Training page finds it."""
+    from radiology.errors import RadiologyError
+    from radiology.registry import now, read_json, write_json_atomic
+    from training.clock import describe, estimate_path, estimate_run
+    from training.config import TrainConfig
+
+    if args.estimate_file:
+        path = Path(args.estimate_file)
+        config = TrainConfig.from_dict(read_json(path, {})["config"])
+    else:
+        path = estimate_path(config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"state": "running", "pid": os.getpid(), "started": now(), "config": config.to_dict()}
+    write_json_atomic(path, record)
+
+    def say(phase):
+        print(f"{phase}…", flush=True)
+        write_json_atomic(path, {**record, "phase": phase})
+
+    try:
+        estimate = estimate_run(config, progress=say)
+    except (RadiologyError, ValueError, OSError) as exc:
+        write_json_atomic(path, {**record, "state": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT["failed"]
+    write_json_atomic(path, {**record, "state": "done", "ended": now(), "estimate": estimate.to_dict()})
+    print(f"{describe(estimate, config.epochs)}\nHow: {estimate.method()}".replace("**", ""), flush=True)
+    return EXIT["succeeded"]
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from radiology import settings
 from radiology.fsutil import write_json_atomic
+from radiology.preprocess import PreprocessSpec
+
+COMPUTE_CHOICES = ("auto", "float32", "xla")
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,12 @@ class TrainConfig:
         workers: loader threads feeding batches.
         fractions: train/val/test fractions when the dataset has class folders only.
         class_weights: weight the loss by inverse class frequency.
-        mixed_precision: compute in bfloat16 where the device supports it.
+        mixed_precision: allow bfloat16 compute; used only where the device supports it and a timing at the
+            start of the run shows it faster (see ``compute``).
+        image_size: input side in pixels, a multiple of 32 (notebook: 224); smaller trains faster and gives a
+            coarser Grad-CAM (block5_conv3 is image_size / 16 cells across).
+        compute: ``auto`` times float32 with and without XLA (and bfloat16 when ``mixed_precision``) on the
+            real model and batch at the start of the run and keeps the fastest; ``float32`` or ``xla`` force one.
         lr_patience: epochs without val_loss improvement before ReduceLROnPlateau halves the rate.
         runs_dir: where run folders are created, stored resolved; when empty, the one runs folder of
             :func:`radiology.settings.runs_dir`, whatever the working directory.
@@ -49,6 +57,8 @@ class TrainConfig:
     fractions: tuple[float, float, float] = (0.7, 0.2, 0.1)
     class_weights: bool = False
     mixed_precision: bool = False
+    image_size: int = 224
+    compute: str = "auto"
     lr_patience: int = 2
     runs_dir: str = ""
     cache_dir: str = ""
@@ -67,6 +77,10 @@ class TrainConfig:
             raise ValueError(f"augment_on must be 'auto', 'model' or 'host', got {self.augment_on!r}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.image_size < 32 or self.image_size % 32:
+            raise ValueError(f"image_size must be a multiple of 32 and at least 32, got {self.image_size}")
+        if self.compute not in COMPUTE_CHOICES:
+            raise ValueError(f"compute must be one of {', '.join(COMPUTE_CHOICES)}, got {self.compute!r}")
         object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
         # absolute, so the launched process, which runs in the project folder, finds the same folders
         runs = Path(self.runs_dir).resolve() if self.runs_dir else settings.runs_dir()
@@ -84,6 +98,11 @@ class TrainConfig:
         import keras
 
         return "host" if keras.backend.backend() == "jax" else "model"
+
+    @property
+    def spec(self) -> PreprocessSpec:
+        """The preprocessing the model is trained with and carries: ``image_size`` square, RGB, 1/255."""
+        return PreprocessSpec(height=self.image_size, width=self.image_size)
 
     @property
     def resolved_cache_dir(self) -> Path:

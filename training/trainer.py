@@ -4,6 +4,11 @@ The run folder is the interface to the app: ``status.json`` and ``progress.json`
 atomically as the run goes, ``history.csv`` grows by one row per epoch, and ``log.txt`` holds the
 log. A cancel request (a ``cancel`` file in the run folder, or SIGTERM) stops training after the
 current batch and keeps the best checkpoint.
+
+Every completed epoch also writes ``last.keras``: the model with its optimizer state and, inside the
+same file, the epoch, best score, learning-rate schedule and history, so a cancelled, failed or killed
+run resumes from its last completed epoch (``run_training(..., resume=True)``). A run that succeeds
+deletes it.
 """
 
 from __future__ import annotations
@@ -27,14 +32,35 @@ from radiology.datasets import Dataset
 from radiology.errors import DatasetError
 from radiology.evaluation import bf16_agreement, evaluate_samples, write_evaluation
 from radiology.fsutil import atomic_write_text, write_json_atomic
-from radiology.model import ModelMetadata, build_model, compile_model, load_model, save_model
+from radiology.model import (
+    ModelMetadata,
+    build_model,
+    compile_model,
+    load_model,
+    read_checkpoint_state,
+    save_checkpoint,
+    save_model,
+)
 from radiology.ood import fit_and_store
 from radiology.preprocess import PreprocessSpec, to_model_input
-from radiology.registry import now, process_start, update_status
+from radiology.registry import now, process_start, read_json, update_status
 from radiology.splits import check_splits
+from training.clock import RunClock, format_duration, speed_settings
+from training.compute import (
+    Compute,
+    ComputeChoice,
+    choice_key,
+    choose_compute,
+    device_description,
+    forced_compute,
+    load_choice,
+    store_choice,
+)
 from training.config import TrainConfig
 
 CANCEL_FILE = "cancel"
+LAST_CHECKPOINT = "last.keras"
+LOG_EVERY_S = 60.0  # a progress line in the log at most this often within an epoch
 log = logging.getLogger("training")
 
 
@@ -82,66 +108,153 @@ class RunMonitor:
             write_json_atomic(self.run_dir / "progress.json", {**self.progress, "updated": now()})
 
 
-def _make_callbacks(
-    monitor: RunMonitor, run_dir: Path, metadata: ModelMetadata, batches: int, monitor_key: str, patience: int
-):
+@dataclass
+class FitContext:
+    """What the callbacks of one fit need to know about the run.
+
+    Attributes:
+        run_dir: the run folder.
+        metadata: what travels with the saved models.
+        batches: training batches per epoch.
+        batch_size: images per batch.
+        train_images: training images per epoch.
+        val_images: validation images per epoch.
+        monitor_key: the score the best checkpoint is chosen by.
+        patience: ReduceLROnPlateau patience.
+        resume: the state read from ``last.keras`` when resuming, else None.
+    """
+
+    run_dir: Path
+    metadata: ModelMetadata
+    batches: int
+    batch_size: int
+    train_images: int
+    val_images: int
+    monitor_key: str
+    patience: int
+    resume: dict | None = None
+
+
+def _make_callbacks(monitor: RunMonitor, ctx: FitContext):
     import keras
 
+    resume = ctx.resume or {}
+
+    class PlateauLR(keras.callbacks.ReduceLROnPlateau):
+        """ReduceLROnPlateau whose counters survive a resume."""
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            for name, value in resume.get("plateau", {}).items():
+                setattr(self, name, value)
+
+        def state(self) -> dict:
+            return {"wait": self.wait, "best": float(self.best), "cooldown_counter": self.cooldown_counter}
+
+    plateau = PlateauLR(
+        monitor="val_loss" if ctx.monitor_key.startswith("val_") else "loss",
+        factor=0.5,
+        patience=ctx.patience,
+        min_lr=1e-7,
+        verbose=0,
+    )
+    clock = RunClock(
+        epochs=monitor.epochs,
+        batches=ctx.batches,
+        batch_size=ctx.batch_size,
+        train_images=ctx.train_images,
+        val_images=ctx.val_images,
+    )
+
     class RunCallback(keras.callbacks.Callback):
-        """Writes progress per batch and history per epoch, keeps the best checkpoint, honours cancel."""
+        """Writes progress per batch and history per epoch, keeps the best and last checkpoints, honours cancel."""
 
         def __init__(self):
             super().__init__()
-            self.best = -math.inf
-            self.epoch_start = time.monotonic()
-            self.rows: list[dict] = []
+            self.best = resume.get("best", -math.inf)
+            self.rows: list[dict] = list(resume.get("history", []))
+            self.lr = None
+            self.train_seconds = None
+            self._last_log = time.monotonic()
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.epoch_start = time.monotonic()
-            monitor.update(force=True, phase="training", epoch=epoch + 1, batch=0, batches=batches)
+            clock.epoch_begin()
+            self.train_seconds = None
+            self.lr = float(np.asarray(self.model.optimizer.learning_rate))
+            monitor.update(force=True, phase="training", epoch=epoch + 1, batch=0, batches=ctx.batches)
 
         def on_train_batch_end(self, batch, logs=None):
-            monitor.update(batch=batch + 1)
+            clock.batch_end(batch)
+            fields = clock.fields(epoch=monitor.progress["epoch"])
+            monitor.update(batch=batch + 1, **fields)
+            if time.monotonic() - self._last_log >= LOG_EVERY_S:
+                self._last_log = time.monotonic()
+                log.info(
+                    "epoch %d/%d  batch %d/%d  %s img/s  epoch left %s  run left %s",
+                    monitor.progress["epoch"],
+                    monitor.epochs,
+                    batch + 1,
+                    ctx.batches,
+                    fields["images_per_s"],
+                    format_duration(fields["epoch_left_s"]),
+                    format_duration(fields["run_left_s"]),
+                )
             if monitor.check_cancel():
                 self.model.stop_training = True
 
+        def on_test_begin(self, logs=None):
+            self.train_seconds = clock.train_seconds()
+
         def on_epoch_end(self, epoch, logs=None):
+            if clock.done < ctx.batches:
+                log.info("epoch %d stopped after %d of %d batches: not counted", epoch + 1, clock.done, ctx.batches)
+                return
+            rate = clock.images_per_s()
+            clock.epoch_end(self.train_seconds)
             logs = dict(logs or {})
-            seconds = time.monotonic() - self.epoch_start
-            lr = self.model.optimizer.learning_rate
             row = {
                 "epoch": epoch + 1,
                 **{k: float(v) for k, v in logs.items() if k != "learning_rate"},
-                "lr": float(np.asarray(lr)),
-                "seconds": round(seconds, 2),
+                "lr": self.lr,
+                "seconds": round(clock.epoch_seconds, 2),
             }
             self.rows.append(row)
-            _write_history(run_dir / "history.csv", self.rows)
-            score = logs.get(monitor_key, -math.inf)
+            score = logs.get(ctx.monitor_key, -math.inf)
             improved = score > self.best
             if improved:
                 self.best = score
                 monitor.update(force=True, phase="checkpoint")
-                save_model(self.model, run_dir / "model.keras", metadata)
+                save_model(self.model, ctx.run_dir / "model.keras", ctx.metadata)
+            state = {
+                "epoch": epoch + 1,
+                "best": self.best,
+                "monitor": ctx.monitor_key,
+                "plateau": plateau.state(),
+                "history": self.rows,
+                "seed_states": [np.asarray(v).tolist() for v in _seed_variables(self.model)],
+            }
+            save_checkpoint(self.model, ctx.run_dir / LAST_CHECKPOINT, ctx.metadata, state)
+            _write_history(ctx.run_dir / "history.csv", self.rows)
+            left = (monitor.epochs - epoch - 1) * clock.epoch_seconds
+            monitor.update(force=True, images_per_s=round(rate, 2) if rate else None, epoch_left_s=0, run_left_s=left)
             log.info(
-                "epoch %d/%d  %s  %.1fs%s",
+                "epoch %d/%d  %s  %.1fs  %s img/s  run left %s%s",
                 epoch + 1,
                 monitor.epochs,
                 "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "learning_rate"),
-                seconds,
+                clock.epoch_seconds,
+                f"{rate:.1f}" if rate else "?",
+                format_duration(left),
                 "  (best, saved)" if improved else "",
             )
 
-    return [
-        RunCallback(),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss" if monitor_key.startswith("val_") else "loss",
-            factor=0.5,
-            patience=patience,
-            min_lr=1e-7,
-            verbose=0,
-        ),
-    ]
+    # the schedule first, so the checkpoint written at the end of an epoch holds its updated state
+    return [plateau, RunCallback()]
+
+
+def _seed_variables(model) -> list:
+    """The states of the model's random generators (dropout, augmentation), which ``.keras`` files leave out."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:
@@ -205,21 +318,70 @@ def split_arrays(dataset: Dataset, decoded, split: str, class_names) -> tuple[np
     return np.asarray(decoded.pixels[rows]), np.array([label for _, label in kept], dtype=np.int32)
 
 
-def build_for_training(config: TrainConfig, spec: PreprocessSpec):
-    """Seeds Keras, sets the precision policy, and builds and compiles the model as the config says."""
+def build_for_training(config: TrainConfig, spec: PreprocessSpec, compute: Compute | None = None):
+    """Seeds Keras, sets the precision policy, and builds and compiles the model as the config says.
+
+    Args:
+        config: the run's config.
+        spec: the preprocessing spec giving the input size.
+        compute: how to compute; by default float32 (mixed bfloat16 if the config asks) without forcing XLA.
+    """
     import keras
 
+    if compute is None:
+        compute = Compute("mixed_bfloat16" if config.mixed_precision else "float32", False)
     keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_dtype_policy("mixed_bfloat16" if config.mixed_precision else "float32")
+    keras.mixed_precision.set_dtype_policy(compute.precision)
     model = build_model(
         spec=spec,
         weights=config.weights,
         trainable_layers=config.trainable_layers,
-        augment=config.augment_where == "model",
+        augment=config.augment_where == "model" and not compute.host_augment,
         seed=config.seed,
     )
-    compile_model(model, learning_rate=config.lr)
+    compile_model(model, learning_rate=config.lr, jit_compile=compute.jit_compile)
     return model
+
+
+def training_batches(config: TrainConfig, data: TrainingData, *, host_augment: bool):
+    """The run's shuffled training batches, augmented in the loader when ``host_augment``."""
+    return batches(
+        data.x_train,
+        data.y_train,
+        data.spec,
+        config.batch_size,
+        seed=config.seed,
+        host_augment=host_augment,
+        workers=config.workers,
+    )
+
+
+def pick_compute(config: TrainConfig, data: TrainingData) -> tuple[ComputeChoice, object | None]:
+    """The compute of this run: forced by the config, cached for these settings, or timed now and cached.
+
+    Returns:
+        the choice, and when it was timed now, the winning model ready to train (as if freshly built
+        from the seed, with its step already traced); else None.
+    """
+    where = config.augment_where
+    if config.compute != "auto":
+        forced = forced_compute(config.compute, mixed_requested=config.mixed_precision, host_augment=where == "host")
+        return forced, None
+    batch_images = min(config.batch_size, len(data.x_train))
+    key = choice_key({**speed_settings(config), "batch_images": batch_images})
+    cached = load_choice(config.resolved_cache_dir, key)
+    if cached is not None:
+        return cached, None
+
+    def make(compute):
+        model = build_for_training(config, data.spec, compute)
+        return model, training_batches(config, data, host_augment=compute.host_augment)
+
+    choice, model = choose_compute(
+        make, batch_images, mixed_requested=config.mixed_precision, augment_where=where, augment_on=config.augment_on
+    )
+    store_choice(config.resolved_cache_dir, key, choice)
+    return choice, model
 
 
 def _setup_logging(run_dir: Path) -> logging.Handler:
@@ -232,30 +394,41 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def run_training(config: TrainConfig, run_dir: str | Path) -> str:
+def run_training(config: TrainConfig, run_dir: str | Path, *, resume: bool = False) -> str:
     """Runs one training end to end and returns its final state.
 
-    Writes the config, status, progress, history, log, best checkpoint, validation report and
-    test evaluation into ``run_dir``. Never raises for a failed run, whatever the error: its type
+    Writes the config, status, progress, history, log, best and last checkpoints, validation report
+    and test evaluation into ``run_dir``. Never raises for a failed run, whatever the error: its type
     and message go into ``status.json`` and its traceback into the log. Only an interrupt
     (``KeyboardInterrupt``, ``SystemExit``) is raised again, after it is recorded.
 
     Args:
         config: the run's frozen config.
         run_dir: the run folder, created beforehand.
+        resume: continue the run in ``run_dir`` from its last completed epoch (``last.keras``); the
+            status then reads ``running`` again with ``resumed`` set to the time and ``attempt`` counted up.
 
     Returns:
         ``succeeded``, ``failed`` or ``cancelled``.
     """
     run_dir = Path(run_dir)
-    config.save(run_dir / "config.json")
+    if not resume:
+        config.save(run_dir / "config.json")
     handler = _setup_logging(run_dir)
     monitor = RunMonitor(run_dir, config.epochs)
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(monitor, "cancel_requested", True))
     pid = os.getpid()
-    write_status(run_dir, "running", pid=pid, pid_start=process_start(pid), started=now(), error=None)
+    if resume:
+        (run_dir / CANCEL_FILE).unlink(missing_ok=True)
+        if (read_json(run_dir / "status.json", {}) or {}).get("state") not in ("queued", "running"):
+            # resumed from the command line: this process starts the new attempt itself (launch.resume has
+            # already queued it when the run was resumed from the app)
+            update_status(run_dir, "queued", new_attempt=True, queued=now(), resumed=now())
+        write_status(run_dir, "running", pid=pid, pid_start=process_start(pid), resumed=now())
+    else:
+        write_status(run_dir, "running", pid=pid, pid_start=process_start(pid), started=now(), error=None, attempt=1)
     try:
-        state = _train(config, run_dir, monitor)
+        state = _train(config, run_dir, monitor, resume=resume)
         write_status(run_dir, state, ended=now())
         monitor.update(force=True, phase=state)
         return state
@@ -276,6 +449,21 @@ def run_training(config: TrainConfig, run_dir: str | Path) -> str:
         signal.signal(signal.SIGTERM, previous)
         log.removeHandler(handler)
         handler.close()
+
+
+def resumable(run_dir: str | Path) -> str | None:
+    """Why the run in ``run_dir`` cannot be resumed, or None when it can.
+
+    A run can be resumed when it was cancelled, failed or killed after at least one completed epoch.
+    """
+    from radiology.registry import load_run
+
+    run = load_run(run_dir)
+    if run.state in ("queued", "running", "succeeded"):
+        return f"run {run.id} is {run.state}"
+    if not (run.dir / LAST_CHECKPOINT).is_file():
+        return f"run {run.id} has no {LAST_CHECKPOINT}: it stopped before completing an epoch"
+    return None
 
 
 @dataclass(frozen=True)
@@ -303,21 +491,31 @@ class TrainingData:
     y_val: np.ndarray
 
 
-def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> str:
-    log.info("run %s: %s; augmentation in the %s", run_dir.name, config.to_dict(), config.augment_where or "-")
-    data = _prepare_data(config, run_dir, monitor)
-    _fit(config, run_dir, monitor, data)
+def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor, *, resume: bool = False) -> str:
+    log.info(
+        "run %s%s: %s; augmentation in the %s",
+        run_dir.name,
+        " (resumed)" if resume else "",
+        config.to_dict(),
+        config.augment_where or "-",
+    )
+    device = device_description()
+    log.info("training on %s", device)
+    monitor.update(device=device)
+    data = prepare_data(config, run_dir, monitor)
+    _fit(config, run_dir, monitor, data, resume=resume)
     if monitor.check_cancel():
-        log.info("cancelled; the best checkpoint so far is kept")
+        log.info("cancelled; the best checkpoint so far is kept, and %s to resume from", LAST_CHECKPOINT)
         return "cancelled"
     best = _fit_gate(run_dir, monitor, data)
     _evaluate_test(config, run_dir, monitor, data, best)
+    (run_dir / LAST_CHECKPOINT).unlink(missing_ok=True)  # nothing left to resume; it is the largest file
     return "succeeded"
 
 
-def _prepare_data(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> TrainingData:
+def prepare_data(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> TrainingData:
     """Discovers, decodes and validates the dataset, writes ``validation.json``, and returns the arrays."""
-    spec = PreprocessSpec()
+    spec = config.spec
     monitor.update(force=True, phase="caching")
 
     def decode_progress(done, total):
@@ -358,9 +556,12 @@ def _prepare_data(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> Tr
     return TrainingData(dataset, decoded, spec, class_names, x_train, y_train, x_val, y_val)
 
 
-def _fit(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data: TrainingData) -> None:
-    """Builds and compiles the model and fits it; the callbacks keep the best checkpoint in ``model.keras``."""
-    model = build_for_training(config, data.spec)
+def _fit(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data: TrainingData, *, resume: bool = False) -> None:
+    """Picks the compute, builds and compiles the model and fits it, from the last checkpoint when resuming.
+
+    The callbacks keep the best checkpoint in ``model.keras`` and the last one in ``last.keras``.
+    """
+    state = read_checkpoint_state(run_dir / LAST_CHECKPOINT) if resume else None
     metadata = ModelMetadata(
         tuple(data.class_names),
         data.spec,
@@ -368,24 +569,58 @@ def _fit(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data: Training
         data_fingerprint=data.dataset.fingerprint(),
         name=run_dir.name,
     )
-    train = batches(
-        data.x_train,
-        data.y_train,
-        data.spec,
-        config.batch_size,
-        seed=config.seed,
-        host_augment=config.augment_where == "host",
-        workers=config.workers,
-    )
+    monitor.update(force=True, phase="timing compute")
+    choice, model = pick_compute(config, data)
+    log.info(choice.summary())
+    monitor.update(compute=choice.compute.label)
+    if model is None:
+        model = build_for_training(config, data.spec, choice.compute)
+    train = training_batches(config, data, host_augment=choice.compute.host_augment)
+    initial_epoch = 0
+    if state is not None:
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(run_dir / LAST_CHECKPOINT)  # weights, optimizer slots, step count, learning rate
+        for variable, value in zip(_seed_variables(model), state.get("seed_states", [])):
+            variable.assign(np.asarray(value, dtype=variable.dtype))  # dropout and augmentation go on as they were
+        initial_epoch = int(state["epoch"])
+        for _ in range(initial_epoch):
+            train.on_epoch_end()  # the shuffle order of the epochs already done
+        _write_history(run_dir / "history.csv", state["history"])
+        log.info(
+            "resumed after epoch %d of %d: best %s %.4f, learning rate %.2e",
+            initial_epoch,
+            config.epochs,
+            state["monitor"],
+            state["best"],
+            float(np.asarray(model.optimizer.learning_rate)),
+        )
+        if initial_epoch >= config.epochs:
+            return
     val = batches(data.x_val, data.y_val, data.spec, config.batch_size, seed=None) if len(data.x_val) else None
     monitor_key = "val_accuracy" if val is not None else "accuracy"
     class_weight = None
     if config.class_weights:
         counts = np.bincount(data.y_train, minlength=len(data.class_names))
         class_weight = {k: len(data.y_train) / (len(data.class_names) * c) for k, c in enumerate(counts) if c}
-    callbacks = _make_callbacks(monitor, run_dir, metadata, len(train), monitor_key, config.lr_patience)
+    ctx = FitContext(
+        run_dir,
+        metadata,
+        len(train),
+        config.batch_size,
+        len(data.x_train),
+        len(data.x_val),
+        monitor_key,
+        config.lr_patience,
+        state,
+    )
     model.fit(
-        train, validation_data=val, epochs=config.epochs, callbacks=callbacks, class_weight=class_weight, verbose=0
+        train,
+        validation_data=val,
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        callbacks=_make_callbacks(monitor, ctx),
+        class_weight=class_weight,
+        verbose=0,
     )
 
 
