@@ -270,8 +270,9 @@ def test_deep_links_show_the_app_navigation(fresh_server):
 
 
 def test_import_notebook_h5_promote_and_classify(page, server, notebook_h5, tmp_path):
-    """The notebook's Keras 2 best_model.h5, imported on the Training page with another class order and
-    promoted, serves Classify with its own labels; a file that is not a model is refused first."""
+    """The notebook's Keras 2 best_model.h5, imported on the Training page with another class order,
+    promoted and evaluated on a generated dataset, serves Classify with its own labels; a file that is not a
+    model is refused first."""
     from radiology.model import load_model, predict_images
 
     not_model = tmp_path / "notes.h5"
@@ -301,6 +302,15 @@ def test_import_notebook_h5_promote_and_classify(page, server, notebook_h5, tmp_
     _select(page, "Run to promote", run_id)
     page.get_by_role("button", name="Promote").click()
     page.get_by_text(f"{run_id} is now the active model").wait_for()
+
+    # evaluated on the generated dataset, the imported run shows metrics like a trained one
+    _open(page, server, "Evaluation", "Evaluate on a dataset")
+    page.get_by_text("carries no fingerprint of its training data").wait_for()
+    page.get_by_role("button", name="Evaluate", exact=True).click()
+    page.get_by_text("Last evaluation: test split of").wait_for(timeout=400_000)
+    assert (server["runs"] / run_id / "metrics.json").is_file()
+    assert page.get_by_test_id("stMetricValue").first.inner_text().endswith("%")
+    _shot(page, "import-evaluated")
 
     png = tmp_path / "chest.png"
     image = xray(7, size=(300, 280))
