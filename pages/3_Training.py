@@ -7,7 +7,7 @@ import ui
 from radiology import charts, registry
 from radiology.errors import RadiologyError
 from training import clock, launch
-from training.config import TrainConfig
+from training.config import COMPUTE_CHOICES, TrainConfig
 from training.trainer import resumable
 
 ui.page_header("Training")
@@ -45,6 +45,12 @@ with st.form("launch"):
     image_size = c2.number_input("Image size (px)", 32, 1024, 224, step=32, help="A multiple of 32; the notebook: 224")
     augment = c3.toggle("Augmentation (flip, ±15° rotation)", value=True)
     mixed = c3.toggle("Allow bfloat16", value=False, help="Used only where the device has it and it times faster")
+    compute = c1.selectbox(
+        "Compute",
+        COMPUTE_CHOICES,
+        help="auto times float32 with and without XLA at the start of the first run with these settings and keeps "
+        "the fastest (a few minutes at 224 px; the choice is then reused)",
+    )
     st.caption(clock.size_tradeoff(int(image_size)))
     b1, b2 = st.columns(2)
     estimate_clicked = b1.form_submit_button("Estimate duration", disabled=folder is None)
@@ -65,6 +71,7 @@ if folder is not None:
             augment=augment,
             mixed_precision=mixed,
             image_size=int(image_size),
+            compute=compute,
             runs_dir=str(ui.runs_dir()),
         )
     except ValueError as exc:

@@ -274,6 +274,7 @@ def cmd_export(args) -> int:
     else:
         out = export_savedmodel(run, args.out or f"{run.id}_savedmodel")
     print(f"exported run {run.id} as {args.format}: {out}")
+    return 0
 
 
 def _ood_line(summary: dict) -> str:

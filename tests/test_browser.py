@@ -189,6 +189,7 @@ def test_train_one_epoch_then_promote(page, server):
     epochs.fill("1")
     epochs.press("Tab")
     _select(page, "Initial weights", "none")
+    _select(page, "Compute", "float32")  # auto would first time XLA, minutes at 224 px on 2 cores
     page.get_by_role("button", name="Launch training").click()
     page.get_by_text("Launched run").wait_for()
     new = sorted({p.name for p in server["runs"].iterdir()} - before - {".cache", ".training.lock"})
