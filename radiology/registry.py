@@ -118,7 +118,7 @@ def update_status(run_dir: str | Path, state: str | None = None, *, new_attempt:
         status = read_json(run_dir / "status.json", {}) or {}
         current = status.get("state")
         if new_attempt:
-            if state != "queued" or current in LIVE_STATES:
+            if state != "queued" or (current in LIVE_STATES and pid_alive(status.get("pid"), status.get("pid_start"))):
                 return status
             status.update(ended=None, error=None, attempt=int(status.get("attempt", 1)) + 1)
         elif state is not None and current in STATE_RANK:

@@ -43,7 +43,7 @@ from radiology.model import (
 )
 from radiology.ood import fit_and_store
 from radiology.preprocess import PreprocessSpec, to_model_input
-from radiology.registry import now, process_start, read_json, update_status
+from radiology.registry import LIVE_STATES, load_run, now, process_start, update_status
 from radiology.splits import check_splits
 from training.clock import RunClock, format_duration, speed_settings
 from training.compute import (
@@ -420,7 +420,7 @@ def run_training(config: TrainConfig, run_dir: str | Path, *, resume: bool = Fal
     pid = os.getpid()
     if resume:
         (run_dir / CANCEL_FILE).unlink(missing_ok=True)
-        if (read_json(run_dir / "status.json", {}) or {}).get("state") not in ("queued", "running"):
+        if load_run(run_dir).state not in LIVE_STATES:
             # resumed from the command line: this process starts the new attempt itself (launch.resume has
             # already queued it when the run was resumed from the app)
             update_status(run_dir, "queued", new_attempt=True, queued=now(), resumed=now())
