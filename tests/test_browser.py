@@ -58,17 +58,24 @@ def server(tiny_run, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(server):
-    """A Chromium page (Playwright) with a generous default timeout for a 2-core machine."""
+def browser():
+    """Headless Chromium (Playwright), one per module: Playwright's sync API allows one instance at a time."""
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(120_000)
-        yield pg
-        browser.close()
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    """A Chromium page with a generous default timeout for a 2-core machine."""
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    pg.set_default_timeout(120_000)
+    yield pg
+    pg.close()
 
 
 def _open(page, server, path, heading):
@@ -244,30 +251,25 @@ def _nav_labels(pg) -> list[str]:
     return [link.locator("span").last.inner_text() for link in pg.locator('[data-testid="stSidebarNavLink"]').all()]
 
 
-def test_deep_links_show_the_app_navigation(fresh_server):
+def test_deep_links_show_the_app_navigation(fresh_server, browser):
     """Each page's URL opened first, in a fresh browser context, shows the app's navigation and the page's title."""
-    from playwright.sync_api import sync_playwright
-
     expected = ["Home", "Classify", "Evaluation", "Training", "Dataset"]
     # Deep links first: the server starts in Streamlit's pages-directory mode until a script declares navigation.
     pages = [("Classify", "Classify"), ("Evaluation", "Evaluation"), ("Training", "Training"), ("Dataset", "Dataset")]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        for path, title in [*pages, ("home", "RadiologyAI"), ("", "RadiologyAI")]:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            pg = context.new_page()
-            pg.set_default_timeout(120_000)
-            pg.goto(f"{fresh_server}/{path}")
-            pg.get_by_role("heading", name=title).first.wait_for()
-            deadline = time.monotonic() + 30
-            while _nav_labels(pg) != expected and time.monotonic() < deadline:
-                time.sleep(0.5)
-            assert _nav_labels(pg) == expected, (path, _nav_labels(pg))
-            pg.get_by_role("heading", name=title).first.wait_for()
-            if path == "Classify":
-                _shot(pg, "deep-link-classify")
-            context.close()
-        browser.close()
+    for path, title in [*pages, ("home", "RadiologyAI"), ("", "RadiologyAI")]:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        pg = context.new_page()
+        pg.set_default_timeout(120_000)
+        pg.goto(f"{fresh_server}/{path}")
+        pg.get_by_role("heading", name=title).first.wait_for()
+        deadline = time.monotonic() + 30
+        while _nav_labels(pg) != expected and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _nav_labels(pg) == expected, (path, _nav_labels(pg))
+        pg.get_by_role("heading", name=title).first.wait_for()
+        if path == "Classify":
+            _shot(pg, "deep-link-classify")
+        context.close()
 
 
 def test_import_notebook_h5_promote_and_classify(page, server, notebook_h5, tmp_path):
