@@ -37,6 +37,18 @@ def busy_message(runs_dir: Path) -> str:
     return "another training is running (or a duration estimate, which takes a few minutes)"
 
 
+def _take_lock(runs_dir: Path) -> TrainingLock:
+    """The one-training lock of ``runs_dir``, taken without waiting.
+
+    Raises:
+        TrainingBusyError: a training, resume or estimate holds it.
+    """
+    lock = TrainingLock(runs_dir)
+    if not lock.acquire():
+        raise TrainingBusyError(busy_message(runs_dir))
+    return lock
+
+
 def _spawn(args: list[str], lock: TrainingLock, console: Path) -> subprocess.Popen:
     """Starts ``python -m training ARGS`` in its own session, handing it the lock."""
     for p in list(_children):
@@ -82,9 +94,7 @@ def launch(config: TrainConfig) -> Run:
         TrainingBusyError: another training holds the lock.
     """
     runs_dir = Path(config.runs_dir).resolve()
-    lock = TrainingLock(runs_dir)
-    if not lock.acquire():
-        raise TrainingBusyError(busy_message(runs_dir))
+    lock = _take_lock(runs_dir)
     try:
         run_dir = new_run_dir(runs_dir)
         config.save(run_dir / "config.json")
@@ -107,9 +117,7 @@ def resume(run: Run) -> Run:
     if why:
         raise ResumeError(f"cannot resume: {why}")
     runs_dir = run.dir.parent
-    lock = TrainingLock(runs_dir)
-    if not lock.acquire():
-        raise TrainingBusyError(busy_message(runs_dir))
+    lock = _take_lock(runs_dir)
     try:
         (run.dir / CANCEL_FILE).unlink(missing_ok=True)
         me = os.getpid()
@@ -133,9 +141,7 @@ def estimate(config: TrainConfig) -> dict:
         TrainingBusyError: a training or another estimate holds the lock.
     """
     runs_dir = Path(config.runs_dir).resolve()
-    lock = TrainingLock(runs_dir)
-    if not lock.acquire():
-        raise TrainingBusyError(busy_message(runs_dir))
+    lock = _take_lock(runs_dir)
     try:
         path = estimate_path(config)
         path.parent.mkdir(parents=True, exist_ok=True)
