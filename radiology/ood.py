@@ -1,14 +1,20 @@
 """Is this a chest X-ray? An out-of-distribution gate in front of every prediction.
 
-Two layers, both cheap:
+Three layers, all cheap:
 
 * input checks on the decoded image, before the model: colour, implausible size or aspect ratio,
-  a nearly constant or mostly blank image, pure noise;
+  a nearly constant or mostly blank image, pure noise, a smooth gradient;
 * a feature check that rides on the prediction's own forward pass: the penultimate features (after
   GlobalMaxPooling2D) are modelled at training time by class-conditional Gaussians with one shared
   covariance, and an image is scored by its Mahalanobis distance to the nearest class mean
-  (Lee et al., NeurIPS 2018, without input preprocessing). The threshold is the 99th percentile of
-  the validation split's distances, so 99% of real validation X-rays pass.
+  (Lee et al., NeurIPS 2018, without input preprocessing);
+* a pixel check on a 16x16 thumbnail of the model input, fitted on the same training images: a
+  Gaussian of the thumbnails (a film's layout) and a logistic regression that tells upright films
+  from the same films rotated or upside down (the model is trained with flips and small rotations,
+  so its features barely notice an upside-down film).
+
+Each score is divided by its threshold (above 1 is out of distribution), and the thresholds are set
+together on the validation split so that 99% of real validation X-rays pass all of them.
 
 The statistics travel inside the model file (``ModelMetadata.ood``). A model without them still
 gets the input checks and says :data:`UNAVAILABLE`.
@@ -22,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from radiology.errors import ModelLoadError
 from radiology.model import LoadedModel, save_model
@@ -36,6 +43,15 @@ MAX_COLOURFULNESS = 15.0  # Hasler-Süsstrunk: below 15 is "not colourful"; a gr
 MIN_SPREAD = 6.0  # gray-level standard deviation of the model-size image; cxr3 at least 13
 MAX_BLANK = 0.55  # share of pixels within +-2 levels of the most common one (a page); cxr3: 99.9% below 0.44
 MAX_ROUGHNESS = 0.6  # mean neighbour difference over the spread: ~1 for white noise, cxr3 at most 0.33
+DETAIL_SIDE = 32
+MIN_DETAIL = 0.08  # mean |Laplacian| over the spread at 32x32: smooth gradients 0-0.03, cxr3 at least 0.11
+THUMB_SIDE = 16  # the pixel check's thumbnail
+ORIENTATION_FIT_MAX = 4000  # training images the orientation check is fitted on, at most
+REASONS = {
+    "features": "its features are unlike the training X-rays",
+    "layout": "its layout is unlike a chest film's",
+    "orientation": "it looks rotated or upside down",
+}
 FEATURE_LAYERS = ("GlobalMaxPooling2D", "GlobalAveragePooling2D", "Flatten")
 
 
@@ -81,6 +97,129 @@ def _decode(data: dict) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.dtype(data["dtype"])).reshape(data["shape"]).astype(np.float32)
 
 
+def thumbnails(small: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
+    """Box-filtered ``side`` x ``side`` thumbnails, each shifted and scaled to zero mean and unit spread.
+
+    Args:
+        small: uint8 array of shape (h, w) or (N, h, w).
+        side: the thumbnail's side.
+
+    Returns:
+        float32 array of shape (N, side * side).
+    """
+    images = np.asarray(small, dtype=np.uint8)
+    images = images[None] if images.ndim == 2 else images
+    if not len(images):
+        return np.zeros((0, side * side), np.float32)
+    t = np.stack([np.asarray(Image.fromarray(i).resize((side, side), Image.BOX), np.float32) for i in images])
+    t -= t.mean(axis=(1, 2), keepdims=True)
+    t /= np.maximum(t.std(axis=(1, 2), keepdims=True), 1.0)
+    return t.reshape(len(t), -1)
+
+
+def _wrong_way_views(t: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Upright views of square thumbnails (as is, mirrored) and wrong ones (upside down, rotated 90 either way)."""
+    mirrored = t[:, :, ::-1]
+    upright = [t, mirrored]
+    wrong = [v for u in upright for v in (u[:, ::-1], np.rot90(u, 1, (1, 2)), np.rot90(u, 3, (1, 2)))]
+    return upright, wrong
+
+
+@dataclass(frozen=True)
+class PixelStats:
+    """What the training films look like as 16x16 thumbnails, and which way up they are.
+
+    Attributes:
+        mean: float32 array of shape (D,), the mean thumbnail (D = side * side).
+        precision: float32 array of shape (D, D), the inverse of the (Ledoit-Wolf shrunk) covariance.
+        orientation_weights: float32 array of shape (D,), a logistic regression for "rotated or upside down".
+        orientation_bias: its intercept.
+        layout_threshold: the Mahalanobis distance above which a thumbnail is unlike a chest film.
+        orientation_threshold: the probability of "rotated or upside down" above which the image is flagged.
+        side: the thumbnail's side.
+    """
+
+    mean: np.ndarray
+    precision: np.ndarray
+    orientation_weights: np.ndarray
+    orientation_bias: float
+    layout_threshold: float = 1.0
+    orientation_threshold: float = 1.0
+    side: int = THUMB_SIDE
+
+    @classmethod
+    def fit(cls, pixels: np.ndarray, *, seed: int = 0) -> PixelStats:
+        """Fits both checks on upright training images (uint8, shape (N, h, w)); thresholds are left at 1."""
+        from sklearn.covariance import LedoitWolf
+        from sklearn.linear_model import LogisticRegression
+
+        t = thumbnails(pixels)
+        mean = t.mean(axis=0)
+        precision = np.linalg.pinv(LedoitWolf().fit(t).covariance_, hermitian=True)
+        if len(t) > ORIENTATION_FIT_MAX:
+            t = t[np.random.default_rng(seed).choice(len(t), ORIENTATION_FIT_MAX, replace=False)]
+        upright, wrong = _wrong_way_views(t.reshape(-1, THUMB_SIDE, THUMB_SIDE))
+        x = np.concatenate([v.reshape(len(v), -1) for v in upright + wrong])
+        y = np.repeat([0] * len(upright) + [1] * len(wrong), len(t))
+        lr = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced").fit(x, y)
+        return cls(
+            mean.astype(np.float32),
+            precision.astype(np.float32),
+            lr.coef_[0].astype(np.float32),
+            float(lr.intercept_[0]),
+        )
+
+    def raw(self, small: np.ndarray) -> dict[str, np.ndarray]:
+        """Unscaled scores of uint8 images (h, w) or (N, h, w): layout distance and orientation probability."""
+        t = thumbnails(small, self.side)
+        d = t - self.mean
+        layout = np.sqrt(np.maximum(np.einsum("nd,nd->n", d @ self.precision, d, dtype=np.float64), 0.0))
+        logit = np.clip(t.astype(np.float64) @ self.orientation_weights + self.orientation_bias, -50, 50)
+        return {"layout": layout, "orientation": 1.0 / (1.0 + np.exp(-logit))}
+
+    def scores(self, small: np.ndarray) -> dict[str, np.ndarray]:
+        """Both scores divided by their thresholds: above 1 is out of distribution."""
+        raw = self.raw(small)
+        return {
+            "layout": raw["layout"] / self.layout_threshold,
+            "orientation": raw["orientation"] / self.orientation_threshold,
+        }
+
+    def to_dict(self) -> dict:
+        """JSON-ready data; the arrays are base64 float32."""
+        return {
+            "side": self.side,
+            "mean": _encode(self.mean),
+            "precision": _encode(self.precision),
+            "orientation_weights": _encode(self.orientation_weights),
+            "orientation_bias": self.orientation_bias,
+            "layout_threshold": self.layout_threshold,
+            "orientation_threshold": self.orientation_threshold,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PixelStats:
+        """Builds the statistics from :meth:`to_dict` output.
+
+        Raises:
+            KeyError, TypeError or ValueError: the data is malformed.
+        """
+        stats = cls(
+            _decode(data["mean"]),
+            _decode(data["precision"]),
+            _decode(data["orientation_weights"]),
+            float(data["orientation_bias"]),
+            float(data["layout_threshold"]),
+            float(data["orientation_threshold"]),
+            int(data["side"]),
+        )
+        d = stats.side**2
+        shapes = (stats.mean.shape, stats.precision.shape, stats.orientation_weights.shape)
+        if shapes != ((d,), (d, d), (d,)) or not min(stats.layout_threshold, stats.orientation_threshold) > 0:
+            raise ValueError(f"inconsistent pixel statistics: side {stats.side}, shapes {shapes}")
+        return stats
+
+
 @dataclass(frozen=True)
 class FeatureStats:
     """Class-conditional Gaussians with a shared covariance over one layer's features, and a threshold.
@@ -94,6 +233,7 @@ class FeatureStats:
         threshold_split: ``val``, or ``train`` when there was no validation split.
         n_fit: images the Gaussians were fitted on.
         n_threshold: images the threshold was set on.
+        pixels: the thumbnail checks fitted on the same images, or None (models fitted before they existed).
     """
 
     layer: str
@@ -104,6 +244,7 @@ class FeatureStats:
     threshold_split: str = "val"
     n_fit: int = 0
     n_threshold: int = 0
+    pixels: PixelStats | None = None
 
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Mahalanobis distance to the nearest class mean.
@@ -127,6 +268,18 @@ class FeatureStats:
         """Distances divided by the threshold, float64 array of shape (N,): above 1 is out of distribution."""
         return self.distances(features) / self.threshold
 
+    def all_scores(self, features: np.ndarray, small: np.ndarray) -> dict[str, np.ndarray]:
+        """Every check's score, ``{"features": ..., "layout": ..., "orientation": ...}``, each of shape (N,).
+
+        Args:
+            features: float array of shape (N, D).
+            small: uint8 array of shape (N, h, w), the same images at the model's input size.
+        """
+        scores = {"features": self.scores(features)}
+        if self.pixels is not None:
+            scores.update(self.pixels.scores(small))
+        return scores
+
     def to_dict(self) -> dict:
         """JSON-ready data for ``ModelMetadata.ood``; the arrays are base64 float32."""
         return {
@@ -139,6 +292,7 @@ class FeatureStats:
             "threshold_split": self.threshold_split,
             "n_fit": int(self.n_fit),
             "n_threshold": int(self.n_threshold),
+            **({"pixels": self.pixels.to_dict()} if self.pixels is not None else {}),
         }
 
     @classmethod
@@ -161,6 +315,7 @@ class FeatureStats:
                 threshold_split=str(data.get("threshold_split", "val")),
                 n_fit=int(data.get("n_fit", 0)),
                 n_threshold=int(data.get("n_threshold", 0)),
+                pixels=PixelStats.from_dict(data["pixels"]) if data.get("pixels") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"malformed out-of-distribution statistics in the model's metadata: {exc}") from exc
@@ -189,8 +344,15 @@ def fit_stats(
     *,
     layer: str,
     percentile: float = PERCENTILE,
+    train_pixels: np.ndarray | None = None,
+    threshold_pixels: np.ndarray | None = None,
 ) -> FeatureStats:
     """Fits class means and a shared covariance on training features, and the threshold on held-out ones.
+
+    With ``train_pixels`` the thumbnail checks are fitted too, and all thresholds are set together: each
+    check's score is first scaled by its own ``percentile``-th percentile, then all by the same factor,
+    the ``percentile``-th percentile of the largest scaled score, so that ``percentile`` % of the
+    held-out images pass every check.
 
     Args:
         train_features: float array of shape (N, D).
@@ -199,6 +361,9 @@ def fit_stats(
             the threshold on the training features instead (tighter: they were fitted on).
         layer: the layer the features come from.
         percentile: share of threshold images that should pass, in percent.
+        train_pixels: uint8 array of shape (N, h, w), the training images at the model's input size; None
+            to fit the feature check alone.
+        threshold_pixels: uint8 array of shape (M, h, w), the images of ``threshold_features``.
 
     Returns:
         the statistics.
@@ -221,16 +386,25 @@ def fit_stats(
     covariance = LedoitWolf(assume_centered=True).fit(centred).covariance_
     precision = np.linalg.pinv(covariance, hermitian=True)
     held_out = threshold_features is not None and len(threshold_features) > 0
-    stats = FeatureStats(layer, means.astype(np.float32), precision.astype(np.float32), 1.0)
+    pixels = PixelStats.fit(train_pixels) if train_pixels is not None else None
+    stats = FeatureStats(layer, means.astype(np.float32), precision.astype(np.float32), 1.0, pixels=pixels)
     reference = np.asarray(threshold_features if held_out else f, dtype=np.float32)
-    threshold = float(np.percentile(stats.distances(reference), percentile))
+    raw = {"features": stats.distances(reference)}
+    if pixels is not None:
+        raw.update(pixels.raw(threshold_pixels if held_out else train_pixels))
+    own = {k: max(float(np.percentile(v, percentile)), 1e-6) for k, v in raw.items()}
+    common = float(np.percentile(np.max([v / own[k] for k, v in raw.items()], axis=0), percentile))
+    limit = {k: v * common for k, v in own.items()}
+    if pixels is not None:
+        pixels = replace(pixels, layout_threshold=limit["layout"], orientation_threshold=limit["orientation"])
     return replace(
         stats,
-        threshold=max(threshold, 1e-6),
+        threshold=limit["features"],
         percentile=float(percentile),
         threshold_split="val" if held_out else "train",
         n_fit=len(f),
         n_threshold=len(reference),
+        pixels=pixels,
     )
 
 
@@ -325,6 +499,9 @@ def input_reason(shape: tuple[int, int], small: np.ndarray, *, colourfulness: fl
         return f"looks like noise: neighbouring pixels differ by {roughness:.2f}x the spread"
     if spread < MIN_SPREAD:
         return f"nearly constant: gray-level spread {spread:.1f} of 255"
+    detail = _detail(small)
+    if detail < MIN_DETAIL:
+        return f"too smooth, like a gradient: fine detail {detail:.2f}, chest films have at least {MIN_DETAIL:g}"
     counts = np.bincount(np.asarray(small, dtype=np.uint8).ravel(), minlength=256)
     mode = int(counts.argmax())
     blank = counts[max(0, mode - 2) : mode + 3].sum() / small.size
@@ -333,14 +510,28 @@ def input_reason(shape: tuple[int, int], small: np.ndarray, *, colourfulness: fl
     return None
 
 
-def verdict(reason: str | None, score: float | None) -> OODResult:
-    """Combines the input check's reason and the feature score into one result."""
+def _detail(small: np.ndarray) -> float:
+    """Mean absolute Laplacian over the gray-level spread of a 32x32 thumbnail: ~0 for a smooth gradient."""
+    t = np.asarray(Image.fromarray(np.asarray(small, np.uint8)).resize((DETAIL_SIDE,) * 2, Image.BOX), np.float32)
+    laplacian = 4 * t[1:-1, 1:-1] - t[:-2, 1:-1] - t[2:, 1:-1] - t[1:-1, :-2] - t[1:-1, 2:]
+    return float(np.abs(laplacian).mean() / max(float(t.std()), 1e-3))
+
+
+def verdict(reason: str | None, scores: dict[str, float] | None) -> OODResult:
+    """Combines the input check's reason and the checks' scores (see :meth:`FeatureStats.all_scores`).
+
+    The result's score is the largest of them; the reason names the check it came from.
+    """
+    score = None
+    if scores:
+        check = max(scores, key=scores.get)
+        score = float(scores[check])
     if reason is not None:
         return OODResult(True, score, reason)
     if score is None:
         return OODResult(False, None, UNAVAILABLE)
     if score > 1:
-        return OODResult(True, score, "its features are unlike the training X-rays")
+        return OODResult(True, score, REASONS[check])
     return OODResult(False, score, "")
 
 
@@ -361,10 +552,11 @@ def assess(
         stats: the model's statistics, or None.
         colourfulness: of the decoded colour image; None when unknown.
     """
-    score = None
+    scores = None
     if stats is not None and features is not None:
-        score = float(stats.scores(np.asarray(features).reshape(1, -1))[0])
-    return verdict(input_reason(gray.shape, small, colourfulness=colourfulness), score)
+        both = stats.all_scores(np.asarray(features).reshape(1, -1), small[None])
+        scores = {k: float(v[0]) for k, v in both.items()}
+    return verdict(input_reason(gray.shape, small, colourfulness=colourfulness), scores)
 
 
 def predict_checked(
@@ -396,10 +588,10 @@ def gate_decoded(loaded: LoadedModel, pixels: np.ndarray, sizes: np.ndarray, fea
         features: float array of shape (N, D) from the same forward pass as the predictions.
     """
     stats = load_stats(loaded.metadata)
-    scores = stats.scores(features) if stats is not None else [None] * len(pixels)
+    scores = stats.all_scores(features, pixels) if stats is not None else {}
     return [
-        verdict(input_reason(tuple(size), small), None if s is None else float(s))
-        for small, size, s in zip(pixels, sizes, scores)
+        verdict(input_reason(tuple(size), small), {k: float(v[i]) for k, v in scores.items()})
+        for i, (small, size) in enumerate(zip(pixels, sizes))
     ]
 
 
@@ -408,7 +600,7 @@ def summary(results: list[OODResult]) -> dict:
     flagged = [r for r in results if r.flag]
     reasons: dict[str, int] = {}
     for r in flagged:
-        key = "features" if r.reason.startswith("its features") else r.reason.split(":")[0]
+        key = next((k for k, v in REASONS.items() if r.reason == v), r.reason.split(":")[0])
         reasons[key] = reasons.get(key, 0) + 1
     return {
         "available": bool(results) and all(r.available for r in results),
@@ -427,7 +619,7 @@ def fit_for_model(
     *,
     percentile: float = PERCENTILE,
 ) -> FeatureStats:
-    """Fits the gate's statistics on a model's training images and its threshold on the validation images.
+    """Fits the gate's statistics on a model's training images and its thresholds on the validation images.
 
     Args:
         loaded: the model.
@@ -440,8 +632,17 @@ def fit_for_model(
     if layer is None:
         raise ModelLoadError(f"model {loaded.path} has no global pooling layer for the out-of-distribution check")
     _, f_train = predict_with_features(loaded, x_train, layer=layer)
-    f_val = predict_with_features(loaded, x_val, layer=layer)[1] if x_val is not None and len(x_val) else None
-    return fit_stats(f_train, y_train, f_val, layer=layer, percentile=percentile)
+    has_val = x_val is not None and len(x_val) > 0
+    f_val = predict_with_features(loaded, x_val, layer=layer)[1] if has_val else None
+    return fit_stats(
+        f_train,
+        y_train,
+        f_val,
+        layer=layer,
+        percentile=percentile,
+        train_pixels=x_train,
+        threshold_pixels=x_val if has_val else None,
+    )
 
 
 def store_stats(loaded: LoadedModel, path: str | Path, stats: FeatureStats) -> LoadedModel:

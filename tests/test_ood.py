@@ -90,6 +90,52 @@ def test_fit_stats_passes_the_percentile_and_flags_far_features():
         ood.fit_stats(feats, labels, None, layer="pool", percentile=0)
 
 
+def _upright_film(seed: int) -> np.ndarray:
+    """A synthetic film with a top and a bottom: lungs of random size, a bright belly below the diaphragm, at 64 px."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:64, 0:64] / 63.0
+    img = np.full((64, 64), 170.0) + rng.normal(0, 8, (64, 64))
+    top, bottom = rng.uniform(0.12, 0.22), rng.uniform(0.62, 0.72)
+    for cx in (0.3 + rng.normal(0, 0.02), 0.7 + rng.normal(0, 0.02)):
+        lung = ((xx - cx) / 0.15) ** 2 + ((yy - (top + bottom) / 2) / ((bottom - top) / 2)) ** 2 < 1
+        img[lung & (yy < bottom)] = rng.uniform(60, 90)
+    img[yy > bottom + 0.05] += 50
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_pixel_checks_flag_rotated_and_upside_down_films():
+    """The thumbnail checks, fitted on upright films, pass 99% of held-out upright ones and flag turned ones."""
+    films = np.stack([_upright_film(i) for i in range(700)])
+    feats = np.random.default_rng(0).normal(size=(700, 8))
+    labels = np.arange(700) % 3
+    stats = ood.fit_stats(
+        feats[:500], labels[:500], feats[500:], layer="pool", train_pixels=films[:500], threshold_pixels=films[500:]
+    )
+    held_out = stats.all_scores(feats[500:], films[500:])
+    assert set(held_out) == {"features", "layout", "orientation"}
+    passing = np.max(list(held_out.values()), axis=0) <= 1
+    assert passing.mean() == pytest.approx(0.99, abs=0.006)  # the thresholds are set together
+    assert np.mean(held_out["features"] <= 1) > 0.99  # each check alone passes more
+    for turned in (films[500:, ::-1], np.rot90(films[500:], 1, (1, 2)), np.rot90(films[500:], 3, (1, 2))):
+        assert np.mean(stats.pixels.scores(turned)["orientation"] > 1) > 0.95
+    mirrored = films[500:, :, ::-1]  # left-right mirrored films are upright: training flips them too
+    assert np.mean(stats.pixels.scores(mirrored)["orientation"] <= 1) > 0.9
+    big = np.kron(films[500, ::-1], np.ones((4, 4), np.uint8))  # as uploaded, 256 px
+    upside_down = ood.assess(big, films[500, ::-1], feats[500], stats)
+    assert upside_down.flag and upside_down.reason == "it looks rotated or upside down" and upside_down.score > 1
+    back = ood.FeatureStats.from_dict(json.loads(json.dumps(stats.to_dict())))
+    for k, v in back.all_scores(feats[500:], films[500:]).items():
+        assert np.allclose(v, held_out[k], rtol=1e-5)
+
+
+def test_a_smooth_gradient_is_flagged_by_the_input_check():
+    """A gradient has no fine detail, unlike any film; a synthetic film passes."""
+    yy, xx = np.mgrid[0:400, 0:400] / 399.0
+    for gradient in (xx, (xx + yy) / 2, np.hypot(xx - 0.5, yy - 0.5)):
+        assert _reason((gradient / gradient.max() * 255).astype(np.uint8)).startswith("too smooth, like a gradient")
+    assert _reason(xray(3, size=(400, 400))) is None
+
+
 def test_malformed_statistics_are_refused():
     """Statistics that are not what to_dict writes raise ModelLoadError naming the problem."""
     stats = ood.fit_stats(np.random.default_rng(0).normal(size=(50, 4)), np.arange(50) % 2, None, layer="pool")
@@ -101,12 +147,22 @@ def test_malformed_statistics_are_refused():
         ood.FeatureStats.from_dict({**data, "precision": data["means"]})
     with pytest.raises(ModelLoadError, match="malformed"):
         ood.FeatureStats.from_dict({k: v for k, v in data.items() if k != "threshold"})
+    films = np.stack([_upright_film(i) for i in range(50)])
+    with_pixels = ood.fit_stats(
+        stats.means[np.arange(50) % 2], np.arange(50) % 2, None, layer="pool", train_pixels=films
+    )
+    pixels = with_pixels.to_dict()["pixels"]
+    with pytest.raises(ModelLoadError, match="inconsistent pixel statistics"):
+        ood.FeatureStats.from_dict({**data, "pixels": {**pixels, "side": 8}})
+    with pytest.raises(ModelLoadError, match="malformed"):
+        ood.FeatureStats.from_dict({**data, "pixels": {k: v for k, v in pixels.items() if k != "mean"}})
 
 
 def test_training_stores_the_statistics_in_the_model_file(tiny_run, tiny_model):
     """A training run fits the gate on its train split, sets the threshold on val, and the file carries it."""
     stats = ood.load_stats(tiny_model.metadata)
     assert stats is not None and stats.layer == "global_max_pool" and stats.means.shape == (3, 512)
+    assert stats.pixels is not None and stats.pixels.mean.shape == (256,)
     assert stats.threshold_split == "val" and stats.n_threshold > 0 and stats.percentile == 99
     with zipfile.ZipFile(tiny_run / "model.keras") as zf:
         assert json.loads(zf.read("radiology.json"))["ood"]["method"] == "mahalanobis"
@@ -159,7 +215,9 @@ def test_gate_uses_the_prediction_features(tiny_model):
     probs, result = ood.predict_checked(tiny_model, gray, colourfulness=0.0, stats=stats)
     assert np.allclose(probs, predict_images(tiny_model, [gray])[0], atol=1e-5)
     _, feats = ood.predict_with_features(tiny_model, resize(gray, tiny_model.metadata.preprocess)[None])
-    assert result.score == pytest.approx(float(stats.scores(feats)[0]))
+    scores = stats.all_scores(feats, resize(gray, tiny_model.metadata.preprocess)[None])
+    assert scores["features"][0] == pytest.approx(float(stats.scores(feats)[0]))
+    assert result.score == pytest.approx(max(float(v[0]) for v in scores.values()))
     assert result.flag == (result.score > 1)
 
 

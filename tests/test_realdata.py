@@ -78,7 +78,7 @@ def _realdata_model():
 
 
 def _gate_files(loaded, stats, items):
-    """The gate's verdicts and the predictions for (name, bytes or path) items, in batches, as the CLI computes them."""
+    """The gate's verdicts, the predictions and each check's scores for (name, bytes or path) items, in batches."""
     import numpy as np
 
     from radiology import ood
@@ -91,7 +91,7 @@ def _gate_files(loaded, stats, items):
     results = [
         ood.assess(gray, s, f, stats, colourfulness=colour) for (gray, colour), s, f in zip(decoded, small, feats)
     ]
-    return results, probs
+    return results, probs, stats.all_scores(feats, small)
 
 
 @pytest.mark.timeout(3600)
@@ -132,29 +132,43 @@ def test_ood_gate_on_cxr3(cxr3, tmp_path):
         )
     stats = ood.load_stats(loaded.metadata)
     test = dataset.splits["test"]
-    real, probs = _gate_files(loaded, stats, [(s.path, s.path) for s in test])
+    real, probs, real_scores = _gate_files(loaded, stats, [(s.path, s.path) for s in test])
     accuracy = float(np.mean(probs.argmax(1) == np.array([names.index(s.label) for s in test])))
     from radiology.images import decode_image
 
     films = [(f"test{i}", decode_image(s.path)) for i, s in enumerate(test[::6])]
-    groups = {name: _gate_files(loaded, stats, items)[0] for name, items in corpus(films).items()}
-    pooled = [r for rs in groups.values() for r in rs]
-    auroc = roc_auc_score([0] * len(real) + [1] * len(pooled), [r.score for r in real] + [r.score for r in pooled])
+    gated = {name: _gate_files(loaded, stats, items) for name, items in corpus(films).items()}
+    pooled = [r for rs, _, _ in gated.values() for r in rs]
+    truth = [0] * len(real) + [1] * len(pooled)
+
+    def auroc(check):
+        return float(
+            roc_auc_score(truth, np.concatenate([real_scores[check], *[s[check] for _, _, s in gated.values()]]))
+        )
+
+    def rates(results, scores):
+        return {
+            "flagged": float(np.mean([r.flag for r in results])),
+            "by_input_checks": float(np.mean([r.flag and r.reason not in ood.REASONS.values() for r in results])),
+            **{f"by_{k}": float(np.mean(v > 1)) for k, v in scores.items()},
+        }
+
     report = {
         "model": str(source),
         "test_accuracy": accuracy,
-        "threshold": stats.threshold,
-        "test_passing": float(np.mean([not r.flag for r in real])),
-        "test_passing_features_only": float(np.mean([r.score <= 1 for r in real])),
-        "auroc_feature_score": float(auroc),
-        "groups": {
-            name: {
-                "n": len(rs),
-                "flagged": float(np.mean([r.flag for r in rs])),
-                "flagged_by_features": float(np.mean([r.score > 1 for r in rs])),
-            }
-            for name, rs in groups.items()
+        "thresholds": {
+            "features": stats.threshold,
+            **(
+                {"layout": stats.pixels.layout_threshold, "orientation": stats.pixels.orientation_threshold}
+                if stats.pixels
+                else {}
+            ),
         },
+        "test_passing": float(np.mean([not r.flag for r in real])),
+        "test": rates(real, real_scores),
+        "auroc_feature_score": auroc("features"),
+        "auroc_gate_score": float(roc_auc_score(truth, [r.score for r in real] + [r.score for r in pooled])),
+        "groups": {name: {"n": len(rs), **rates(rs, scores)} for name, (rs, _, scores) in gated.items()},
     }
     print(json.dumps(report, indent=2))
     from pathlib import Path
