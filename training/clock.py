@@ -2,7 +2,7 @@
 
 Before launch, :func:`estimate_run` times a few real training steps of the real model, batch size and
 loader on this machine (the same timing that picks the compute, see ``training.compute``), plus a
-validation batch and a checkpoint write, and scales them to the dataset and the epochs. During a run,
+few validation batches and a checkpoint write, and scales them to the dataset and the epochs. During a run,
 :class:`RunClock` turns batch times into images/s and the time left for the epoch and the run.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 ESTIMATES = "estimates"
 TIMED_STEPS = 2
+VALIDATION_STEPS = 4
 
 
 def format_duration(seconds: float | None) -> str:
@@ -162,8 +163,8 @@ class Estimate:
     def method(self) -> str:
         """How the estimate was measured, in words."""
         return (
-            f"timed {self.steps} real training steps of {self.batch_size} images after a warm-up step, one "
-            f"validation batch and one checkpoint write, on {self.device}, "
+            f"timed {self.steps} real training steps of {self.batch_size} images after a warm-up step, up to "
+            f"{VALIDATION_STEPS} validation batches and one checkpoint write, on {self.device}, "
             f"{self.measured[:16].replace('T', ' ')} UTC; {self.compute}"
         )
 
@@ -224,7 +225,7 @@ def estimate_run(config, *, progress=None) -> Estimate:
     """Times this config on this machine and returns its estimate; caches the compute choice as a run would.
 
     Decodes the dataset through the decode cache, picks the compute as the run will (timing it unless
-    cached), builds the real model and times training steps from the real loader, a validation batch and
+    cached), builds the real model and times training steps from the real loader, validation batches and
     the checkpoint writes.
 
     Args:
@@ -267,11 +268,13 @@ def estimate_run(config, *, progress=None) -> Estimate:
         say("timing validation")
         has_val = len(data.x_val) > 0
         x_val, y_val = (data.x_val, data.y_val) if has_val else (data.x_train, data.y_train)
+        # validation as fit runs it: evaluate over the loader (compiled by a first call), not a bare batch
         val = batches(x_val, y_val, data.spec, config.batch_size, seed=None)
-        model.test_on_batch(*val[0])
+        steps = min(VALIDATION_STEPS, len(val))
+        model.evaluate(val, steps=1, verbose=0)
         start = time.perf_counter()
-        model.test_on_batch(*val[0])
-        val_rate = min(config.batch_size, len(x_val)) / max(time.perf_counter() - start, 1e-6)
+        model.evaluate(val, steps=steps, verbose=0)
+        val_rate = min(steps * config.batch_size, len(x_val)) / max(time.perf_counter() - start, 1e-6)
         say("timing a checkpoint write")
         meta = ModelMetadata(tuple(data.class_names), data.spec)
         start = time.perf_counter()
