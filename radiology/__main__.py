@@ -323,10 +323,13 @@ def cmd_fit_ood(args) -> int:
         raise RadiologyError(f"no readable training images in {args.data}")
     stats = ood.fit_for_model(loaded, x_train, y_train, x_val, percentile=args.percentile)
     loaded = ood.store_stats(loaded, target, stats)
+    pixels = stats.pixels
     print(
-        f"fitted on {stats.n_fit} training images ({stats.layer}, {stats.means.shape[1]} features); threshold "
-        f"{stats.threshold:.3f} = {stats.percentile:g}th percentile of "
-        f"{stats.n_threshold} {stats.threshold_split} images"
+        f"fitted on {stats.n_fit} training images ({stats.layer}, {stats.means.shape[1]} features; "
+        f"{pixels.side}x{pixels.side} thumbnails for layout and orientation); thresholds (features "
+        f"{stats.threshold:.3f}, layout {pixels.layout_threshold:.3f}, orientation {pixels.orientation_threshold:.3f}) "
+        f"are set so that {stats.percentile:g}% of the {stats.n_threshold} {stats.threshold_split} images pass every "
+        f"check (the {stats.percentile:g}th percentile of their largest score)"
     )
     print(f"stored in {target}")
     test = dataset.splits["test"]
