@@ -156,9 +156,13 @@ class Estimate:
         """Seconds of one epoch: training, validation and checkpoint writes."""
         return self.train_images / self.train_images_per_s + self.val_images / self.val_images_per_s + self.checkpoint_s
 
+    def after_seconds(self) -> float:
+        """Seconds after the last epoch: the gate's forward pass over the train and validation images, and the test."""
+        return (self.train_images + self.val_images + self.test_images) / self.val_images_per_s
+
     def total_seconds(self, epochs: int) -> float:
-        """Seconds of a run of ``epochs`` epochs, test evaluation included (the data read from the cache)."""
-        return self.setup_s + epochs * self.epoch_seconds() + self.test_images / self.val_images_per_s
+        """Seconds of a run of ``epochs`` epochs, gate fitting and test evaluation included (data from the cache)."""
+        return self.setup_s + epochs * self.epoch_seconds() + self.after_seconds()
 
     def method(self) -> str:
         """How the estimate was measured, in words."""
@@ -316,5 +320,6 @@ def describe(estimate: Estimate, epochs: int) -> str:
         f"About **{format_duration(estimate.total_seconds(epochs))}** for {epochs} epochs on this machine: "
         f"an epoch {format_duration(estimate.epoch_seconds())} ({estimate.train_images} training images at "
         f"{estimate.train_images_per_s:.1f} img/s, {estimate.val_images} validation images at "
-        f"{estimate.val_images_per_s:.1f} img/s, checkpoints {estimate.checkpoint_s:.1f} s)."
+        f"{estimate.val_images_per_s:.1f} img/s, checkpoints {estimate.checkpoint_s:.1f} s), then "
+        f"{format_duration(estimate.after_seconds())} to fit the out-of-distribution gate and evaluate the test split."
     )
