@@ -124,6 +124,7 @@ def _bench_gate(loaded, repeat: int) -> None:
     checks = median_time(lambda: ood.input_reason(gray.shape, small, colourfulness=colour), repeat=repeat)
     feats = np.random.default_rng(0).random((1, stats.means.shape[1])).astype(np.float32)
     score = median_time(lambda: stats.scores(feats), repeat=repeat)
+    pixels = median_time(lambda: stats.pixels.scores(small[None]), repeat=repeat)
     with_stats = Explainer(loaded)
     without = Explainer(LoadedModel(loaded.model, replace(loaded.metadata, ood=None), loaded.path))
     fused_plain, fused_gate = paired(
@@ -136,7 +137,10 @@ def _bench_gate(loaded, repeat: int) -> None:
     print(f"  decode + predict + gate      {gate * 1000:8.1f} ms   {gate / plain:.3f}x   (target <= 1.05x)")
     print(f"  predict (decoded image)      {bare * 1000:8.1f} ms   1.00x")
     print(f"  predict + gate               {bare_gate * 1000:8.1f} ms   {bare_gate / bare:.3f}x")
-    print(f"  input checks alone           {checks * 1000:8.2f} ms;  Mahalanobis score alone {score * 1000:.2f} ms")
+    print(
+        f"  input checks alone           {checks * 1000:8.2f} ms;  Mahalanobis score alone {score * 1000:.2f} ms; "
+        f"thumbnail checks alone {pixels * 1000:.2f} ms"
+    )
     print(f"  fused Grad-CAM, no stats     {fused_plain * 1000:8.1f} ms   1.00x")
     print(f"  fused Grad-CAM + gate        {fused_gate * 1000:8.1f} ms   {fused_gate / fused_plain:.3f}x")
 
