@@ -135,7 +135,7 @@ def test_training_page_shows_the_estimate_and_offers_resume(app_env):
     try:
         at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
         assert not at.exception, at.exception
-        assert any("About **1 min 08 s** for 20 epochs" in i.value for i in at.info), [i.value for i in at.info]
+        assert any("About **1 min 09 s** for 20 epochs" in i.value for i in at.info), [i.value for i in at.info]
         assert any("How: timed 2 real training steps" in c.value for c in at.caption)
         assert any("14×14 cells" in c.value for c in at.caption)
         assert any("TensorFlow on CPU" in c.value for c in at.caption)
