@@ -289,6 +289,28 @@ def test_resume_refuses_a_finished_run(tiny_run, capsys):
         resume(load_run(tiny_run))
 
 
+def test_resume_child_trusts_the_launcher(tmp_path, monkeypatch):
+    """The child that launch.resume starts (the page's Resume) trains the run it queued, instead of refusing it."""
+    import os
+
+    import training.trainer
+    from radiology.registry import process_start
+    from training.__main__ import main
+
+    stopped = tmp_path / "runs" / "20260101-000000-aaaa"
+    stopped.mkdir(parents=True)
+    TrainConfig(data="x", runs_dir=str(tmp_path / "runs")).save(stopped / "config.json")
+    (stopped / "last.keras").write_bytes(b"checkpoint")
+    me = os.getpid()  # as launch.resume leaves it: queued under the launcher's live pid
+    (stopped / "status.json").write_text(
+        json.dumps({"state": "queued", "pid": me, "pid_start": process_start(me), "attempt": 2})
+    )
+    calls = []
+    monkeypatch.setattr(training.trainer, "run_training", lambda c, d, resume: calls.append((d, resume)) or "succeeded")
+    assert main(["--resume", str(stopped), "--lock-fd", "99"]) == 0
+    assert calls == [(stopped, True)]
+
+
 def test_resume_respects_the_training_lock(tmp_path):
     """Resuming a stopped run is refused while another process holds the one-training lock."""
     from radiology.registry import TrainingLock

@@ -119,7 +119,7 @@ def main(argv=None) -> int:
             return _estimate(args, config)
         if run_dir is None:
             run_dir = new_run_dir(config.runs_dir)
-    if args.resume:
+    if args.resume and args.lock_fd is None:  # launch.resume checked it under the lock, then queued the run
         why = resumable(run_dir)
         if why:
             print(f"error: cannot resume: {why}", file=sys.stderr)
