@@ -182,7 +182,7 @@ for r in runs:
     )
 st.dataframe(pd.DataFrame(rows), hide_index=True)
 
-stopped = [r for r in runs if r.id != registry.BUNDLED_ID and resumable(r.dir) is None]
+stopped = [r for r in runs if r.id != registry.BUNDLED_ID and resumable(r) is None]
 if stopped:
     c1, c2 = st.columns([3, 1])
     chosen = c1.selectbox(

@@ -94,7 +94,7 @@ def _config(args) -> TrainConfig:
 def main(argv=None) -> int:
     """Runs the command; returns the exit status (0 succeeded, 1 failed, 2 busy, 3 cancelled)."""
     args = parse_args(argv)
-    from radiology.registry import TrainingLock
+    from radiology.registry import TrainingLock, load_run
     from training.config import TrainConfig
     from training.launch import busy_message
     from training.trainer import new_run_dir, resumable, run_training
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
         if run_dir is None:
             run_dir = new_run_dir(config.runs_dir)
     if args.resume and args.lock_fd is None:  # launch.resume checked it under the lock, then queued the run
-        why = resumable(run_dir)
+        why = resumable(load_run(run_dir))
         if why:
             print(f"error: cannot resume: {why}", file=sys.stderr)
             return EXIT["failed"]

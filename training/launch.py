@@ -113,7 +113,7 @@ def resume(run: Run) -> Run:
         ResumeError: the run is live, succeeded, or has no completed epoch.
         TrainingBusyError: another training holds the lock.
     """
-    why = resumable(run.dir)
+    why = resumable(run)
     if why:
         raise ResumeError(f"cannot resume: {why}")
     runs_dir = run.dir.parent

@@ -451,14 +451,11 @@ def run_training(config: TrainConfig, run_dir: str | Path, *, resume: bool = Fal
         handler.close()
 
 
-def resumable(run_dir: str | Path) -> str | None:
-    """Why the run in ``run_dir`` cannot be resumed, or None when it can.
+def resumable(run) -> str | None:
+    """Why ``run`` (a ``registry.Run``) cannot be resumed, or None when it can.
 
     A run can be resumed when it was cancelled, failed or killed after at least one completed epoch.
     """
-    from radiology.registry import load_run
-
-    run = load_run(run_dir)
     if run.state in ("queued", "running", "succeeded"):
         return f"run {run.id} is {run.state}"
     if not (run.dir / LAST_CHECKPOINT).is_file():
