@@ -54,16 +54,19 @@ def evaluate_samples(
     if unknown:
         raise EvaluationError(f"labels {sorted(unknown)} are not among the model's classes {names}")
     rows_at = [index[s.path] for s in kept]
+    pixels = decoded.pixels[rows_at]
+    stats = ood.load_stats(loaded.metadata)  # parsed once, not per chunk
+    layer = stats.layer if stats else ood.feature_layer(loaded.model)
     probs, features = [], []
     for start in range(0, len(kept), PROGRESS_CHUNK):
-        part = np.stack([decoded.pixels[i] for i in rows_at[start : start + PROGRESS_CHUNK]])
-        p, f = ood.predict_with_features(loaded, part)  # one pass gives both
+        part = pixels[start : start + PROGRESS_CHUNK]
+        p, f = ood.predict_with_features(loaded, part, layer=layer)  # one pass gives both
         probs.append(p)
         features.append(f)
         if progress is not None:
             progress(start + len(part), len(kept))
     probs, features = np.concatenate(probs), np.concatenate(features)
-    gate = ood.gate_decoded(loaded, np.stack([decoded.pixels[i] for i in rows_at]), decoded.sizes[rows_at], features)
+    gate = ood.gate_decoded(loaded, pixels, decoded.sizes[rows_at], features)
     labels = np.array([names.index(s.label) for s in kept])
     result = metrics.evaluate(labels, probs, names, n_boot=n_boot)
     result["skipped"] = len(samples) - len(kept)

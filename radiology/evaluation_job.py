@@ -18,13 +18,11 @@ from pathlib import Path
 
 from radiology import registry
 from radiology.errors import EvaluationError
-from radiology.registry import Run, now, pid_alive, process_start, read_json, write_json_atomic
+from radiology.registry import LIVE_STATES, STATE_RANK, Run, now, pid_alive, process_start, read_json, write_json_atomic
+from radiology.settings import PROJECT_ROOT
 
 STATUS_FILE = "evaluation_status.json"
 LOCK_FILE = ".evaluation.lock"
-LIVE_STATES = ("queued", "running")
-_RANK = {"queued": 0, "running": 1, "succeeded": 2, "failed": 2}
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _children: list[subprocess.Popen] = []  # kept so finished children are reaped, not left as zombies
 
 
@@ -52,7 +50,7 @@ def update_status(run_dir: str | Path, job: str, state: str | None = None, **fie
             current = {"job": job}
         elif current.get("job") != job:
             return current
-        if state is not None and _RANK[state] >= _RANK.get(current.get("state"), -1):
+        if state is not None and STATE_RANK[state] >= STATE_RANK.get(current.get("state"), -1):
             current["state"] = state
         current.update(fields, updated=now())
         write_json_atomic(run_dir / STATUS_FILE, current)

@@ -27,7 +27,7 @@ from radiology import CLASS_NAMES
 from radiology.errors import ModelLoadError
 from radiology.fsutil import atomic_write_bytes, write_json_atomic
 from radiology.model import METADATA_ENTRY, load_model, save_model
-from radiology.registry import Run, load_run, now
+from radiology.registry import Run, load_run, now, read_json
 from radiology.settings import runs_dir as default_runs_dir
 
 IMPORT_FILE = "import.json"
@@ -247,7 +247,4 @@ def _order_origin(info: ModelFileInfo, order: tuple[str, ...] | None) -> str:
 
 def import_record(run: Run) -> dict | None:
     """The import record (``import.json``) of an imported run, or None for a trained run."""
-    try:
-        return json.loads((run.dir / IMPORT_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    return read_json(run.dir / IMPORT_FILE)

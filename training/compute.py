@@ -19,6 +19,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from radiology.registry import now
+
 log = logging.getLogger("training")
 
 CHOICE_VERSION = 1
@@ -257,7 +259,7 @@ def choose_compute(
     mixed = [c for c in models if c.precision != "float32"]
     if mixed and best not in mixed:
         notes.append(f"mixed precision not used: slower here ({rates[mixed[0].label]:.1f} img/s)")
-    return ComputeChoice(best, rates, notes, measured=_now(), device=device_description()), models[best]
+    return ComputeChoice(best, rates, notes, measured=now(), device=device_description()), models[best]
 
 
 def forced_compute(name: str, *, mixed_requested: bool, host_augment: bool) -> ComputeChoice:
@@ -303,14 +305,8 @@ def load_choice(cache_dir: str | Path, key: str) -> ComputeChoice | None:
 
 def store_choice(cache_dir: str | Path, key: str, choice: ComputeChoice) -> None:
     """Caches a timed choice atomically."""
-    from radiology.registry import write_json_atomic
+    from radiology.fsutil import write_json_atomic
 
     folder = Path(cache_dir) / "compute"
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / f"{key}.json", {**choice.to_dict(), "cached": False})
-
-
-def _now() -> str:
-    from radiology.registry import now
-
-    return now()

@@ -78,11 +78,6 @@ def new_run_dir(runs_dir: str | Path) -> Path:
     return path
 
 
-def write_status(run_dir: Path, state: str, **fields) -> None:
-    """Updates ``status.json`` atomically, keeping fields written before; the state never moves backwards."""
-    update_status(run_dir, state, **fields)
-
-
 class RunMonitor:
     """Progress and cancellation of one run, shared by the data phase and the Keras callback."""
 
@@ -419,28 +414,28 @@ def run_training(config: TrainConfig, run_dir: str | Path, *, resume: bool = Fal
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(monitor, "cancel_requested", True))
     pid = os.getpid()
     if resume:
-        (run_dir / CANCEL_FILE).unlink(missing_ok=True)
         if load_run(run_dir).state not in LIVE_STATES:
             # resumed from the command line: this process starts the new attempt itself (launch.resume has
-            # already queued it when the run was resumed from the app)
+            # already queued it, and cleared the cancel file, when the run was resumed from the app)
+            (run_dir / CANCEL_FILE).unlink(missing_ok=True)
             update_status(run_dir, "queued", new_attempt=True, queued=now(), resumed=now())
-        write_status(run_dir, "running", pid=pid, pid_start=process_start(pid), resumed=now())
+        update_status(run_dir, "running", pid=pid, pid_start=process_start(pid), resumed=now())
     else:
-        write_status(run_dir, "running", pid=pid, pid_start=process_start(pid), started=now(), error=None, attempt=1)
+        update_status(run_dir, "running", pid=pid, pid_start=process_start(pid), started=now(), error=None, attempt=1)
     try:
         state = _train(config, run_dir, monitor, resume=resume)
-        write_status(run_dir, state, ended=now())
+        update_status(run_dir, state, ended=now())
         monitor.update(force=True, phase=state)
         return state
     except Cancelled:
-        write_status(run_dir, "cancelled", ended=now())
+        update_status(run_dir, "cancelled", ended=now())
         monitor.update(force=True, phase="cancelled")
         log.info("cancelled before training started")
         return "cancelled"
     except BaseException as exc:  # every failure is recorded; a status left at running would lie
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         log.error("run failed: %s\n%s", message, traceback.format_exc())
-        write_status(run_dir, "failed", ended=now(), error=message)
+        update_status(run_dir, "failed", ended=now(), error=message)
         monitor.update(force=True, phase="failed")
         if not isinstance(exc, Exception):
             raise
@@ -456,7 +451,7 @@ def resumable(run) -> str | None:
 
     A run can be resumed when it was cancelled, failed or killed after at least one completed epoch.
     """
-    if run.state in ("queued", "running", "succeeded"):
+    if run.state in (*LIVE_STATES, "succeeded"):
         return f"run {run.id} is {run.state}"
     if not (run.dir / LAST_CHECKPOINT).is_file():
         return f"run {run.id} has no {LAST_CHECKPOINT}: it stopped before completing an epoch"
