@@ -1,4 +1,4 @@
-"""Command line: ``python -m radiology predict|evaluate|fit-ood|import-model|export``."""
+"""Command line: ``python -m radiology predict|evaluate|fit-ood|calibrate|import-model|export``."""
 
 from __future__ import annotations
 
@@ -287,11 +287,13 @@ def _ood_line(summary: dict) -> str:
     return f"out-of-distribution: {share} flagged" + (f" ({reasons})" if reasons else "")
 
 
-def cmd_fit_ood(args) -> int:
-    """Fits the out-of-distribution gate of an existing model on its training data, and stores it in the model file."""
-    from radiology import ood
-    from radiology.evaluation import evaluate_samples, write_evaluation
-    from radiology.registry import read_json
+def _model_and_splits(args):
+    """Loads ``--model`` and splits ``--data`` as the model was trained.
+
+    Returns:
+        the loaded model, the ``.keras`` file to write it back to, the checked dataset, and a function
+        that gives a split's readable pixels (uint8 array of shape (N, H, W), or None) and class indices.
+    """
     from radiology.splits import check_splits, training_overlap, training_split
 
     path = Path(args.model)
@@ -299,7 +301,7 @@ def cmd_fit_ood(args) -> int:
     loaded = _load(args.model)
     target = model_path.with_suffix(".keras")
     if target != model_path:  # the notebook's best_model.h5: the fitted model becomes a .keras file beside it
-        print(f"{model_path.name} cannot carry metadata; writing the model with its statistics to {target}")
+        print(f"{model_path.name} cannot carry metadata; writing the model with its new metadata to {target}")
     meta = loaded.metadata
     seed, fractions = training_split(meta.train_config, seed=args.seed)
     checked = check_splits(
@@ -317,6 +319,16 @@ def cmd_fit_ood(args) -> int:
         pixels = np.stack([decoded.pixels[index[s.path]] for s in kept]) if kept else None
         return pixels, np.array([names.index(s.label) for s in kept], dtype=np.int32)
 
+    return loaded, target, checked, split
+
+
+def cmd_fit_ood(args) -> int:
+    """Fits the out-of-distribution gate of an existing model on its training data, and stores it in the model file."""
+    from radiology import ood
+    from radiology.evaluation import evaluate_samples, write_evaluation
+    from radiology.registry import read_json
+
+    loaded, target, checked, split = _model_and_splits(args)
     x_train, y_train = split("train")
     x_val, _ = split("val")
     if x_train is None:
@@ -332,16 +344,45 @@ def cmd_fit_ood(args) -> int:
         f"check (the {stats.percentile:g}th percentile of their largest score)"
     )
     print(f"stored in {target}")
-    test = dataset.splits["test"]
+    test = checked.dataset.splits["test"]
     if test:
-        result, rows = evaluate_samples(loaded, test, decoded, root=dataset.root, n_boot=100)
+        result, rows = evaluate_samples(loaded, test, checked.decoded, root=checked.dataset.root, n_boot=100)
         print(_ood_line(result["ood"]) + " on the test split")
-        metrics_path = model_path.parent / "metrics.json"
-        old = read_json(metrics_path, None) if path.is_dir() else None
+        metrics_path = target.parent / "metrics.json"
+        old = read_json(metrics_path, None) if Path(args.model).is_dir() else None
         if old is not None:
             # the run's own evaluation stays; only the gate's numbers and the prediction rows are new
-            write_evaluation(model_path.parent, {**old, "ood": result["ood"]}, rows)
+            write_evaluation(target.parent, {**old, "ood": result["ood"]}, rows)
             print(f"updated {metrics_path}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    """Fits a model's temperature on its validation split and stores it in the model file."""
+    from radiology import calibration
+    from radiology.model import predict_images, update_metadata
+
+    loaded, target, _, split = _model_and_splits(args)
+    x_val, y_val = split("val")
+    if x_val is None or len(np.unique(y_val)) < 2:
+        raise RadiologyError(f"the validation split of {args.data} needs readable images of two classes or more")
+    old = loaded.metadata.temperature
+    raw_val = predict_images(loaded, x_val, calibrated=False)
+    temperature = calibration.fit_temperature(raw_val, y_val)
+    loaded = update_metadata(loaded, target, temperature=temperature)
+    print(f"temperature {temperature:.4g} fitted on {len(y_val)} validation images (was {old or 'none, T = 1'})")
+    print(f"stored in {target}")
+    rows = [("val", calibration.report(raw_val, y_val, temperature))]
+    x_test, y_test = split("test")
+    if x_test is not None:
+        rows.append(("test", calibration.report(predict_images(loaded, x_test, calibrated=False), y_test, temperature)))
+    for name, r in rows:
+        print(
+            f"{name}: ECE {r['ece_before']:.4f} -> {r['ece_after']:.4f}, "
+            f"negative log-likelihood {r['nll_before']:.4f} -> {r['nll_after']:.4f}"
+        )
+    if args.json:
+        print(json.dumps({"temperature": temperature, **{name: r for name, r in rows}}))
     return 0
 
 
@@ -390,6 +431,13 @@ def main(argv=None) -> int:
     fo.add_argument("--percentile", type=float, default=99.0, help="share of validation images that pass, percent")
     fo.add_argument("--cache-dir", default="")
     fo.set_defaults(func=cmd_fit_ood)
+    ca = sub.add_parser("calibrate", help="fit a model's temperature on its validation split")
+    ca.add_argument("--model", required=True, help="run folder or .keras file; the temperature is written into it")
+    ca.add_argument("--data", required=True, help="the dataset the model was trained on")
+    ca.add_argument("--seed", type=int, default=None, help="split seed (default: the model's training seed)")
+    ca.add_argument("--cache-dir", default="")
+    ca.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    ca.set_defaults(func=cmd_calibrate)
     args = p.parse_args(argv)
     try:
         return args.func(args)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radiology import metrics, ood
+from radiology import calibration, metrics, ood
 from radiology.cache import DecodedImages
 from radiology.datasets import Sample
 from radiology.errors import EvaluationError
@@ -38,8 +38,9 @@ def evaluate_samples(
         progress: optional callable ``progress(done, total)`` as images are predicted.
 
     Returns:
-        the metrics dict (see ``metrics.evaluate``, plus ``by_source``, ``skipped`` and ``ood``, the
-        share flagged by the out-of-distribution gate) and one prediction row per image: path, label,
+        the metrics dict (see ``metrics.evaluate``, on the calibrated probabilities, plus ``temperature``,
+        the calibration before and after the model's temperature, ``by_source``, ``skipped`` and ``ood``,
+        the share flagged by the out-of-distribution gate) and one prediction row per image: path, label,
         predicted, source, a probability per class, ``in_distribution`` and ``ood_score``.
 
     Raises:
@@ -60,15 +61,17 @@ def evaluate_samples(
     probs, features = [], []
     for start in range(0, len(kept), PROGRESS_CHUNK):
         part = pixels[start : start + PROGRESS_CHUNK]
-        p, f = ood.predict_with_features(loaded, part, layer=layer)  # one pass gives both
+        p, f = ood.predict_with_features(loaded, part, layer=layer, calibrated=False)  # one pass gives both
         probs.append(p)
         features.append(f)
         if progress is not None:
             progress(start + len(part), len(kept))
-    probs, features = np.concatenate(probs), np.concatenate(features)
+    raw, features = np.concatenate(probs), np.concatenate(features)
+    probs = loaded.calibrated(raw)
     gate = ood.gate_decoded(loaded, pixels, decoded.sizes[rows_at], features)
     labels = np.array([names.index(s.label) for s in kept])
     result = metrics.evaluate(labels, probs, names, n_boot=n_boot)
+    result["temperature"] = calibration.report(raw, labels, loaded.metadata.temperature)
     result["skipped"] = len(samples) - len(kept)
     sources = [s.source or "unknown" for s in kept]
     result["by_source"] = metrics.accuracy_by_group(labels, probs, sources)

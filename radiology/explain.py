@@ -120,7 +120,11 @@ class Explainer:
         probs, label, cam, pooled = self._fused(x)
         features = pooled.numpy()[0] if pooled.shape[-1] else None
         return Explanation(
-            probs.numpy()[0], int(label.numpy()[0]), self._expand(cam.numpy()[0]), "Grad-CAM", features=features
+            self.loaded.calibrated(probs.numpy()[0]),
+            int(label.numpy()[0]),
+            self._expand(cam.numpy()[0]),
+            "Grad-CAM",
+            features=features,
         )
 
     def _expand(self, cam: np.ndarray) -> np.ndarray:
@@ -183,6 +187,7 @@ class Explainer:
                 probs, features = np.asarray(p)[0], np.asarray(f, dtype=np.float32).reshape(-1)
             else:
                 probs, features = np.asarray(self.loaded.model.predict_on_batch(x))[0], None
+            probs = self.loaded.calibrated(probs)
             label = int(np.argmax(probs))
             explanation = Explanation(probs, label, self.vis_cam(x, label, method), method, features=features)
         explanation.ood = ood.assess(gray, small, explanation.features, self.ood_stats, colourfulness=colourfulness)

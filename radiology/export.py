@@ -3,8 +3,9 @@
 The SavedModel path is TensorFlow-specific, like :mod:`radiology.explain`: its serving signature
 ``serving_default`` takes ``images``, a float32 batch of shape (N, H, W, C) already preprocessed as
 the model's metadata says (resized, grayscale replicated to RGB, times ``rescale``: 1/255 for the
-notebook), and returns ``probabilities`` of shape (N, classes). The class names in output order are
-in ``assets/class_names.txt``, one a line, and the whole metadata in ``assets/radiology.json``.
+notebook), and returns ``probabilities`` of shape (N, classes), calibrated with the model's temperature.
+The class names in output order are in ``assets/class_names.txt``, one a line, and the whole metadata in
+``assets/radiology.json``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from radiology.errors import ModelLoadError
 from radiology.fsutil import atomic_path
-from radiology.model import load_model
+from radiology.model import copy_weights, load_model
 from radiology.registry import Run
 
 SIGNATURE = "serving_default"
@@ -93,7 +94,7 @@ def export_savedmodel(run: Run, out: str | Path) -> Path:
         (extra / CLASS_NAMES_ASSET).write_text("".join(f"{n}\n" for n in meta.class_names))
         (extra / METADATA_ASSET).write_text(json.dumps(meta.to_dict(), indent=2))
         assets = [extra / CLASS_NAMES_ASSET, extra / METADATA_ASSET]
-        module = _serving_module(loaded.model, meta.preprocess.input_shape, assets)
+        module = _serving_module(_without_augmentation(loaded.model), meta.preprocess.input_shape, assets, temperature=meta.temperature)
         saved = staging / "model"
         tf.saved_model.save(module, str(saved), signatures={SIGNATURE: module.serve})
         os.rename(saved, out)
@@ -102,8 +103,31 @@ def export_savedmodel(run: Run, out: str | Path) -> Path:
     return out
 
 
-def _serving_module(model, input_shape: tuple[int, int, int], assets: list[Path]):
+def _without_augmentation(model):
+    """A copy of ``model`` whose augmentation layers, the identity at inference, are Identity layers.
+
+    A trained run's flip and rotation layers hold random-number state that a SavedModel signature cannot
+    capture; the copy computes the same probabilities without it.
+    """
+    import keras
+
+    if not any(layer.name.startswith("augment_") for layer in model.layers):
+        return model
+
+    def clone(layer):
+        if layer.name.startswith("augment_"):
+            return keras.layers.Identity(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(keras.Model(model.inputs, model.outputs, name=model.name), clone_function=clone)
+    copy_weights(model, copy)
+    return copy
+
+
+def _serving_module(model, input_shape: tuple[int, int, int], assets: list[Path], *, temperature: float | None):
     import tensorflow as tf
+
+    inverse = 1.0 / (temperature or 1.0)
 
     class Serving(tf.Module):
         """The model behind one signature; the assets are tracked so they are copied into ``assets/``."""
@@ -115,6 +139,9 @@ def _serving_module(model, input_shape: tuple[int, int, int], assets: list[Path]
 
         @tf.function(input_signature=[tf.TensorSpec((None, *input_shape), tf.float32, name="images")])
         def serve(self, images):
-            return {"probabilities": tf.cast(self.model(images, training=False), tf.float32)}
+            probs = tf.cast(self.model(images, training=False), tf.float32)
+            if inverse != 1.0:  # the temperature of radiology.calibration, inside the served graph
+                probs = tf.nn.softmax(tf.math.log(tf.maximum(probs, 1e-12)) * inverse)
+            return {"probabilities": probs}
 
     return Serving()

@@ -47,6 +47,8 @@ class ModelMetadata:
             they are always computed in float32 after loading.
         ood: the out-of-distribution gate's feature statistics (``radiology.ood.FeatureStats.to_dict``),
             or None for a model fitted before the gate existed.
+        temperature: the temperature fitted on the validation split (``radiology.calibration``), applied to
+            every probability the model gives; None when none was fitted, which means T = 1.
     """
 
     class_names: tuple[str, ...] = CLASS_NAMES
@@ -59,6 +61,7 @@ class ModelMetadata:
     assumed: bool = False
     weights_dtype: str = "float32"
     ood: dict | None = None
+    temperature: float | None = None
 
     def to_dict(self) -> dict:
         """Returns the metadata as JSON-ready data."""
@@ -81,6 +84,7 @@ class ModelMetadata:
             name=d.get("name", ""),
             weights_dtype=d.get("weights_dtype", "float32"),
             ood=d.get("ood"),
+            temperature=d.get("temperature"),
         )
 
 
@@ -92,6 +96,12 @@ class LoadedModel:
     metadata: ModelMetadata
     path: str
     warnings: list[str] = field(default_factory=list)
+
+    def calibrated(self, probs: np.ndarray) -> np.ndarray:
+        """The model's raw probabilities of shape (N, C) or (C,) with its temperature applied."""
+        from radiology.calibration import apply_temperature
+
+        return apply_temperature(probs, self.metadata.temperature)
 
 
 def _vgg16(x, weights):
@@ -230,6 +240,21 @@ def save_model(model, path: str | Path, metadata: ModelMetadata, *, weights_dtyp
         with zipfile.ZipFile(tmp, "a") as zf:
             zf.writestr(METADATA_ENTRY, json.dumps(metadata.to_dict(), indent=2))
     return path
+
+
+def update_metadata(loaded: LoadedModel, path: str | Path, **changes) -> LoadedModel:
+    """Re-saves a model file with some metadata fields changed; returns the model with the new metadata.
+
+    The weights are rewritten unchanged (in their stored precision); the file is replaced atomically.
+
+    Args:
+        loaded: the model as loaded.
+        path: the ``.keras`` file to write, usually ``loaded.path``.
+        **changes: metadata fields to set, such as ``ood`` or ``temperature``.
+    """
+    metadata = replace(loaded.metadata, **changes)
+    save_model(loaded.model, path, metadata, weights_dtype=loaded.metadata.weights_dtype)
+    return LoadedModel(loaded.model, metadata, str(path), list(loaded.warnings))
 
 
 CHECKPOINT_STATE_ENTRY = "training_state.json"
@@ -451,7 +476,7 @@ def _notebook_from_h5(path: Path):
     return model
 
 
-def predict_images(loaded: LoadedModel, images, *, batch_size: int = 32) -> np.ndarray:
+def predict_images(loaded: LoadedModel, images, *, batch_size: int = 32, calibrated: bool = True) -> np.ndarray:
     """Class probabilities for grayscale images: the one prediction function of the app, CLI and trainer.
 
     Args:
@@ -459,6 +484,7 @@ def predict_images(loaded: LoadedModel, images, *, batch_size: int = 32) -> np.n
         images: uint8 arrays of shape (H, W), any size (a list), or one uint8 array of shape (N, H, W);
             images already at the model's input size are used as they are.
         batch_size: images per forward pass.
+        calibrated: apply the model's temperature; False gives the softmax as trained.
 
     Returns:
         float32 array of shape (N, num_classes), columns in ``metadata.class_names`` order.
@@ -470,4 +496,7 @@ def predict_images(loaded: LoadedModel, images, *, batch_size: int = 32) -> np.n
     for start in range(0, len(images), batch_size):
         batch = np.stack([resize(img, spec) for img in images[start : start + batch_size]])
         out.append(np.asarray(loaded.model.predict_on_batch(to_model_input(batch, spec)), dtype=np.float32))
-    return np.concatenate(out) if out else np.zeros((0, len(loaded.metadata.class_names)), np.float32)
+    if not out:
+        return np.zeros((0, len(loaded.metadata.class_names)), np.float32)
+    probs = np.concatenate(out)
+    return loaded.calibrated(probs) if calibrated else probs

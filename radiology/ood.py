@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from radiology.errors import ModelLoadError
-from radiology.model import LoadedModel, save_model
+from radiology.model import LoadedModel, update_metadata
 from radiology.preprocess import resize, to_model_input
 
 UNAVAILABLE = "out-of-distribution check unavailable for this model"
@@ -433,7 +433,7 @@ def feature_model(model, layer: str):
 
 
 def predict_with_features(
-    loaded: LoadedModel, pixels: np.ndarray, *, layer: str | None = None, batch_size: int = 64
+    loaded: LoadedModel, pixels: np.ndarray, *, layer: str | None = None, batch_size: int = 64, calibrated: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and features of resized images, from one forward pass per batch.
 
@@ -442,6 +442,7 @@ def predict_with_features(
         pixels: uint8 array of shape (N, H, W) at the model's input size.
         layer: the feature layer; the stored statistics' layer, else the last global pooling layer.
         batch_size: images per forward pass.
+        calibrated: apply the model's temperature to the probabilities; False gives the softmax as trained.
 
     Returns:
         float32 arrays of shapes (N, C) and (N, D).
@@ -454,7 +455,7 @@ def predict_with_features(
     if layer is None:  # no pooled features to model: the input checks alone apply
         from radiology.model import predict_images
 
-        probs = predict_images(loaded, pixels, batch_size=batch_size)
+        probs = predict_images(loaded, pixels, batch_size=batch_size, calibrated=calibrated)
         return probs, np.zeros((len(probs), 0), np.float32)
     model = feature_model(loaded.model, layer)
     spec = loaded.metadata.preprocess
@@ -465,7 +466,8 @@ def predict_with_features(
         feats.append(np.asarray(f, dtype=np.float32).reshape(len(p), -1))
     if not probs:
         return np.zeros((0, len(loaded.metadata.class_names)), np.float32), np.zeros((0, 0), np.float32)
-    return np.concatenate(probs), np.concatenate(feats)
+    probs = np.concatenate(probs)
+    return (loaded.calibrated(probs) if calibrated else probs), np.concatenate(feats)
 
 
 def input_reason(shape: tuple[int, int], small: np.ndarray, *, colourfulness: float | None = None) -> str | None:
@@ -618,6 +620,7 @@ def fit_for_model(
     x_val: np.ndarray | None,
     *,
     percentile: float = PERCENTILE,
+    val_features: np.ndarray | None = None,
 ) -> FeatureStats:
     """Fits the gate's statistics on a model's training images and its thresholds on the validation images.
 
@@ -627,13 +630,16 @@ def fit_for_model(
         y_train: int array of shape (N,), class indices in the model's output order.
         x_val: uint8 array of shape (M, H, W), or None.
         percentile: share of validation images that should pass, in percent.
+        val_features: the features of ``x_val`` at :func:`feature_layer`, when the caller has them already.
     """
     layer = feature_layer(loaded.model)
     if layer is None:
         raise ModelLoadError(f"model {loaded.path} has no global pooling layer for the out-of-distribution check")
     _, f_train = predict_with_features(loaded, x_train, layer=layer)
     has_val = x_val is not None and len(x_val) > 0
-    f_val = predict_with_features(loaded, x_val, layer=layer)[1] if has_val else None
+    f_val = val_features
+    if f_val is None and has_val:
+        f_val = predict_with_features(loaded, x_val, layer=layer)[1]
     return fit_stats(
         f_train,
         y_train,
@@ -646,17 +652,5 @@ def fit_for_model(
 
 
 def store_stats(loaded: LoadedModel, path: str | Path, stats: FeatureStats) -> LoadedModel:
-    """Re-saves a model file with the statistics in its metadata; returns the model with the new metadata.
-
-    The weights are rewritten unchanged (in their stored precision); the file is replaced atomically.
-    """
-    metadata = replace(loaded.metadata, ood=stats.to_dict())
-    save_model(loaded.model, path, metadata, weights_dtype=loaded.metadata.weights_dtype)
-    return LoadedModel(loaded.model, metadata, str(path), list(loaded.warnings))
-
-
-def fit_and_store(
-    loaded: LoadedModel, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None, path: str | Path
-) -> LoadedModel:
-    """:func:`fit_for_model` then :func:`store_stats`: what the trainer calls after training."""
-    return store_stats(loaded, path, fit_for_model(loaded, x_train, y_train, x_val))
+    """Re-saves a model file with the statistics in its metadata; returns the model with the new metadata."""
+    return update_metadata(loaded, path, ood=stats.to_dict())

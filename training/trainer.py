@@ -27,12 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
+from radiology import ood
 from radiology.cache import DecodedImages
+from radiology.calibration import fit_temperature
 from radiology.datasets import Dataset
 from radiology.errors import DatasetError
 from radiology.evaluation import bf16_agreement, evaluate_samples, write_evaluation
 from radiology.fsutil import atomic_write_text, write_json_atomic
 from radiology.model import (
+    LoadedModel,
     ModelMetadata,
     build_model,
     compile_model,
@@ -40,8 +43,8 @@ from radiology.model import (
     read_checkpoint_state,
     save_checkpoint,
     save_model,
+    update_metadata,
 )
-from radiology.ood import fit_and_store
 from radiology.preprocess import PreprocessSpec, to_model_input
 from radiology.registry import LIVE_STATES, load_run, now, process_start, update_status
 from radiology.splits import check_splits
@@ -616,11 +619,26 @@ def _fit(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data: Training
     )
 
 
-def _fit_gate(run_dir: Path, monitor: RunMonitor, data: TrainingData):
-    """Fits the out-of-distribution gate (Gaussians on the train features, threshold on val) into the best model."""
-    monitor.update(force=True, phase="fitting the out-of-distribution gate")
+def _fit_gate(run_dir: Path, monitor: RunMonitor, data: TrainingData) -> LoadedModel:
+    """Fits the out-of-distribution gate and the temperature into the best model, from one pass over val.
+
+    The gate's Gaussians are fitted on the train features and its threshold on val; the temperature
+    (``radiology.calibration``) on the same val pass's probabilities.
+    """
+    monitor.update(force=True, phase="fitting the out-of-distribution gate and the temperature")
     path = run_dir / "model.keras"
-    return fit_and_store(load_model(path), data.x_train, data.y_train, data.x_val if len(data.x_val) else None, path)
+    loaded = load_model(path)
+    x_val = data.x_val if len(data.x_val) else None
+    temperature = val_features = None
+    if x_val is not None:
+        raw, val_features = ood.predict_with_features(
+            loaded, x_val, layer=ood.feature_layer(loaded.model), calibrated=False
+        )
+        if len(np.unique(data.y_val)) > 1:
+            temperature = fit_temperature(raw, data.y_val)
+            log.info("temperature %.3f fitted on %d validation images", temperature, len(x_val))
+    stats = ood.fit_for_model(loaded, data.x_train, data.y_train, x_val, val_features=val_features)
+    return update_metadata(loaded, path, ood=stats.to_dict(), temperature=temperature)
 
 
 def _evaluate_test(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data: TrainingData, best) -> None:
