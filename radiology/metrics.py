@@ -155,10 +155,30 @@ def evaluate(labels, probs, class_names=CLASS_NAMES, *, n_boot: int = 1000) -> d
     }
 
 
+def wilson_interval(successes: int, n: int, *, level: float = 0.95) -> list[float | None]:
+    """The Wilson score interval of a proportion, which holds for small counts where a bootstrap degenerates.
+
+    Returns:
+        ``[lo, hi]``, or ``[None, None]`` when ``n`` is 0.
+    """
+    if n == 0:
+        return [None, None]
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + level / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
 def accuracy_by_group(labels, probs, groups) -> dict[str, dict]:
-    """Accuracy and count per group, for example per source collection."""
+    """Accuracy, its 95% Wilson interval (``ci``) and count per group, for example per source collection."""
     labels, probs, groups = np.asarray(labels), np.asarray(probs), np.asarray(groups)
-    return {
-        str(g): {"n": int((groups == g).sum()), "accuracy": accuracy(labels[groups == g], probs[groups == g])}
-        for g in sorted(set(groups.tolist()))
-    }
+    out = {}
+    for g in sorted(set(groups.tolist())):
+        mask = groups == g
+        correct = int((probs[mask].argmax(axis=1) == labels[mask]).sum())
+        n = int(mask.sum())
+        out[str(g)] = {"n": n, "accuracy": correct / n, "ci": wilson_interval(correct, n)}
+    return out

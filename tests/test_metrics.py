@@ -75,7 +75,16 @@ def test_evaluate_and_shape_errors():
 
 
 def test_accuracy_by_group():
-    """Accuracy is reported per group with counts."""
+    """Accuracy is reported per group with counts and a Wilson interval that holds for small counts."""
     labels, probs = _data()
     out = metrics.accuracy_by_group(labels, probs, ["a", "a", "b", "b", "b", "b"])
-    assert out == {"a": {"n": 2, "accuracy": 0.5}, "b": {"n": 4, "accuracy": 1.0}}
+    assert {g: (v["n"], v["accuracy"]) for g, v in out.items()} == {"a": (2, 0.5), "b": (4, 1.0)}
+    lo, hi = out["b"]["ci"]
+    assert 0.45 < lo < 0.55 and hi == 1.0  # 4 of 4 right is no proof of 100%
+
+
+def test_wilson_interval_matches_the_textbook():
+    """The Wilson interval of 8 of 10 is 0.490-0.943 (95%); of 0 images it is undefined."""
+    lo, hi = metrics.wilson_interval(8, 10)
+    assert round(lo, 3) == 0.490 and round(hi, 3) == 0.943
+    assert metrics.wilson_interval(0, 0) == [None, None]
