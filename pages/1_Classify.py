@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from radiology import charts
+from radiology import calibration, charts
 from radiology.errors import RadiologyError
 from radiology.explain import METHODS, overlay
 from radiology.ood import UNAVAILABLE, load_stats
@@ -25,7 +25,10 @@ if run is None:
     st.stop()
 loaded = model.loaded
 names = loaded.metadata.class_names
-st.caption(f"Model: **{run.id}** · Grad-CAM layer `{loaded.metadata.gradcam_layer}`")
+st.caption(
+    f"Model: **{run.id}** · Grad-CAM layer `{loaded.metadata.gradcam_layer}` · "
+    f"probabilities {calibration.describe(loaded.metadata.temperature)}"
+)
 if load_stats(loaded.metadata) is None:
     st.caption(
         f"The {UNAVAILABLE}: only colour, size and texture are checked. "

@@ -4,9 +4,9 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from radiology import charts, evaluation_job, registry
+from radiology import calibration, charts, evaluation_job, registry
 from radiology.errors import RadiologyError
-from radiology.evaluation import misclassified, summary_row
+from radiology.evaluation import by_source_rows, misclassified, summary_row
 from radiology.ood import UNAVAILABLE
 
 SPLITS = {"test": "test split", "val": "validation split", "train": "training split", "all": "all images"}
@@ -120,7 +120,8 @@ report["recall 95% CI"] = [
 st.dataframe(report, column_config={"support": st.column_config.NumberColumn(format="%d")})
 if m.get("by_source") and len(m["by_source"]) > 1:
     st.subheader("Accuracy per source")
-    st.dataframe(pd.DataFrame(m["by_source"]).T)
+    st.dataframe(by_source_rows(m["by_source"]), hide_index=True)
+    st.caption("95% Wilson intervals, which hold for small counts; a source with few images says little.")
 
 st.header("Confusion matrix")
 c1, c2 = st.columns(2)
@@ -133,6 +134,12 @@ c1.plotly_chart(charts.roc_figure(m["curves"]), key="roc")
 c2.plotly_chart(charts.pr_figure(m["curves"]), key="pr")
 
 st.header("Calibration")
+temperature = m.get("temperature")
+if temperature:
+    st.markdown(f"Probabilities {calibration.describe(temperature['temperature'] if temperature['fitted'] else None)}.")
+    st.dataframe(calibration.report_rows(temperature), hide_index=True)
+else:
+    st.caption("This evaluation predates calibration: the probabilities below are the softmax as trained.")
 st.plotly_chart(charts.reliability_figure(m["calibration"]), key="rel")
 
 st.header("Misclassified images")

@@ -3,8 +3,9 @@
 import streamlit as st
 
 import ui
-from radiology import CLASS_NAMES
+from radiology import CLASS_NAMES, calibration
 from radiology.errors import RadiologyError
+from radiology.evaluation import by_source_rows
 from radiology.imports import import_record
 
 ui.page_header("RadiologyAI")
@@ -44,19 +45,33 @@ elif model is not None:
         cols[0].metric("Imported", record["imported"][:16].replace("T", " "))
     else:
         cols[0].metric("Trained", (meta.created or "unknown")[:16].replace("T", " "))
-    acc = (run.metrics or {}).get("accuracy")
+    metrics = run.metrics or {}
+    acc = metrics.get("accuracy")
     cols[1].metric("Test accuracy", f"{acc:.1%}" if acc is not None else "not evaluated")
-    cols[2].metric("Test images", (run.metrics or {}).get("n", "—"))
-    trained = (
-        f"Trained on `{cfg.get('data', 'unknown data')}` (data fingerprint `{meta.data_fingerprint or 'unknown'}`); "
-        f"epochs: {cfg.get('epochs', '?')}; initial weights: `{cfg.get('weights', '?')}`. "
-        if cfg or not record  # a file imported without its training config: nothing to say
-        else ""
-    )
+    if acc is not None:
+        cols[1].caption("95% CI " + " – ".join(f"{v:.1%}" for v in metrics["ci"]["accuracy"]))
+    cols[2].metric("Test images", metrics.get("n", "—"))
+    card = run.card
+    if card:
+        st.markdown(f"**Data:** {card['data']}.  \n**Recipe:** {card['recipe']}.")
+    else:
+        trained = (
+            f"Trained on `{cfg.get('data', 'unknown data')}` "
+            f"(data fingerprint `{meta.data_fingerprint or 'unknown'}`); "
+            f"epochs: {cfg.get('epochs', '?')}; initial weights: `{cfg.get('weights', '?')}`. "
+            if cfg or not record  # a file imported without its training config: nothing to say
+            else ""
+        )
+        st.markdown(f"{trained}Probabilities {calibration.describe(meta.temperature)}.")
     st.markdown(
-        f"{trained}Classes in output order: {', '.join(meta.class_names)}; "
+        f"Classes in output order: {', '.join(meta.class_names)}; "
         f"input {meta.preprocess.height}×{meta.preprocess.width}."
     )
+    if len(metrics.get("by_source") or {}) > 1:
+        st.markdown("**Test accuracy per source collection**")
+        st.dataframe(by_source_rows(metrics["by_source"]), hide_index=True)
+    if card:
+        st.markdown("**Limits**\n" + "\n".join(f"- {line}" for line in card["limits"]))
     if record:
         st.markdown(
             f"Imported from `{record['source_file']}` (SHA-256 `{record['sha256'][:16]}…`); class order "
@@ -66,10 +81,10 @@ elif model is not None:
     st.caption(f"Inference precision: {model.precision}")
     for warning in loaded.warnings:
         st.warning(warning)
-    card = run.dir / "MODEL_CARD.md"
-    if card.is_file():
-        with st.expander("Model card", expanded=False):
-            st.markdown(card.read_text())
+    card_file = run.dir / "MODEL_CARD.md"
+    if card_file.is_file():
+        with st.expander("The whole model card", expanded=False):
+            st.markdown(card_file.read_text())
 
 if run is not None:
     with st.expander("Import another model (.keras or Keras 2 .h5)"):

@@ -106,6 +106,15 @@ def report(raw: np.ndarray, labels: np.ndarray, temperature: float | None) -> di
     }
 
 
+def report_rows(report: dict) -> list[dict]:
+    """A :func:`report` as two table rows (ECE and negative log-likelihood), before and after the temperature."""
+    after = f"after (T = {report['temperature']:.3g})"
+    return [
+        {"measure": "expected calibration error", "before (T = 1)": report["ece_before"], after: report["ece_after"]},
+        {"measure": "negative log-likelihood", "before (T = 1)": report["nll_before"], after: report["nll_after"]},
+    ]
+
+
 def describe(temperature: float | None) -> str:
     """The temperature in words, for pages and command lines."""
     if temperature is None:

@@ -130,6 +130,19 @@ def misclassified(rows: list[dict], class_names, *, limit: int = 12) -> list[dic
     return sorted(wrong, key=lambda r: -r["confidence"])[:limit]
 
 
+def by_source_rows(by_source: dict[str, dict]) -> list[dict]:
+    """Accuracy per source collection as table rows, with the 95% interval in words."""
+    return [
+        {
+            "source": name,
+            "images": v["n"],
+            "accuracy": round(v["accuracy"], 3),
+            "95% CI": "–".join(f"{x:.3f}" for x in v["ci"]) if v.get("ci") and None not in v["ci"] else "",
+        }
+        for name, v in by_source.items()
+    ]
+
+
 def summary_row(run_id: str, result: dict) -> dict:
     """Headline numbers of one evaluation, for tables that compare runs."""
     ci = result.get("ci", {})

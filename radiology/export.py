@@ -94,7 +94,8 @@ def export_savedmodel(run: Run, out: str | Path) -> Path:
         (extra / CLASS_NAMES_ASSET).write_text("".join(f"{n}\n" for n in meta.class_names))
         (extra / METADATA_ASSET).write_text(json.dumps(meta.to_dict(), indent=2))
         assets = [extra / CLASS_NAMES_ASSET, extra / METADATA_ASSET]
-        module = _serving_module(_without_augmentation(loaded.model), meta.preprocess.input_shape, assets, temperature=meta.temperature)
+        model = _without_augmentation(loaded.model)
+        module = _serving_module(model, meta.preprocess.input_shape, assets, temperature=meta.temperature)
         saved = staging / "model"
         tf.saved_model.save(module, str(saved), signatures={SIGNATURE: module.serve})
         os.rename(saved, out)

@@ -146,6 +146,11 @@ class Run:
         """The test evaluation (``metrics.json``), or None before it exists."""
         return read_json(self.dir / "metrics.json")
 
+    @cached_property
+    def card(self) -> dict | None:
+        """The model card's summary (``card.json``: data, recipe, limits, targets) of a bundled model, or None."""
+        return read_json(self.dir / "card.json")
+
     @property
     def id(self) -> str:
         """The run's folder name, or ``bundled`` for the shipped model."""

@@ -88,6 +88,35 @@ def test_home_shows_the_active_model(app_env):
     assert values["Test accuracy"].endswith("%")
 
 
+def test_home_shows_the_bundled_card_summary(tiny_run, tmp_path, monkeypatch):
+    """With no run, Home shows the bundled model's card summary: data, recipe, accuracy with CI, limits."""
+    import json
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_run, bundle)
+    card = {"data": "tiny: 24 films", "recipe": "one epoch", "limits": ["not for diagnosis: a test"], "targets": []}
+    (bundle / "card.json").write_text(json.dumps(card))
+    (bundle / "MODEL_CARD.md").write_text("# Model card: tiny")
+    monkeypatch.setenv("RADIOLOGY_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(registry, "BUNDLED_DIR", bundle)
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert "Model bundled" in [s.value for s in at.subheader]
+    text = " ".join(m.value for m in at.markdown)
+    assert "**Data:** tiny: 24 films" in text and "not for diagnosis: a test" in text
+    assert any(c.value.startswith("95% CI") for c in at.caption)
+    assert [e.label for e in at.expander if "model card" in e.label]
+
+
+def test_evaluation_shows_calibration_before_and_after(app_env):
+    """Evaluation states the run's temperature and the test ECE and log-likelihood before and after it."""
+    at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert any("Probabilities calibrated with temperature T =" in m.value for m in at.markdown)
+    tables = [d.value for d in at.dataframe if "measure" in d.value.columns]
+    assert tables and list(tables[0]["measure"]) == ["expected calibration error", "negative log-likelihood"]
+
+
 def test_home_without_model_says_what_to_do(tmp_path, monkeypatch):
     """With no run and no bundled model, home explains the next steps."""
     monkeypatch.setenv("RADIOLOGY_RUNS_DIR", str(tmp_path / "runs"))

@@ -223,9 +223,8 @@ def test_train_one_epoch_then_promote(page, server):
     _shot(page, "home")
 
 
-@pytest.fixture
-def fresh_server(tmp_path):
-    """A Streamlit server nobody has visited yet, with an empty runs folder and data root."""
+def _fresh_app(tmp_path, bundled_dir: Path):
+    """A Streamlit server nobody has visited yet, with an empty runs folder and data root; yields its URL."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("RADIOLOGY_REQUIRE_BROWSER"):
             pytest.fail(f"no Chromium at {CHROMIUM}")
@@ -236,7 +235,7 @@ def fresh_server(tmp_path):
         **os.environ,
         "RADIOLOGY_RUNS_DIR": str(tmp_path / "runs"),
         "RADIOLOGY_DATA_ROOT": str(tmp_path / "data"),
-        "RADIOLOGY_BUNDLED_DIR": str(tmp_path / "no-bundle"),
+        "RADIOLOGY_BUNDLED_DIR": str(bundled_dir),
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
     port = free_port()
@@ -245,6 +244,18 @@ def fresh_server(tmp_path):
         yield f"http://127.0.0.1:{port}"
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def fresh_server(tmp_path):
+    """A fresh server with no model at all."""
+    yield from _fresh_app(tmp_path, tmp_path / "no-bundle")
+
+
+@pytest.fixture
+def fresh_clone(tmp_path):
+    """A fresh server as a clone of the repository starts: no run, the shipped model in models/default."""
+    yield from _fresh_app(tmp_path, ROOT / "models" / "default")
 
 
 def _nav_labels(pg) -> list[str]:
@@ -327,3 +338,31 @@ def test_import_notebook_h5_promote_and_classify(page, server, notebook_h5, tmp_
     page.get_by_role("heading", name=expected).wait_for()
     page.get_by_text("Grad-CAM overlay").first.wait_for()
     _shot(page, "import-classify")
+
+
+def test_fresh_clone_classifies_with_the_bundled_model(fresh_clone, browser, tmp_path):
+    """With no run, Home shows the shipped model's card summary and Classify predicts an upload at once."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(120_000)
+    pg.goto(fresh_clone)
+    pg.get_by_role("heading", name="Model bundled").wait_for()
+    pg.get_by_text("Test accuracy per source collection").wait_for()
+    pg.get_by_text("Limits").first.wait_for()
+    assert "No model yet" not in pg.content()
+    _shot(pg, "fresh-clone-home")
+    film = tmp_path / "film.png"
+    film.write_bytes(png_bytes(xray(4, size=(320, 300))))
+    pg.goto(f"{fresh_clone}/Classify")
+    pg.get_by_text("calibrated with temperature").wait_for()
+    pg.locator("input[type=file]").set_input_files(str(film))
+    heading = pg.get_by_role("heading", name="film.png:").first
+    heading.wait_for()
+    if "not a chest X-ray?" in heading.inner_text():  # a generated film may not pass the real model's gate
+        pg.get_by_text("show the prediction anyway").click()
+        pg.get_by_text("Prediction despite the warning").wait_for()
+    else:
+        assert any(c in heading.inner_text() for c in ("covid", "normal", "pneumonia"))
+    pg.get_by_text("Grad-CAM overlay").first.wait_for()
+    _shot(pg, "fresh-clone-classify")
+    context.close()
