@@ -1,5 +1,7 @@
 """Real-data suite on ../shared/data/cxr3 (select with -m realdata; skips when the folder is absent)."""
 
+from pathlib import Path
+
 import pytest
 
 from radiology.cache import load_or_decode
@@ -179,3 +181,64 @@ def test_ood_gate_on_cxr3(cxr3, tmp_path):
     assert report["test_passing"] >= 0.98, report
     missed = {k: v["flagged"] for k, v in report["groups"].items() if v["flagged"] < 0.95}
     assert not missed, report
+
+
+@pytest.fixture(scope="module")
+def bundled_test_split(tmp_path_factory):
+    """The shipped model and the cxr3 test split as the model was trained (its seed and fractions)."""
+    from radiology import registry
+    from radiology.model import load_model
+    from radiology.splits import check_splits, training_split
+
+    if not (registry.BUNDLED_DIR / "model.keras").is_file():
+        pytest.skip("no bundled model in models/default")
+    shipped = load_model(registry.BUNDLED_DIR / "model.keras")
+    seed, fractions = training_split(shipped.metadata.train_config)
+    checked = check_splits(
+        SHARED_DATA,
+        seed=seed,
+        fractions=fractions,
+        spec=shipped.metadata.preprocess,
+        cache_dir=tmp_path_factory.mktemp("cache"),
+    )
+    return shipped, checked
+
+
+def test_bundled_metrics_reproduce(bundled_test_split):
+    """Re-evaluating the shipped model on the cxr3 test split reproduces models/default/metrics.json."""
+    import json
+
+    from radiology import registry
+    from radiology.evaluation import evaluate_samples
+
+    shipped, checked = bundled_test_split
+    stored = json.loads((registry.BUNDLED_DIR / "metrics.json").read_text())
+    result, _ = evaluate_samples(shipped, checked.dataset.splits["test"], checked.decoded, root=SHARED_DATA)
+    assert result["n"] == stored["n"]
+    assert result["confusion"]["matrix"] == stored["confusion"]["matrix"]
+    for key in ("accuracy", "macro_f1"):
+        assert result[key] == pytest.approx(stored[key], abs=1e-9)
+    assert result["calibration"]["ece"] == pytest.approx(stored["calibration"]["ece"], abs=1e-4)
+    assert result["ci"]["accuracy"] == pytest.approx(stored["ci"]["accuracy"], abs=1e-9)
+
+
+def test_float16_agrees_with_float32(bundled_test_split):
+    """The float16 weights give the float32 checkpoint's label (predicted_float32) on >= 99.5% of the test split."""
+    import csv
+
+    import numpy as np
+
+    from radiology import registry
+    from radiology.model import predict_images
+
+    shipped, checked = bundled_test_split
+    with open(registry.BUNDLED_DIR / "predictions.csv", newline="") as fh:
+        reference = {r["path"]: r["predicted_float32"] for r in csv.DictReader(fh)}
+    decoded, index = checked.decoded, checked.decoded.index()
+    test = [s for s in checked.dataset.splits["test"] if decoded.ok[index[s.path]]]
+    probs = predict_images(shipped, np.stack([decoded.pixels[index[s.path]] for s in test]))
+    names = shipped.metadata.class_names
+    labels = [names[int(i)] for i in probs.argmax(1)]
+    expected = [reference[str(Path(s.path).relative_to(SHARED_DATA))] for s in test]
+    assert len(test) == len(reference)
+    assert np.mean([a == b for a, b in zip(labels, expected)]) >= 0.995
