@@ -111,3 +111,13 @@ def test_cli_wants_one_machine_per_phase(capsys):
     with pytest.raises(SystemExit):
         bundle.main(["--model", "m", "--data", "d", "--phase", "a", "--phase", "b", "--machine", "x"])
     assert "one --machine per --phase" in capsys.readouterr().err
+
+
+def test_card_only_rewrites_the_card_from_the_bundle(bundled, tiny_run, tmp_path):
+    """--card-only rewrites MODEL_CARD.md with new notes from the bundle's own files, without evaluating."""
+    out, _ = bundled
+    notes = tmp_path / "notes.md"
+    notes.write_text("Rewritten without a dataset.")
+    args = ["--card-only", "--model", "-", "--data", "/no/such/data", "--phase", str(tiny_run), "--machine", "m"]
+    assert bundle.main([*args, "--notes", str(notes), "--out", str(out)]) == 0
+    assert "Rewritten without a dataset." in (out / "MODEL_CARD.md").read_text()

@@ -194,39 +194,46 @@ def bundle(
     confounding = source_predictability(dataset.samples(), decoded)
     n_sources = len({s.source for s in dataset.samples() if s.source})
     sizes = dict.fromkeys(f"{p['config'].get('image_size')} px" for p in phases)
+    start = phases[0]["config"].get("weights") if phases else config.get("weights")
     card = {
+        "data_name": data_name,
         "data": (
             f"{data_name}: {len(dataset.samples()):,} chest X-rays from {n_sources} public collections; "
             f"{dataset.split_method} "
             f"({len(dataset.splits['train']):,} / {len(dataset.splits['val']):,} / {len(test):,})"
         ),
         "recipe": (
-            f"VGG16 from scratch, all {config.get('trainable_layers')} layers trainable, "
-            f"{' then '.join(sizes)}, "
-            f"{len(history)} epochs in {len(phases)} phases ({seconds / 3600:.1f} h of training on 2 CPU cores); "
+            f"VGG16 {'from scratch' if start == 'none' else f'from {start} weights'}, "
+            f"{config.get('trainable_layers')} layers trainable, {' then '.join(sizes)}, "
+            f"{len(history)} epochs in {len(phases)} phases ({seconds / 3600:.1f} h of training); "
             f"{calibration.describe(meta.temperature)}"
         ),
-        "limits": LIMITS,
+        "limits": LIMITS + ([FROM_SCRATCH] if start == "none" else []),
         "targets": shortfalls(result),
+        "counts": counts,
+        "confounding": confounding,
     }
     write_json_atomic(out / "card.json", card)
-    text = model_card(
-        result,
-        phases,
-        card,
-        counts=counts,
-        confounding=confounding,
-        gate_report=gate_report,
-        notes=notes,
-        data_name=data_name,
-    )
-    atomic_write_text(out / "MODEL_CARD.md", text)
+    write_card(out, phases, gate_report=gate_report, notes=notes)
     return result
 
 
+def write_card(out: str | Path, phases: list[dict], *, gate_report: dict | None = None, notes: str = "") -> Path:
+    """Writes ``MODEL_CARD.md`` from the bundle's ``metrics.json`` and ``card.json``, so notes can change alone."""
+    out = Path(out)
+    try:
+        result = json.loads((out / "metrics.json").read_text())
+        card = json.loads((out / "card.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise RadiologyError(f"{out} is not a bundle (metrics.json and card.json): {exc}") from exc
+    text = model_card(result, phases, card, gate_report=gate_report, notes=notes)
+    atomic_write_text(out / "MODEL_CARD.md", text)
+    return out / "MODEL_CARD.md"
+
+
+FROM_SCRATCH = "Trained from scratch (no ImageNet weights could be fetched here) at low resolution, on a CPU."
 LIMITS = [
     "A research demo, never a diagnostic device: it has not been validated clinically.",
-    "Trained from scratch (no ImageNet weights could be fetched) at low resolution, on two CPU cores.",
     "Covid images are all adult and mostly from one Spanish collection; pneumonia is mostly paediatric: "
     "the model can score by recognising age, hospital or markers instead of disease.",
     "Measured on a split of the same collections; expect lower accuracy on films from other hospitals.",
@@ -271,13 +278,11 @@ def model_card(
     phases: list[dict],
     card: dict,
     *,
-    counts: dict,
-    confounding: dict | None,
     gate_report: dict | None,
     notes: str,
-    data_name: str,
 ) -> str:
-    """The model card as Markdown, from the bundle's measurements."""
+    """The model card as Markdown, from the bundle's measurements (``metrics.json``, ``card.json``)."""
+    counts, confounding, data_name = card["counts"], card["confounding"], card["data_name"]
     names = result["class_names"]
     ci = result["ci"]
     t = result["temperature"]
@@ -370,7 +375,7 @@ def model_card(
             [[s, v["n"], f"{v['accuracy']:.3f} ({_ci(v.get('ci'))})"] for s, v in result["by_source"].items()],
         ),
         "## Calibration",
-        f"{calibration.describe(t['temperature'] if t['fitted'] else None)}. On the test split:",
+        f"Probabilities {calibration.describe(t['temperature'] if t['fitted'] else None)}. On the test split:",
         _table(
             ["", "before (T = 1)", f"after (T = {t['temperature']:.3g})"],
             [
@@ -404,13 +409,15 @@ def model_card(
 def _gate_section(summary: dict, report: dict | None) -> str:
     text = (
         f"On the test split the gate flags {summary['flagged']} of {summary['n']} films "
-        f"({summary['flagged_share']:.1%}; reasons {summary['by_reason'] or 'none'})."
+        f"({summary['flagged_share']:.1%}; by reason: "
+        f"{', '.join(f'{k} {v}' for k, v in summary['by_reason'].items()) or 'none'})."
     )
     if report:
         groups = [[name, g["n"], f"{g['flagged']:.1%}"] for name, g in report["groups"].items()]
         text += (
-            f" On the test corpus of `tests/test_realdata.py` it passes {report['test_passing']:.1%} of the test "
-            f"films it samples (feature-score AUROC {report['auroc_feature_score']:.3f}) and flags:\n\n"
+            f" Measured with `tests/test_realdata.py`, it passes {report['test_passing']:.1%} of the test split and "
+            f"flags the groups of its corpus of non-X-rays and spoilt X-rays as below (AUROC of the gate's score "
+            f"{report['auroc_gate_score']:.3f}, of the feature score alone {report['auroc_feature_score']:.3f}):\n\n"
             + _table(["non-X-ray group", "images", "flagged"], groups)
         )
     return text
@@ -425,7 +432,7 @@ def _confounding_section(found: dict | None) -> str:
         f"(the Dataset page's measure): balanced accuracy {found['balanced_accuracy']:.2f} over "
         f"{len(found['sources'])} sources, chance {found['chance']:.2f}. A high recall means the collection is "
         "recognisable from its look alone, so a class that comes mostly from it can be learnt as the look:\n\n"
-        + _table(["source", "images used", "recall"], rows)
+        + _table(["source", "images", "recall"], rows)
     )
 
 
@@ -453,6 +460,7 @@ def main(argv=None) -> int:
     p.add_argument("--gate-report", help="the JSON that tests/test_realdata.py writes for the gate")
     p.add_argument("--notes", help="a Markdown file with the recipe's choices and why")
     p.add_argument("--cache-dir", help="decode cache")
+    p.add_argument("--card-only", action="store_true", help="rewrite MODEL_CARD.md of an existing bundle only")
     args = p.parse_args(argv)
     if len(args.machine) != len(args.phase):
         p.error(f"give one --machine per --phase: {len(args.phase)} phases, {len(args.machine)} machines")
@@ -460,6 +468,9 @@ def main(argv=None) -> int:
         phases = [read_phase(f, m) for f, m in zip(args.phase, args.machine)]
         gate = json.loads(Path(args.gate_report).read_text()) if args.gate_report else None
         notes = Path(args.notes).read_text() if args.notes else ""
+        if args.card_only:
+            print(f"wrote {write_card(args.out, phases, gate_report=gate, notes=notes)}")
+            return 0
         result = bundle(
             args.model, args.data, phases, args.out, gate_report=gate, notes=notes, cache_dir=args.cache_dir
         )
