@@ -69,7 +69,7 @@ elif model is not None:
     )
     if len(metrics.get("by_source") or {}) > 1:
         st.markdown("**Test accuracy per source collection**")
-        st.dataframe(by_source_rows(metrics["by_source"]), hide_index=True)
+        st.table(by_source_rows(metrics["by_source"]))
     if card:
         st.markdown("**Limits**\n" + "\n".join(f"- {line}" for line in card["limits"]))
     if record:

@@ -243,7 +243,11 @@ def _fresh_app(tmp_path, bundled_dir: Path):
         proc = start_app(port, env, log=log)
         yield f"http://127.0.0.1:{port}"
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:  # a server busy with a real model may not stop in time
+            proc.kill()
+            proc.wait(10)
 
 
 @pytest.fixture
