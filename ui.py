@@ -138,7 +138,7 @@ def explain_cached(run: registry.Run, data: bytes, method: str):
     Raises:
         RadiologyError: the file cannot be decoded.
     """
-    from radiology.images import decode_with_colour
+    from radiology.images import decode_with_colour, dicom_header
     from radiology.lru import LRUCache
     from radiology.preprocess import fit_within
 
@@ -152,10 +152,11 @@ def explain_cached(run: registry.Run, data: bytes, method: str):
         gray, explanation = hit
         return gray, explanation, None
     gray, colour = decode_with_colour(data)
+    header = dicom_header(data)  # a CT slice or a lateral film is flagged by its header, whatever the model
     model = load_run_model(run)
     start = time.perf_counter()
     with model.lock:
-        explanation = model.explainer.explain(gray, method=method, colourfulness=colour)
+        explanation = model.explainer.explain(gray, method=method, colourfulness=colour, header=header)
     seconds = time.perf_counter() - start
     # Only the display-size image is kept: overlays and reruns then cost the same for a 4000-pixel film.
     view = fit_within(gray, DISPLAY_SIDE)

@@ -14,6 +14,7 @@ from PIL import Image
 
 from radiology import ood
 from radiology.errors import ModelLoadError
+from radiology.images import DicomHeader
 from radiology.model import LoadedModel
 from radiology.preprocess import resize, to_model_input
 
@@ -158,7 +159,14 @@ class Explainer:
         cam = self._vis_method(method)(CategoricalScore([label]), x, **kwargs)
         return _normalize(np.asarray(cam)[0])
 
-    def explain(self, gray: np.ndarray, *, method: str = "Grad-CAM", colourfulness: float | None = None) -> Explanation:
+    def explain(
+        self,
+        gray: np.ndarray,
+        *,
+        method: str = "Grad-CAM",
+        colourfulness: float | None = None,
+        header: DicomHeader | None = None,
+    ) -> Explanation:
         """Predicts one image, explains the predicted class, and gates it as out-of-distribution or not.
 
         Grad-CAM runs fused: one pass gives the probabilities, the penultimate features, the
@@ -170,6 +178,8 @@ class Explainer:
             method: one of ``METHODS``.
             colourfulness: of the decoded colour image (``images.decode_with_colour``), for the gate's
                 colour check; None skips that check.
+            header: the file's DICOM header (``images.dicom_header``), for the gate's modality and view check;
+                None when the file is not DICOM.
 
         Returns:
             the explanation, with the CAM at the model's input size and the gate's verdict.
@@ -190,7 +200,9 @@ class Explainer:
             probs = self.loaded.calibrated(probs)
             label = int(np.argmax(probs))
             explanation = Explanation(probs, label, self.vis_cam(x, label, method), method, features=features)
-        explanation.ood = ood.assess(gray, small, explanation.features, self.ood_stats, colourfulness=colourfulness)
+        explanation.ood = ood.assess(
+            gray, small, explanation.features, self.ood_stats, colourfulness=colourfulness, header=header
+        )
         return explanation
 
 

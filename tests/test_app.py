@@ -311,3 +311,33 @@ def test_home_describes_an_imported_active_model(tmp_path, monkeypatch):
     text = " ".join(m.value for m in at.markdown)
     assert "Imported from `colleague.keras`" in text and "assumed: the notebook's alphabetical order" in text
     assert "Grad-CAM on `my_conv`" in text and "Trained on" not in text
+
+
+class _Upload:
+    """A stand-in for Streamlit's UploadedFile: AppTest cannot drive the file uploader itself."""
+
+    def __init__(self, name: str, data: bytes):
+        self.name, self._data = name, data
+
+    def getvalue(self) -> bytes:
+        return self._data
+
+
+def _classify(monkeypatch, files: dict[str, bytes]) -> AppTest:
+    """Runs the Classify page with ``files`` as the uploader's answer."""
+    import streamlit as st
+
+    monkeypatch.setattr(st, "file_uploader", lambda *a, **k: [_Upload(n, d) for n, d in files.items()])
+    at = AppTest.from_file(str(ROOT / "pages/1_Classify.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_classify_flags_a_ct_slice_by_its_dicom_header(app_env, monkeypatch):
+    """pydicom's CT_small.dcm is flagged as "DICOM header says CT" on Classify, and its label is hidden."""
+    from pydicom.data import get_testdata_file
+
+    at = _classify(monkeypatch, {"CT_small.dcm": Path(get_testdata_file("CT_small.dcm")).read_bytes()})
+    assert "CT_small.dcm: not a chest X-ray?" in [s.value for s in at.subheader]
+    assert any("DICOM header says CT" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert not any("Prediction despite the warning" in c.value for c in at.caption)
