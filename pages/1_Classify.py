@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from radiology import charts
+from radiology import charts, confidence
 from radiology.errors import RadiologyError
 from radiology.explain import METHODS, overlay
 from radiology.ood import UNAVAILABLE, load_stats
@@ -62,6 +62,7 @@ for name, message in errors:
 if len(results) > 1:
     st.subheader("Results")
     flagged = sum(ex.ood.flag for _, _, ex, _ in results)
+    confident = [confidence.assess(ex.probs, names).confident for _, _, ex, _ in results]
     reveal_all = flagged and st.toggle(
         f"Show the predictions of the {flagged} images that do not look like chest X-rays", key="reveal-all"
     )
@@ -71,12 +72,18 @@ if len(results) > 1:
                 "image": ui.thumbnail_uri(gray),
                 "file": name,
                 "in_distribution": not ex.ood.flag,
-                "prediction": names[ex.label] if not ex.ood.flag or reveal_all else "hidden: not a chest X-ray?",
+                "prediction": (
+                    "hidden: not a chest X-ray?"
+                    if ex.ood.flag and not reveal_all
+                    else names[ex.label]
+                    if sure
+                    else "no confident prediction"
+                ),
                 **{c: float(p) if not ex.ood.flag or reveal_all else None for c, p in zip(names, ex.probs)},
                 "ood_score": ex.ood.score,
                 "ood_reason": ex.ood.reason,
             }
-            for name, gray, ex, _ in results
+            for (name, gray, ex, _), sure in zip(results, confident)
         ]
     )
     st.dataframe(
@@ -92,27 +99,39 @@ if len(results) > 1:
     # the download keeps every prediction; in_distribution says which ones to distrust
     csv = table.drop(columns="image").assign(
         prediction=[names[ex.label] for _, _, ex, _ in results],
+        confident=confident,
         **{c: [float(ex.probs[i]) for _, _, ex, _ in results] for i, c in enumerate(names)},
     )
     st.download_button("Download CSV", csv.to_csv(index=False), "predictions.csv", "text/csv")
 
 for i, (name, gray, ex, seconds) in enumerate(results):
+    verdict = confidence.assess(ex.probs, names)
+    label = f"**{names[ex.label]}** ({ex.probs[ex.label]:.1%})" if verdict.confident else "no confident prediction"
     shown = True
     if ex.ood.flag:
         st.subheader(f"{name}: not a chest X-ray?")
         st.warning(ex.ood.message, icon="🚫")
         shown = st.checkbox("show the prediction anyway", key=f"reveal-{i}-{name}")
-    else:
+    elif verdict.confident:
         st.subheader(f"{name}: {names[ex.label]} ({ex.probs[ex.label]:.1%})")
+    else:
+        st.subheader(f"{name}: no confident prediction")
     if not shown:
         st.image(gray, caption="uploaded image", clamp=True, width=320)
         continue
     if ex.ood.flag:
-        st.caption(f"Prediction despite the warning: **{names[ex.label]}** ({ex.probs[ex.label]:.1%})")
+        st.caption(f"Prediction despite the warning: {label}")
+    if not verdict.confident:
+        st.info(f"The model does not settle on a class: {verdict.reason}.", icon=":material/help:")
     c1, c2, c3 = st.columns([2, 2, 3])
     c1.image(gray, caption="X-ray", clamp=True)
-    c2.image(overlay(gray, ex.cam, alpha=alpha), caption=f"{ex.method} overlay")
-    c3.plotly_chart(charts.probability_bars(ex.probs, names), key=f"bars-{name}-{id(ex)}")
+    if verdict.confident:
+        c2.image(overlay(gray, ex.cam, alpha=alpha), caption=f"{ex.method} overlay")
+    else:
+        c2.caption(f"No {ex.method} overlay: without a confident prediction there is no class to explain.")
+    c3.plotly_chart(
+        charts.probability_bars(ex.probs, names, threshold=confidence.MIN_TOP_PROBABILITY), key=f"bars-{name}-{id(ex)}"
+    )
     c3.caption(
         f"{ex.method} computed in {seconds * 1000:.0f} ms"
         if seconds is not None

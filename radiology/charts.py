@@ -7,8 +7,15 @@ import plotly.graph_objects as go
 COLORS = {"covid": "#d62728", "normal": "#2ca02c", "pneumonia": "#1f77b4"}
 
 
-def probability_bars(probs, class_names) -> go.Figure:
-    """Horizontal bars of class probabilities for one image."""
+def probability_bars(probs, class_names, *, threshold: float | None = None) -> go.Figure:
+    """Horizontal bars of class probabilities for one image, on a fixed 0-100% axis.
+
+    Args:
+        probs: the C class probabilities.
+        class_names: the C class names.
+        threshold: where a confident prediction starts (``confidence.MIN_TOP_PROBABILITY``), drawn as a dotted
+            line; None draws none.
+    """
     fig = go.Figure(
         go.Bar(
             x=[float(p) for p in probs],
@@ -17,9 +24,20 @@ def probability_bars(probs, class_names) -> go.Figure:
             marker_color=[COLORS.get(c, "#7f7f7f") for c in class_names],
             text=[f"{p:.1%}" for p in probs],
             textposition="auto",
+            hovertemplate="%{y}: %{x:.1%}<extra></extra>",
         )
     )
-    fig.update_layout(xaxis={"range": [0, 1], "tickformat": ".0%"}, height=180, margin=dict(l=10, r=10, t=10, b=10))
+    # A fixed axis: an autoscaled one makes 49.9% look like a full bar.
+    fig.update_xaxes(range=[0, 1], autorange=False, fixedrange=True, tickvals=[0, 0.25, 0.5, 0.75, 1], tickformat=".0%")
+    fig.update_yaxes(fixedrange=True)
+    if threshold is not None:
+        fig.add_vline(
+            x=threshold,
+            line={"dash": "dot", "color": "gray"},
+            annotation_text=f"confident from {threshold:.0%}",
+            annotation_position="top",
+        )
+    fig.update_layout(height=200, margin=dict(l=10, r=30, t=30 if threshold is not None else 10, b=10))
     return fig
 
 

@@ -341,3 +341,33 @@ def test_classify_flags_a_ct_slice_by_its_dicom_header(app_env, monkeypatch):
     assert "CT_small.dcm: not a chest X-ray?" in [s.value for s in at.subheader]
     assert any("DICOM header says CT" in w.value for w in at.warning), [w.value for w in at.warning]
     assert not any("Prediction despite the warning" in c.value for c in at.caption)
+
+
+def _fake_explanations(monkeypatch, probs_by_file: dict[bytes, list[float]], *, flag: str = ""):
+    """Makes ``ui.explain_cached`` answer with the given probabilities, a flat CAM and the gate's verdict."""
+    import numpy as np
+
+    import ui
+    from radiology.explain import Explanation
+    from radiology.ood import OODResult
+
+    def explain(run, data, method):
+        probs = np.asarray(probs_by_file[data], np.float32)
+        cam = np.tile(np.linspace(0, 1, 224, dtype=np.float32), (224, 1))
+        gate = OODResult(True, None, flag) if flag else OODResult(False, 0.5, "")
+        return xray(0, size=(300, 280)), Explanation(probs, int(probs.argmax()), cam, method, ood=gate), 0.01
+
+    monkeypatch.setattr(ui, "explain_cached", explain)
+
+
+def test_classify_shows_a_flat_prediction_as_no_confident_prediction(app_env, monkeypatch):
+    """33.3/33.4/33.3 reads "no confident prediction" with the reason and no heatmap; a clear one keeps its label."""
+    flat, sure = png_bytes(xray(1)), png_bytes(xray(2))
+    _fake_explanations(monkeypatch, {flat: [0.333, 0.334, 0.333], sure: [0.05, 0.9, 0.05]})
+    at = _classify(monkeypatch, {"flat.png": flat, "sure.png": sure})
+    subheaders = [s.value for s in at.subheader]
+    assert "flat.png: no confident prediction" in subheaders and "sure.png: normal (90.0%)" in subheaders
+    assert any("normal, has 33.4%, below the 50%" in i.value for i in at.info), [i.value for i in at.info]
+    assert any("No Grad-CAM overlay: without a confident prediction" in c.value for c in at.caption)
+    table = at.dataframe[0].value
+    assert list(table["prediction"]) == ["no confident prediction", "normal"]

@@ -21,6 +21,16 @@ def test_figures_from_metrics():
     assert len(charts.probability_bars([0.2, 0.7, 0.1], NAMES).data[0].x) == 3
 
 
+def test_probability_axis_is_fixed_at_0_to_100_percent():
+    """The probability bars keep a 0-100% axis that cannot autoscale, and mark the confidence threshold."""
+    fig = charts.probability_bars([0.499, 0.3, 0.201], NAMES, threshold=0.5)
+    assert tuple(fig.layout.xaxis.range) == (0, 1) and fig.layout.xaxis.autorange is False
+    assert fig.layout.xaxis.fixedrange and fig.layout.xaxis.tickformat == ".0%"
+    assert tuple(fig.layout.xaxis.tickvals)[-1] == 1
+    assert fig.layout.shapes[0].x0 == 0.5 and fig.layout.annotations[0].text == "confident from 50%"
+    assert not charts.probability_bars([0.2, 0.7, 0.1], NAMES).layout.shapes
+
+
 def test_history_balance_and_sizes():
     """History, class balance and size charts build from plain data."""
     hist = [
