@@ -76,7 +76,7 @@ def page_header(title: str) -> None:
     _leave_pages_directory_mode()
     st.set_page_config(page_title=f"{title} · RadiologyAI", page_icon="🩻", layout="wide")
     st.title(title)
-    st.warning(DISCLAIMER, icon="⚠️")
+    st.warning(DISCLAIMER, icon=":material/warning:")  # Material Symbols ship with Streamlit; emoji fonts may not
 
 
 class RunModel(NamedTuple):

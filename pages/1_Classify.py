@@ -64,7 +64,10 @@ if len(results) > 1:
     flagged = sum(ex.ood.flag for _, _, ex, _ in results)
     confident = [confidence.assess(ex.probs, names).confident for _, _, ex, _ in results]
     reveal_all = flagged and st.toggle(
-        f"Show the predictions of the {flagged} images that do not look like chest X-rays", key="reveal-all"
+        "Show the prediction of the image that does not look like a chest X-ray"
+        if flagged == 1
+        else f"Show the predictions of the {flagged} images that do not look like chest X-rays",
+        key="reveal-all",
     )
     table = pd.DataFrame(
         [
@@ -110,7 +113,7 @@ for i, (name, gray, ex, seconds) in enumerate(results):
     shown = True
     if ex.ood.flag:
         st.subheader(f"{name}: not a chest X-ray?")
-        st.warning(ex.ood.message, icon="🚫")
+        st.warning(ex.ood.message, icon=":material/block:")  # an emoji may be missing from the browser's fonts
         shown = st.checkbox("show the prediction anyway", key=f"reveal-{i}-{name}")
     elif verdict.confident:
         st.subheader(f"{name}: {names[ex.label]} ({ex.probs[ex.label]:.1%})")
@@ -124,7 +127,7 @@ for i, (name, gray, ex, seconds) in enumerate(results):
     if not verdict.confident:
         st.info(f"The model does not settle on a class: {verdict.reason}.", icon=":material/help:")
     c1, c2, c3 = st.columns([2, 2, 3])
-    c1.image(gray, caption="X-ray", clamp=True)
+    c1.image(gray, caption="uploaded image" if ex.ood.flag else "X-ray", clamp=True)
     if verdict.confident:
         c2.image(overlay(gray, ex.cam, alpha=alpha), caption=f"{ex.method} overlay")
     else:

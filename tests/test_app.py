@@ -371,3 +371,33 @@ def test_classify_shows_a_flat_prediction_as_no_confident_prediction(app_env, mo
     assert any("No Grad-CAM overlay: without a confident prediction" in c.value for c in at.caption)
     table = at.dataframe[0].value
     assert list(table["prediction"]) == ["no confident prediction", "normal"]
+
+
+def test_classify_reveals_a_photograph_as_an_uploaded_image(app_env, monkeypatch):
+    """A flagged photograph shown anyway is captioned "uploaded image", not "X-ray"; the toggle for one flagged
+    image says "the image", and the warning's icon is a Material Symbol, which the app's fonts have."""
+    photo, film = png_bytes(xray(3)), png_bytes(xray(4))
+    _fake_explanations(monkeypatch, {photo: [0.1, 0.8, 0.1], film: [0.1, 0.8, 0.1]})
+    import ui
+
+    answer = ui.explain_cached
+
+    def flag_photo(run, data, method):
+        gray, ex, seconds = answer(run, data, method)
+        if data == photo:
+            from radiology.ood import OODResult
+
+            ex.ood = OODResult(True, None, "colour image: colourfulness 60")
+        return gray, ex, seconds
+
+    monkeypatch.setattr(ui, "explain_cached", flag_photo)
+    at = _classify(monkeypatch, {"temple.jpg": photo, "film.png": film})
+    assert [t.label for t in at.toggle] == ["Show the prediction of the image that does not look like a chest X-ray"]
+    warning = next(w for w in at.warning if "colour image" in w.value)
+    assert warning.proto.icon == ":material/block:"
+    assert all(w.proto.icon.startswith(":material/") for w in at.warning)
+    at.checkbox[0].check().run()
+    assert not at.exception, at.exception
+    captions = [c for image in at.image for c in image.captions]
+    assert captions.count("uploaded image") == 1 and captions.count("X-ray") == 1, captions
+    assert any("Prediction despite the warning: **normal** (80.0%)" in c.value for c in at.caption)
