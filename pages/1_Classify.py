@@ -6,7 +6,7 @@ import streamlit as st
 import ui
 from radiology import charts, confidence
 from radiology.errors import RadiologyError
-from radiology.explain import METHODS, overlay
+from radiology.explain import METHOD_HELP, METHODS, cam_grid, grid_note, jet_colorscale, overlay
 from radiology.ood import UNAVAILABLE, load_stats
 
 IMAGE_UPLOAD_MB = 50  # a large uncompressed DICOM; the server allows more for model files
@@ -25,7 +25,8 @@ if run is None:
     st.stop()
 loaded = model.loaded
 names = loaded.metadata.class_names
-st.caption(f"Model: **{run.id}** · Grad-CAM layer `{loaded.metadata.gradcam_layer}`")
+grid = grid_note(cam_grid(loaded), loaded.metadata.preprocess.input_shape)
+st.caption(f"Model: **{run.id}** · Grad-CAM layer `{loaded.metadata.gradcam_layer}`. {grid}")
 if load_stats(loaded.metadata) is None:
     st.caption(
         f"The {UNAVAILABLE}: only colour, size and texture are checked. "
@@ -39,7 +40,8 @@ files = st.file_uploader(
     help="Files stay in memory and are never written to disk.",
 )
 left, right = st.columns(2)
-method = left.selectbox("Explanation method", METHODS, help="ScoreCAM runs one forward pass per kept channel: slower.")
+method = left.selectbox("Explanation method", METHODS, help="\n\n".join(f"**{m}**: {METHOD_HELP[m]}" for m in METHODS))
+left.caption(METHOD_HELP[method])
 alpha = right.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05)
 
 if not files:
@@ -130,6 +132,12 @@ for i, (name, gray, ex, seconds) in enumerate(results):
     c1.image(gray, caption="uploaded image" if ex.ood.flag else "X-ray", clamp=True)
     if verdict.confident:
         c2.image(overlay(gray, ex.cam, alpha=alpha), caption=f"{ex.method} overlay")
+        c2.plotly_chart(
+            charts.cam_colour_bar(
+                jet_colorscale(), label=f"relevance to {names[ex.label]}, scaled to this image's highest"
+            ),
+            key=f"scale-{name}-{id(ex)}",
+        )
     else:
         c2.caption(f"No {ex.method} overlay: without a confident prediction there is no class to explain.")
     c3.plotly_chart(

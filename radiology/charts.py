@@ -41,6 +41,31 @@ def probability_bars(probs, class_names, *, threshold: float | None = None) -> g
     return fig
 
 
+def cam_colour_bar(colorscale: list[list], *, label: str) -> go.Figure:
+    """A horizontal colour bar for a CAM overlay: low to high relevance in the overlay's own colours.
+
+    Args:
+        colorscale: the overlay's colour map, ``[[value, colour], ...]`` from 0 to 1 (``explain.jet_colorscale``).
+        label: what the colours measure, shown under the bar.
+    """
+    steps = [i / 100 for i in range(101)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=[steps],
+            x=steps,
+            colorscale=colorscale,
+            zmin=0,
+            zmax=1,
+            showscale=False,
+            hovertemplate="%{x:.0%} of this image's highest<extra></extra>",
+        )
+    )
+    fig.update_xaxes(tickvals=[0, 0.5, 1], ticktext=["0 (least)", "0.5", "1 (most)"], title_text=label, fixedrange=True)
+    fig.update_yaxes(visible=False, fixedrange=True)
+    fig.update_layout(height=90, margin=dict(l=10, r=10, t=5, b=10))
+    return fig
+
+
 def confusion_heatmap(confusion: dict, *, normalized: bool = False) -> go.Figure:
     """Heatmap of a confusion matrix from ``metrics.confusion``; rows are true classes."""
     z = confusion["normalized" if normalized else "matrix"]

@@ -20,6 +20,27 @@ from radiology.preprocess import resize, to_model_input
 
 METHODS = ("Grad-CAM", "Grad-CAM++", "ScoreCAM", "LayerCAM")
 SCORECAM_MAX_N = 16  # ScoreCAM costs one forward pass per channel kept; 16 keeps it interactive on a CPU
+# What each method shows and what it costs, for the people choosing one.
+METHOD_HELP = {
+    "Grad-CAM": (
+        "Where the features that raised the predicted class lie: each feature map of the layer is weighted by the "
+        "average gradient of the class score. Cost: none beyond the prediction (one fused pass); the fastest."
+    ),
+    "Grad-CAM++": (
+        "Like Grad-CAM, with weights from higher-order gradients that share the credit among several regions of the "
+        "class, so a second lesion shows too. Cost: a second model pass with gradients; about twice Grad-CAM."
+    ),
+    "ScoreCAM": (
+        f"Which feature maps, used as masks on the image, raise the class score most: no gradients, often a cleaner "
+        f"map. Cost: one forward pass for each of the {SCORECAM_MAX_N} strongest maps; the slowest, "
+        f"about {SCORECAM_MAX_N + 1}x Grad-CAM."
+    ),
+    "LayerCAM": (
+        "Weights every cell by its own positive gradient instead of one weight per feature map: finer-grained "
+        "detail within the region. Cost: a second model pass with gradients; about twice Grad-CAM."
+    ),
+}
+COARSE_CELLS = 10  # a map fewer cells across than this outlines only a region, not a structure (224 px gives 14)
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +250,47 @@ def _fused_unavailable(model, layer: str) -> str | None:
         if parents != [previous]:
             return f"the layers after {layer} are not a plain chain (at {current.name})"
     return None
+
+
+def cam_grid(loaded: LoadedModel) -> tuple[int, int]:
+    """The (rows, columns) of the Grad-CAM layer's cells: the map's real resolution before it is upsampled.
+
+    Raises:
+        ModelLoadError: the model has no layer by its metadata's Grad-CAM name.
+    """
+    try:
+        shape = loaded.model.get_layer(loaded.metadata.gradcam_layer).output.shape
+    except ValueError as exc:
+        raise ModelLoadError(
+            f"model {loaded.path} has no layer {loaded.metadata.gradcam_layer!r} for Grad-CAM"
+        ) from exc
+    return int(shape[1]), int(shape[2])
+
+
+def grid_note(grid: tuple[int, int], input_shape: tuple[int, ...]) -> str:
+    """Says what one cell of a CAM covers, and that the map is coarse when it has few cells.
+
+    Args:
+        grid: (rows, columns) of the CAM layer, from :func:`cam_grid`.
+        input_shape: the model's input shape, (H, W, C).
+
+    Returns:
+        e.g. "The map has 4×4 cells, each 16×16 pixels of the 64×64 model input: coarse, it outlines a region…".
+    """
+    (rows, cols), (h, w) = grid, input_shape[:2]
+    note = f"The map has {rows}×{cols} cells, each {h // rows}×{w // cols} pixels of the {h}×{w} model input"
+    if min(rows, cols) < COARSE_CELLS:
+        return (
+            note + f": coarse, it outlines a region, not a structure (a 224-pixel model gives 14×14; fewer than "
+            f"{COARSE_CELLS} across is coarse)."
+        )
+    return note + "."
+
+
+def jet_colorscale(steps: int = 9) -> list[list]:
+    """The overlay's colour map as a Plotly colour scale: ``[[value, "rgb(r,g,b)"], ...]`` from 0 to 1."""
+    values = np.linspace(0, 1, steps)
+    return [[float(v), "rgb({},{},{})".format(*c)] for v, c in zip(values, _jet(values[None])[0])]
 
 
 def _jet(values: np.ndarray) -> np.ndarray:

@@ -401,3 +401,19 @@ def test_classify_reveals_a_photograph_as_an_uploaded_image(app_env, monkeypatch
     captions = [c for image in at.image for c in image.captions]
     assert captions.count("uploaded image") == 1 and captions.count("X-ray") == 1, captions
     assert any("Prediction despite the warning: **normal** (80.0%)" in c.value for c in at.caption)
+
+
+def test_classify_explains_the_cam_method_grid_and_scale(app_env, monkeypatch):
+    """The chosen method's help text, the Grad-CAM grid in cells, and a colour bar beside each overlay are shown."""
+    from radiology.explain import METHOD_HELP
+
+    film = png_bytes(xray(5))
+    _fake_explanations(monkeypatch, {film: [0.1, 0.8, 0.1]})
+    at = _classify(monkeypatch, {"film.png": film})
+    captions = [c.value for c in at.caption]
+    assert METHOD_HELP["Grad-CAM"] in captions
+    assert any("The map has 14×14 cells, each 16×16 pixels of the 224×224 model input." in c for c in captions)
+    assert "Grad-CAM++" in at.selectbox[0].help and "Cost:" in at.selectbox[0].help
+    assert len(at.get("plotly_chart")) == 2  # the overlay's colour bar and the probabilities
+    at.selectbox[0].select("ScoreCAM").run()
+    assert METHOD_HELP["ScoreCAM"] in [c.value for c in at.caption]

@@ -41,3 +41,13 @@ def test_history_balance_and_sizes():
     counts = {"train": {"covid": 3, "normal": 2, "pneumonia": 1}, "val": {"covid": 1, "normal": 1, "pneumonia": 1}}
     assert len(charts.class_balance_figure(counts).data) == 3
     assert len(charts.size_histogram([10, 20], [30, 40]).data) == 2
+
+
+def test_cam_colour_bar_runs_from_least_to_most():
+    """The CAM colour bar uses the given colour scale on 0..1 and labels its ends."""
+    scale = [[0.0, "rgb(0,0,127)"], [1.0, "rgb(127,0,0)"]]
+    fig = charts.cam_colour_bar(scale, label="relevance to covid")
+    assert fig.data[0].zmin == 0 and fig.data[0].zmax == 1
+    assert [list(c) for c in fig.data[0].colorscale] == scale
+    assert list(fig.layout.xaxis.ticktext) == ["0 (least)", "0.5", "1 (most)"]
+    assert fig.layout.xaxis.title.text == "relevance to covid"
