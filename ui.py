@@ -128,8 +128,10 @@ def active_model():
     return run, load_run_model(run)
 
 
-def explain_cached(run: registry.Run, data: bytes, method: str):
-    """Decodes and explains an uploaded file, once per (model, file content, method) per session.
+def explain_cached(run: registry.Run, data: bytes, method: str, *, layer: str | None = None):
+    """Decodes and explains an uploaded file, once per (model, file content, method, layer) per session.
+
+    ``layer`` is the convolution layer to explain on; None for the model's Grad-CAM layer.
 
     Returns:
         (the image at display size, at most ``DISPLAY_SIDE`` pixels, Explanation with the
@@ -146,7 +148,7 @@ def explain_cached(run: registry.Run, data: bytes, method: str):
         st.session_state["_explanations"] = LRUCache(max_bytes=SESSION_CACHE_BYTES, max_age_s=SESSION_CACHE_AGE_S)
     cache = st.session_state["_explanations"]
     digest = hashlib.sha256(data).hexdigest()
-    key = (str(run.model_path), run.model_path.stat().st_mtime_ns, digest, method)
+    key = (str(run.model_path), run.model_path.stat().st_mtime_ns, digest, method, layer)
     hit = cache.get(key)
     if hit is not None:
         gray, explanation = hit
@@ -156,7 +158,7 @@ def explain_cached(run: registry.Run, data: bytes, method: str):
     model = load_run_model(run)
     start = time.perf_counter()
     with model.lock:
-        explanation = model.explainer.explain(gray, method=method, colourfulness=colour, header=header)
+        explanation = model.explainer.explain(gray, method=method, colourfulness=colour, header=header, layer=layer)
     seconds = time.perf_counter() - start
     # Only the display-size image is kept: overlays and reruns then cost the same for a 4000-pixel film.
     view = fit_within(gray, DISPLAY_SIDE)

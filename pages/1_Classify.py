@@ -6,7 +6,7 @@ import streamlit as st
 import ui
 from radiology import charts, confidence
 from radiology.errors import RadiologyError
-from radiology.explain import METHOD_HELP, METHODS, cam_grid, grid_note, jet_colorscale, overlay
+from radiology.explain import METHOD_HELP, METHODS, finer_layers, grid_note, jet_colorscale, layer_grid, overlay
 from radiology.ood import UNAVAILABLE, load_stats
 
 IMAGE_UPLOAD_MB = 50  # a large uncompressed DICOM; the server allows more for model files
@@ -25,8 +25,7 @@ if run is None:
     st.stop()
 loaded = model.loaded
 names = loaded.metadata.class_names
-grid = grid_note(cam_grid(loaded), loaded.metadata.preprocess.input_shape)
-st.caption(f"Model: **{run.id}** · Grad-CAM layer `{loaded.metadata.gradcam_layer}`. {grid}")
+st.caption(f"Model: **{run.id}** · Grad-CAM layer `{loaded.metadata.gradcam_layer}`")
 if load_stats(loaded.metadata) is None:
     st.caption(
         f"The {UNAVAILABLE}: only colour, size and texture are checked. "
@@ -39,9 +38,22 @@ files = st.file_uploader(
     max_upload_size=IMAGE_UPLOAD_MB,
     help="Files stay in memory and are never written to disk.",
 )
-left, right = st.columns(2)
+left, middle, right = st.columns(3)
 method = left.selectbox("Explanation method", METHODS, help="\n\n".join(f"**{m}**: {METHOD_HELP[m]}" for m in METHODS))
 left.caption(METHOD_HELP[method])
+layers = [loaded.metadata.gradcam_layer, *finer_layers(loaded)]
+layer = middle.selectbox(
+    "Layer",
+    layers,
+    format_func=lambda name: (
+        f"{name}, {'×'.join(map(str, layer_grid(loaded, name)))} cells"
+        + (" (the model's)" if name == layers[0] else "")
+    ),
+    disabled=len(layers) == 1,
+    help="An earlier layer has more cells, so a finer map, but its features are less specific to the class: "
+    "it may light up edges and texture rather than the finding.",
+)
+middle.caption(grid_note(layer_grid(loaded, layer), loaded.metadata.preprocess.input_shape))
 alpha = right.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05)
 
 if not files:
@@ -51,7 +63,7 @@ results, errors = [], []
 progress = st.progress(0.0, text="Classifying…")
 for i, f in enumerate(files):
     try:
-        gray, ex, seconds = ui.explain_cached(run, f.getvalue(), method)
+        gray, ex, seconds = ui.explain_cached(run, f.getvalue(), method, layer=None if layer == layers[0] else layer)
         results.append((f.name, gray, ex, seconds))
     except RadiologyError as exc:
         errors.append((f.name, str(exc)))
@@ -131,7 +143,7 @@ for i, (name, gray, ex, seconds) in enumerate(results):
     c1, c2, c3 = st.columns([2, 2, 3])
     c1.image(gray, caption="uploaded image" if ex.ood.flag else "X-ray", clamp=True)
     if verdict.confident:
-        c2.image(overlay(gray, ex.cam, alpha=alpha), caption=f"{ex.method} overlay")
+        c2.image(overlay(gray, ex.cam, alpha=alpha), caption=f"{ex.method} overlay, {ex.layer or layer}")
         c2.plotly_chart(
             charts.cam_colour_bar(
                 jet_colorscale(), label=f"relevance to {names[ex.label]}, scaled to this image's highest"

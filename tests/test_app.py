@@ -351,7 +351,7 @@ def _fake_explanations(monkeypatch, probs_by_file: dict[bytes, list[float]], *, 
     from radiology.explain import Explanation
     from radiology.ood import OODResult
 
-    def explain(run, data, method):
+    def explain(run, data, method, *, layer=None):
         probs = np.asarray(probs_by_file[data], np.float32)
         cam = np.tile(np.linspace(0, 1, 224, dtype=np.float32), (224, 1))
         gate = OODResult(True, None, flag) if flag else OODResult(False, 0.5, "")
@@ -382,8 +382,8 @@ def test_classify_reveals_a_photograph_as_an_uploaded_image(app_env, monkeypatch
 
     answer = ui.explain_cached
 
-    def flag_photo(run, data, method):
-        gray, ex, seconds = answer(run, data, method)
+    def flag_photo(run, data, method, **kwargs):
+        gray, ex, seconds = answer(run, data, method, **kwargs)
         if data == photo:
             from radiology.ood import OODResult
 
@@ -417,3 +417,29 @@ def test_classify_explains_the_cam_method_grid_and_scale(app_env, monkeypatch):
     assert len(at.get("plotly_chart")) == 2  # the overlay's colour bar and the probabilities
     at.selectbox[0].select("ScoreCAM").run()
     assert METHOD_HELP["ScoreCAM"] in [c.value for c in at.caption]
+
+
+def test_classify_offers_a_finer_layer(app_env, monkeypatch):
+    """The layer selector offers block4_conv3 (28×28) and block3_conv3 (56×56) besides block5_conv3, and the
+    explanation is asked for the chosen layer."""
+    film = png_bytes(xray(6))
+    _fake_explanations(monkeypatch, {film: [0.1, 0.8, 0.1]})
+    import ui
+
+    asked = []
+    answer = ui.explain_cached
+    monkeypatch.setattr(
+        ui, "explain_cached", lambda run, data, method, **kw: asked.append(kw) or answer(run, data, method)
+    )
+    at = _classify(monkeypatch, {"film.png": film})
+    layer = next(s for s in at.selectbox if s.label == "Layer")
+    assert layer.options == [
+        "block5_conv3, 14×14 cells (the model's)",
+        "block4_conv3, 28×28 cells",
+        "block3_conv3, 56×56 cells",
+    ]
+    layer.select("block4_conv3").run()
+    assert not at.exception, at.exception
+    assert asked[0] == {"layer": None} and asked[-1] == {"layer": "block4_conv3"}
+    assert any(c.value.startswith("The map has 28×28 cells, each 8×8 pixels") for c in at.caption)
+

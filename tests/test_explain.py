@@ -12,8 +12,10 @@ from radiology.explain import (
     METHODS,
     Explainer,
     cam_grid,
+    finer_layers,
     grid_note,
     jet_colorscale,
+    layer_grid,
     overlay,
 )
 from radiology.model import LoadedModel, ModelMetadata, predict_images
@@ -185,3 +187,22 @@ def test_colour_scale_matches_the_overlay():
     ramp = np.array([[0.0, 0.25, 0.5, 0.75, 1.0]], np.float32)
     coloured = overlay(np.zeros((1, 5), np.uint8), ramp, alpha=1.0)[0]
     assert [f"rgb({r},{g},{b})" for r, g, b in coloured] == [c for _, c in scale]
+
+
+def test_finer_layers_of_vgg16_and_a_map_on_one(explainer, tiny_model):
+    """VGG16 offers block4_conv3 and block3_conv3 as finer layers; the fused Grad-CAM on block4_conv3 matches
+    tf-keras-vis there, and the explanation names its layer."""
+    assert finer_layers(tiny_model) == ["block4_conv3", "block3_conv3"]
+    assert layer_grid(tiny_model, "block4_conv3") == (28, 28)
+    img = xray(10, size=(180, 200))
+    ex = explainer.explain(img, layer="block4_conv3")
+    assert ex.layer == "block4_conv3" and ex.cam.shape == (224, 224)
+    assert explainer.explain(img).layer == tiny_model.metadata.gradcam_layer
+    reference = explainer.vis_cam(
+        preprocess(img, tiny_model.metadata.preprocess), ex.label, "Grad-CAM", layer="block4_conv3"
+    )
+    if reference.std() > 0:
+        assert np.corrcoef(ex.cam.ravel(), reference.ravel())[0, 1] > 0.98
+    assert explainer.explain(img, method="LayerCAM", layer="block4_conv3").layer == "block4_conv3"
+    with pytest.raises(ValueError, match="unknown layer 'no_such_conv'"):
+        explainer.explain(img, layer="no_such_conv")
