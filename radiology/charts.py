@@ -91,6 +91,7 @@ def roc_figure(curves: dict) -> go.Figure:
                 x=c["roc"]["fpr"],
                 y=c["roc"]["tpr"],
                 name=f"{name} (AUC {c['roc']['auc']:.3f})",
+                mode="lines",
                 line_color=COLORS.get(name),
             )
     fig.add_scatter(x=[0, 1], y=[0, 1], name="chance", line={"dash": "dot", "color": "gray"})
@@ -101,7 +102,11 @@ def roc_figure(curves: dict) -> go.Figure:
 
 
 def pr_figure(curves: dict) -> go.Figure:
-    """One-vs-rest precision-recall curves with average precision in the legend."""
+    """One-vs-rest precision-recall curves with average precision in the legend.
+
+    Drawn as steps without markers, as scikit-learn's ``PrecisionRecallDisplay`` does: the curve's points at one
+    recall differ only in precision, and as dots they stood in a vertical column at its end.
+    """
     fig = go.Figure()
     for name, c in curves.items():
         if c["pr"]["auc"] is not None:
@@ -109,9 +114,17 @@ def pr_figure(curves: dict) -> go.Figure:
                 x=c["pr"]["recall"],
                 y=c["pr"]["precision"],
                 name=f"{name} (AP {c['pr']['auc']:.3f})",
-                line_color=COLORS.get(name),
+                mode="lines",
+                line={"color": COLORS.get(name), "shape": "hv"},
             )
-    fig.update_layout(title="Precision-recall (one-vs-rest)", xaxis_title="recall", yaxis_title="precision", height=380)
+    fig.update_layout(
+        title="Precision-recall (one-vs-rest)",
+        xaxis_title="recall",
+        yaxis_title="precision",
+        xaxis={"range": [0, 1.02]},
+        yaxis={"range": [0, 1.02]},
+        height=380,
+    )
     return fig
 
 

@@ -443,3 +443,32 @@ def test_classify_offers_a_finer_layer(app_env, monkeypatch):
     assert asked[0] == {"layer": None} and asked[-1] == {"layer": "block4_conv3"}
     assert any(c.value.startswith("The map has 28×28 cells, each 8×8 pixels") for c in at.caption)
 
+
+def test_evaluation_uses_wilson_on_small_samples_and_a_text_compare_table(app_env):
+    """On a handful of images the recall intervals are Wilson's, not a collapsed bootstrap, and the compare
+    table holds text only (no raw floats, nothing Arrow refuses)."""
+    at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    report = at.dataframe[0].value
+    assert all(v.endswith("(Wilson)") for v in report.loc[["covid", "normal", "pneumonia"], "recall 95% CI"])
+    assert any(c.value.startswith("95% CI") and c.value.endswith("(Wilson)") for c in at.caption)
+    compare = at.dataframe[-1].value
+    assert list(compare.columns)[0] == "metric" and all(compare[c].map(type).eq(str).all() for c in compare.columns)
+
+
+def test_evaluation_says_how_many_mistakes_it_draws(tiny_run, tmp_path, monkeypatch):
+    """With 14 mistakes the gallery says it shows the 12 most confident of 14 and lists them all."""
+    root = tmp_path / "data"
+    (root / "ds").mkdir(parents=True)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    _run_with_mistakes(tiny_run, runs, "20260101-000000-many", root / "ds", [f"covid/{i}.png" for i in range(14)])
+    monkeypatch.setenv("RADIOLOGY_RUNS_DIR", str(runs))
+    monkeypatch.setenv("RADIOLOGY_DATA_ROOT", str(root))
+    monkeypatch.setattr(registry, "BUNDLED_DIR", tmp_path / "no-bundle")
+    at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert any(c.value == "Showing the 12 most confident of 14 mistakes." for c in at.caption)
+    assert len(at.dataframe[-1].value) == 14
+    at.slider[0].set_value(14).run()
+    assert any(c.value == "All 14 mistakes, most confident first." for c in at.caption)

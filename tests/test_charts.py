@@ -51,3 +51,13 @@ def test_cam_colour_bar_runs_from_least_to_most():
     assert [list(c) for c in fig.data[0].colorscale] == scale
     assert list(fig.layout.xaxis.ticktext) == ["0 (least)", "0.5", "1 (most)"]
     assert fig.layout.xaxis.title.text == "relevance to covid"
+
+
+def test_pr_curves_are_steps_without_markers():
+    """PR curves are drawn as lines in steps (no column of dots at the end), ROC curves as lines."""
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, 40)
+    curves = metrics.roc_pr_curves(labels, rng.dirichlet(np.ones(3), 40), NAMES)
+    pr = charts.pr_figure(curves)
+    assert all(t.mode == "lines" and t.line.shape == "hv" for t in pr.data)
+    assert all(t.mode == "lines" for t in charts.roc_figure(curves).data[:-1])
