@@ -327,15 +327,18 @@ def file_view_plain(image_path: str) -> np.ndarray:
 
 @st.cache_data(show_spinner="Fitting a source classifier on thumbnails…", max_entries=4)
 def source_report(path: str, seed: int, fractions: tuple[float, float, float], fingerprint_key: str) -> dict:
-    """Images per source and class, and how well the source can be predicted from the pixels."""
-    from radiology.confounding import source_predictability
+    """Images per source and class, how well the source can be predicted from the pixels, and why not if it cannot."""
+    from radiology.confounding import source_predictability, unmeasured_reason
     from radiology.datasets import source_counts
     from radiology.splits import check_splits
 
     checked = check_splits(path, seed=seed, fractions=fractions, cache_dir=runs_dir() / ".cache")
+    samples = checked.dataset.samples()
+    found = source_predictability(samples, checked.decoded, seed=seed)
     return {
         "by_class": {c: dict(n) for c, n in source_counts(checked.dataset).items()},
-        "predictability": source_predictability(checked.dataset.samples(), checked.decoded, seed=seed),
+        "predictability": found,
+        "unmeasured": None if found else unmeasured_reason(checked.dataset.root, samples, checked.decoded),
     }
 
 

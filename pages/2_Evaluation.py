@@ -8,6 +8,8 @@ from radiology import charts, evaluation_job, registry
 from radiology.errors import RadiologyError
 from radiology.evaluation import (
     accuracy_interval,
+    by_source_note,
+    by_source_rows,
     comparison_table,
     interval_text,
     macro_f1_interval_text,
@@ -139,9 +141,12 @@ st.dataframe(
         ),
     },
 )
-if m.get("by_source") and len(m["by_source"]) > 1:
-    st.subheader("Accuracy per source")
-    st.dataframe(pd.DataFrame(m["by_source"]).T)
+st.subheader("Accuracy per source")
+why_not = by_source_note(m)
+if why_not:
+    st.caption(why_not)
+else:
+    st.dataframe(pd.DataFrame(by_source_rows(m["by_source"])), hide_index=True)
 
 st.header("Confusion matrix")
 c1, c2 = st.columns(2)

@@ -188,6 +188,35 @@ def macro_f1_interval_text(result: dict) -> str:
     return f"95% CI {lo:.3f} – {hi:.3f}"
 
 
+def by_source_note(result: dict) -> str | None:
+    """Why accuracy per data source is not shown for an evaluation, or None when it is (two or more sources)."""
+    by_source = result.get("by_source")
+    if by_source is None:
+        return "This evaluation predates accuracy per source: evaluate the run again to see it."
+    known = [s for s in by_source if s != "unknown"]
+    if not known:
+        return (
+            "The images have no source: the dataset folder has no manifest.csv with a source column, "
+            "so accuracy per source cannot be shown."
+        )
+    if len(by_source) == 1:
+        return f"Every image comes from one source, {known[0]}: there is no other to compare it with."
+    return None
+
+
+def by_source_rows(by_source: dict[str, dict]) -> list[dict]:
+    """Accuracy per source (``metrics.accuracy_by_group``) as display rows with the interval as text."""
+    return [
+        {
+            "source": name,
+            "images": g["n"],
+            "accuracy": f"{g['accuracy']:.1%}",
+            "95% CI (Wilson)": interval_text(g.get("ci") or [None, None], "bootstrap", digits=3),
+        }
+        for name, g in by_source.items()
+    ]
+
+
 def summary_row(run_id: str, result: dict) -> dict:
     """Headline numbers of one evaluation, for tables that compare runs."""
     row = {

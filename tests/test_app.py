@@ -224,11 +224,13 @@ def test_evaluation_shows_the_share_flagged(app_env):
 
 
 def test_dataset_page_measures_source_predictability(app_env):
-    """The shortcut-risk button runs; a dataset without sources says there is nothing to measure."""
+    """The shortcut-risk button runs; a dataset without manifest.csv says that is why there is nothing to measure."""
     at = AppTest.from_file(str(ROOT / "pages/4_Dataset.py"), default_timeout=120).run()
     at.button[0].click().run()
     assert not at.exception
-    assert any("Fewer than two sources" in i.value for i in at.info)
+    assert any(
+        i.value.startswith("Nothing to measure: this folder has no manifest.csv with a source column") for i in at.info
+    ), [i.value for i in at.info]
 
 
 def test_session_explanations_are_bounded_by_bytes(tiny_run, tmp_path, monkeypatch):
@@ -472,3 +474,18 @@ def test_evaluation_says_how_many_mistakes_it_draws(tiny_run, tmp_path, monkeypa
     assert len(at.dataframe[-1].value) == 14
     at.slider[0].set_value(14).run()
     assert any(c.value == "All 14 mistakes, most confident first." for c in at.caption)
+
+
+def test_evaluation_says_why_accuracy_per_source_is_missing(app_env):
+    """Without manifest.csv the Evaluation page keeps the per-source heading and says why it has no table."""
+    at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert "Accuracy per source" in [s.value for s in at.subheader]
+    assert any("no manifest.csv with a source column" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+def test_dataset_page_captions_samples(app_env):
+    """Each sample image on the Dataset page carries its file name."""
+    at = AppTest.from_file(str(ROOT / "pages/4_Dataset.py"), default_timeout=120).run()
+    captions = [c for image in at.image for c in image.captions]
+    assert captions and all(c.endswith(".png") for c in captions), captions

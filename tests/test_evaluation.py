@@ -9,6 +9,8 @@ import pytest
 from radiology import metrics
 from radiology.evaluation import (
     accuracy_interval,
+    by_source_note,
+    by_source_rows,
     comparison_table,
     interval_text,
     macro_f1_interval_text,
@@ -145,6 +147,16 @@ def test_comparison_table_is_text_that_arrow_accepts():
     assert by_metric["ECE"]["old"] == "0.001" and by_metric["recall covid"]["old"] == "–"
     assert all(isinstance(v, str) for r in table for v in r.values())
     pa.Table.from_pandas(pd.DataFrame(table))
+
+
+def test_by_source_note_says_why_accuracy_per_source_is_missing():
+    """No sources (no manifest), one source, or an old evaluation each get a reason; two sources get none."""
+    assert "no manifest.csv with a source column" in by_source_note({"by_source": {"unknown": {}}})
+    assert by_source_note({"by_source": {"a": {}}}).startswith("Every image comes from one source, a")
+    assert "predates accuracy per source" in by_source_note({})
+    assert by_source_note({"by_source": {"a": {}, "b": {}}}) is None
+    rows = by_source_rows({"a": {"n": 4, "accuracy": 0.75, "ci": [0.3, 0.95]}})
+    assert rows == [{"source": "a", "images": 4, "accuracy": "75.0%", "95% CI (Wilson)": "0.300–0.950"}]
 
 
 def test_misclassified_without_a_limit_keeps_every_mistake():
