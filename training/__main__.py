@@ -109,7 +109,7 @@ def main(argv=None) -> int:
             config = TrainConfig.load(run_dir / "config.json")
         else:
             config = _config(args)
-        if args.run_dir is None:  # a run the app prepared records its own failure in its folder
+        if args.lock_fd is None:  # a child of the app's launcher records its failure in the run's folder instead
             _check_data(config)
     except (RadiologyError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
