@@ -76,7 +76,7 @@ def page_header(title: str) -> None:
     _leave_pages_directory_mode()
     st.set_page_config(page_title=f"{title} · RadiologyAI", page_icon="🩻", layout="wide")
     st.title(title)
-    st.warning(DISCLAIMER, icon="⚠️")
+    st.warning(DISCLAIMER, icon=":material/warning:")  # Material Symbols ship with Streamlit; emoji fonts may not
 
 
 class RunModel(NamedTuple):
@@ -128,8 +128,10 @@ def active_model():
     return run, load_run_model(run)
 
 
-def explain_cached(run: registry.Run, data: bytes, method: str):
-    """Decodes and explains an uploaded file, once per (model, file content, method) per session.
+def explain_cached(run: registry.Run, data: bytes, method: str, *, layer: str | None = None):
+    """Decodes and explains an uploaded file, once per (model, file content, method, layer) per session.
+
+    ``layer`` is the convolution layer to explain on; None for the model's Grad-CAM layer.
 
     Returns:
         (the image at display size, at most ``DISPLAY_SIDE`` pixels, Explanation with the
@@ -138,7 +140,7 @@ def explain_cached(run: registry.Run, data: bytes, method: str):
     Raises:
         RadiologyError: the file cannot be decoded.
     """
-    from radiology.images import decode_with_colour
+    from radiology.images import decode_with_colour, dicom_header
     from radiology.lru import LRUCache
     from radiology.preprocess import fit_within
 
@@ -146,16 +148,17 @@ def explain_cached(run: registry.Run, data: bytes, method: str):
         st.session_state["_explanations"] = LRUCache(max_bytes=SESSION_CACHE_BYTES, max_age_s=SESSION_CACHE_AGE_S)
     cache = st.session_state["_explanations"]
     digest = hashlib.sha256(data).hexdigest()
-    key = (str(run.model_path), run.model_path.stat().st_mtime_ns, digest, method)
+    key = (str(run.model_path), run.model_path.stat().st_mtime_ns, digest, method, layer)
     hit = cache.get(key)
     if hit is not None:
         gray, explanation = hit
         return gray, explanation, None
     gray, colour = decode_with_colour(data)
+    header = dicom_header(data)  # a CT slice or a lateral film is flagged by its header, whatever the model
     model = load_run_model(run)
     start = time.perf_counter()
     with model.lock:
-        explanation = model.explainer.explain(gray, method=method, colourfulness=colour)
+        explanation = model.explainer.explain(gray, method=method, colourfulness=colour, header=header, layer=layer)
     seconds = time.perf_counter() - start
     # Only the display-size image is kept: overlays and reruns then cost the same for a 4000-pixel film.
     view = fit_within(gray, DISPLAY_SIDE)
@@ -324,15 +327,18 @@ def file_view_plain(image_path: str) -> np.ndarray:
 
 @st.cache_data(show_spinner="Fitting a source classifier on thumbnails…", max_entries=4)
 def source_report(path: str, seed: int, fractions: tuple[float, float, float], fingerprint_key: str) -> dict:
-    """Images per source and class, and how well the source can be predicted from the pixels."""
-    from radiology.confounding import source_predictability
+    """Images per source and class, how well the source can be predicted from the pixels, and why not if it cannot."""
+    from radiology.confounding import source_predictability, unmeasured_reason
     from radiology.datasets import source_counts
     from radiology.splits import check_splits
 
     checked = check_splits(path, seed=seed, fractions=fractions, cache_dir=runs_dir() / ".cache")
+    samples = checked.dataset.samples()
+    found = source_predictability(samples, checked.decoded, seed=seed)
     return {
         "by_class": {c: dict(n) for c, n in source_counts(checked.dataset).items()},
-        "predictability": source_predictability(checked.dataset.samples(), checked.decoded, seed=seed),
+        "predictability": found,
+        "unmeasured": None if found else unmeasured_reason(checked.dataset.root, samples, checked.decoded),
     }
 
 

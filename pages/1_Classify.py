@@ -4,9 +4,9 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from radiology import calibration, charts
+from radiology import calibration, charts, confidence
 from radiology.errors import RadiologyError
-from radiology.explain import METHODS, overlay
+from radiology.explain import METHOD_HELP, METHODS, finer_layers, grid_note, jet_colorscale, layer_grid, overlay
 from radiology.ood import UNAVAILABLE, load_stats
 
 IMAGE_UPLOAD_MB = 50  # a large uncompressed DICOM; the server allows more for model files
@@ -41,8 +41,22 @@ files = st.file_uploader(
     max_upload_size=IMAGE_UPLOAD_MB,
     help="Files stay in memory and are never written to disk.",
 )
-left, right = st.columns(2)
-method = left.selectbox("Explanation method", METHODS, help="ScoreCAM runs one forward pass per kept channel: slower.")
+left, middle, right = st.columns(3)
+method = left.selectbox("Explanation method", METHODS, help="\n\n".join(f"**{m}**: {METHOD_HELP[m]}" for m in METHODS))
+left.caption(METHOD_HELP[method])
+layers = [loaded.metadata.gradcam_layer, *finer_layers(loaded)]
+layer = middle.selectbox(
+    "Layer",
+    layers,
+    format_func=lambda name: (
+        f"{name}, {'×'.join(map(str, layer_grid(loaded, name)))} cells"
+        + (" (the model's)" if name == layers[0] else "")
+    ),
+    disabled=len(layers) == 1,
+    help="An earlier layer has more cells, so a finer map, but its features are less specific to the class: "
+    "it may light up edges and texture rather than the finding.",
+)
+middle.caption(grid_note(layer_grid(loaded, layer), loaded.metadata.preprocess.input_shape))
 alpha = right.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05)
 
 if not files:
@@ -52,7 +66,7 @@ results, errors = [], []
 progress = st.progress(0.0, text="Classifying…")
 for i, f in enumerate(files):
     try:
-        gray, ex, seconds = ui.explain_cached(run, f.getvalue(), method)
+        gray, ex, seconds = ui.explain_cached(run, f.getvalue(), method, layer=None if layer == layers[0] else layer)
         results.append((f.name, gray, ex, seconds))
     except RadiologyError as exc:
         errors.append((f.name, str(exc)))
@@ -65,8 +79,12 @@ for name, message in errors:
 if len(results) > 1:
     st.subheader("Results")
     flagged = sum(ex.ood.flag for _, _, ex, _ in results)
+    confident = [confidence.assess(ex.probs, names).confident for _, _, ex, _ in results]
     reveal_all = flagged and st.toggle(
-        f"Show the predictions of the {flagged} images that do not look like chest X-rays", key="reveal-all"
+        "Show the prediction of the image that does not look like a chest X-ray"
+        if flagged == 1
+        else f"Show the predictions of the {flagged} images that do not look like chest X-rays",
+        key="reveal-all",
     )
     table = pd.DataFrame(
         [
@@ -74,12 +92,18 @@ if len(results) > 1:
                 "image": ui.thumbnail_uri(gray),
                 "file": name,
                 "in_distribution": not ex.ood.flag,
-                "prediction": names[ex.label] if not ex.ood.flag or reveal_all else "hidden: not a chest X-ray?",
+                "prediction": (
+                    "hidden: not a chest X-ray?"
+                    if ex.ood.flag and not reveal_all
+                    else names[ex.label]
+                    if sure
+                    else "no confident prediction"
+                ),
                 **{c: float(p) if not ex.ood.flag or reveal_all else None for c, p in zip(names, ex.probs)},
                 "ood_score": ex.ood.score,
                 "ood_reason": ex.ood.reason,
             }
-            for name, gray, ex, _ in results
+            for (name, gray, ex, _), sure in zip(results, confident)
         ]
     )
     st.dataframe(
@@ -95,27 +119,45 @@ if len(results) > 1:
     # the download keeps every prediction; in_distribution says which ones to distrust
     csv = table.drop(columns="image").assign(
         prediction=[names[ex.label] for _, _, ex, _ in results],
+        confident=confident,
         **{c: [float(ex.probs[i]) for _, _, ex, _ in results] for i, c in enumerate(names)},
     )
     st.download_button("Download CSV", csv.to_csv(index=False), "predictions.csv", "text/csv")
 
 for i, (name, gray, ex, seconds) in enumerate(results):
+    verdict = confidence.assess(ex.probs, names)
+    label = f"**{names[ex.label]}** ({ex.probs[ex.label]:.1%})" if verdict.confident else "no confident prediction"
     shown = True
     if ex.ood.flag:
         st.subheader(f"{name}: not a chest X-ray?")
-        st.warning(ex.ood.message, icon="🚫")
+        st.warning(ex.ood.message, icon=":material/block:")  # an emoji may be missing from the browser's fonts
         shown = st.checkbox("show the prediction anyway", key=f"reveal-{i}-{name}")
-    else:
+    elif verdict.confident:
         st.subheader(f"{name}: {names[ex.label]} ({ex.probs[ex.label]:.1%})")
+    else:
+        st.subheader(f"{name}: no confident prediction")
     if not shown:
         st.image(gray, caption="uploaded image", clamp=True, width=320)
         continue
     if ex.ood.flag:
-        st.caption(f"Prediction despite the warning: **{names[ex.label]}** ({ex.probs[ex.label]:.1%})")
+        st.caption(f"Prediction despite the warning: {label}")
+    if not verdict.confident:
+        st.info(f"The model does not settle on a class: {verdict.reason}.", icon=":material/help:")
     c1, c2, c3 = st.columns([2, 2, 3])
-    c1.image(gray, caption="X-ray", clamp=True)
-    c2.image(overlay(gray, ex.cam, alpha=alpha), caption=f"{ex.method} overlay")
-    c3.plotly_chart(charts.probability_bars(ex.probs, names), key=f"bars-{name}-{id(ex)}")
+    c1.image(gray, caption="uploaded image" if ex.ood.flag else "X-ray", clamp=True)
+    if verdict.confident:
+        c2.image(overlay(gray, ex.cam, alpha=alpha), caption=f"{ex.method} overlay, {ex.layer or layer}")
+        c2.plotly_chart(
+            charts.cam_colour_bar(
+                jet_colorscale(), label=f"relevance to {names[ex.label]}, scaled to this image's highest"
+            ),
+            key=f"scale-{name}-{id(ex)}",
+        )
+    else:
+        c2.caption(f"No {ex.method} overlay: without a confident prediction there is no class to explain.")
+    c3.plotly_chart(
+        charts.probability_bars(ex.probs, names, threshold=confidence.MIN_TOP_PROBABILITY), key=f"bars-{name}-{id(ex)}"
+    )
     c3.caption(
         f"{ex.method} computed in {seconds * 1000:.0f} ms"
         if seconds is not None

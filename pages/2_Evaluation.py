@@ -6,10 +6,21 @@ import streamlit as st
 import ui
 from radiology import calibration, charts, evaluation_job, registry
 from radiology.errors import RadiologyError
-from radiology.evaluation import by_source_rows, misclassified, summary_row
+from radiology.evaluation import (
+    accuracy_interval,
+    by_source_note,
+    by_source_rows,
+    comparison_table,
+    interval_text,
+    macro_f1_interval_text,
+    misclassified,
+    recall_intervals,
+    summary_row,
+)
 from radiology.ood import UNAVAILABLE
 
 SPLITS = {"test": "test split", "val": "validation split", "train": "training split", "all": "all images"}
+GALLERY = 12  # mistakes drawn at first, each a Grad-CAM; the rest are listed and can be drawn on request
 
 ui.page_header("Evaluation")
 runs = [r for r in registry.list_runs(ui.runs_dir()) if r.metrics or (r.state == "succeeded" and r.has_model)]
@@ -75,12 +86,17 @@ if not m:
 names = m["class_names"]
 
 st.header("Summary")
-ci = m["ci"]["accuracy"]
+ci, ci_method = accuracy_interval(m)
 cols = st.columns(4)
-cols[0].metric("Accuracy", f"{m['accuracy']:.1%}", help="95% bootstrap confidence interval below")
-cols[0].caption(f"95% CI {ci[0]:.1%} – {ci[1]:.1%}")
+cols[0].metric(
+    "Accuracy",
+    f"{m['accuracy']:.1%}",
+    help="95% confidence interval below: a bootstrap, or the Wilson interval on fewer than 30 images "
+    "or where the bootstrap collapses to one value",
+)
+cols[0].caption(f"95% CI {ci[0]:.1%} – {ci[1]:.1%}" + (" (Wilson)" if ci_method == "Wilson" else ""))
 cols[1].metric("Macro F1", f"{m['macro_f1']:.3f}")
-cols[1].caption("95% CI " + " – ".join(f"{v:.3f}" for v in m["ci"]["macro_f1"]))
+cols[1].caption(macro_f1_interval_text(m))
 cols[2].metric("ECE", f"{m['calibration']['ece']:.3f}", help="expected calibration error, 10 bins")
 cols[3].metric("Images", m["n"], help=SPLITS.get(m.get("split", "test")))
 st.caption(
@@ -114,14 +130,23 @@ else:
 
 st.header("Classification report")
 report = pd.DataFrame({k: v for k, v in m["report"].items() if isinstance(v, dict)}).T
-report["recall 95% CI"] = [
-    " – ".join(f"{v:.3f}" for v in m["ci"]["recall"][i]) if i in m["ci"]["recall"] else "" for i in report.index
-]
-st.dataframe(report, column_config={"support": st.column_config.NumberColumn(format="%d")})
-if m.get("by_source") and len(m["by_source"]) > 1:
-    st.subheader("Accuracy per source")
-    st.dataframe(by_source_rows(m["by_source"]), hide_index=True)
-    st.caption("95% Wilson intervals, which hold for small counts; a source with few images says little.")
+recalls = recall_intervals(m)
+report["recall 95% CI"] = [interval_text(*recalls[i]) if i in recalls else "" for i in report.index]
+st.dataframe(
+    report,
+    column_config={
+        "support": st.column_config.NumberColumn(format="%d"),
+        "recall 95% CI": st.column_config.TextColumn(
+            help="bootstrap; (Wilson) where the class has fewer than 30 images or the bootstrap collapses"
+        ),
+    },
+)
+st.subheader("Accuracy per source")
+why_not = by_source_note(m)
+if why_not:
+    st.caption(why_not)
+else:
+    st.dataframe(pd.DataFrame(by_source_rows(m["by_source"])), hide_index=True)
 
 st.header("Confusion matrix")
 c1, c2 = st.columns(2)
@@ -143,7 +168,7 @@ else:
 st.plotly_chart(charts.reliability_figure(m["calibration"]), key="rel")
 
 st.header("Misclassified images")
-wrong = misclassified(run.predictions(), names)
+wrong = misclassified(run.predictions(), names, limit=None)
 root = refusal = None
 if wrong:
     try:
@@ -160,9 +185,23 @@ elif root is None or not root.is_dir():
     st.caption(f"{len(wrong)} mistakes are listed in the run's predictions.")
     st.dataframe(pd.DataFrame(wrong)[["path", "label", "predicted", "confidence"]], hide_index=True)
 else:
+    shown = len(wrong)
+    if len(wrong) > GALLERY:
+        shown = st.slider(
+            f"Mistakes drawn, most confident first, of all {len(wrong)}",
+            GALLERY,
+            len(wrong),
+            GALLERY,
+            help="each one draws its Grad-CAM; every mistake is listed below",
+        )
+    st.caption(
+        f"Showing the {shown} most confident of {len(wrong)} mistakes."
+        if shown < len(wrong)
+        else f"All {len(wrong)} mistakes, most confident first."
+    )
     show_cam = st.toggle("Show Grad-CAM of each mistake", value=True)
     grid = st.columns(4)
-    for i, row in enumerate(wrong):
+    for i, row in enumerate(wrong[:shown]):
         cell = grid[i % 4]
         try:
             image = ui.file_view(run, root / row["path"], with_cam=show_cam and run.has_model)
@@ -173,6 +212,9 @@ else:
             image,
             caption=f"{row['path']} · true {row['label']}, predicted {row['predicted']} ({row['confidence']:.0%})",
         )
+    if shown < len(wrong):
+        with st.expander(f"All {len(wrong)} mistakes"):
+            st.dataframe(pd.DataFrame(wrong)[["path", "label", "predicted", "confidence"]], hide_index=True)
 
 st.header("Compare runs")
 evaluated = [r for r in runs if r.metrics]
@@ -182,7 +224,8 @@ if not others:
 else:
     other_id = st.selectbox("Compare with", others, format_func=labels.get)
     other = next(r for r in evaluated if r.id == other_id)
-    st.dataframe(pd.DataFrame([summary_row(run.id, m), summary_row(other.id, other.metrics)]).set_index("run").T)
+    rows = [summary_row(run.id, m), summary_row(other.id, other.metrics)]
+    st.dataframe(pd.DataFrame(comparison_table(rows)), hide_index=True)
     c1, c2 = st.columns(2)
     for col, r in ((c1, run), (c2, other)):
         col.markdown(f"**{r.id}**")

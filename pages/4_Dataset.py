@@ -1,5 +1,7 @@
 """Dataset: class balance, sample images, image sizes and the leakage report of a dataset folder."""
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -31,7 +33,7 @@ for label, paths in report["samples"].items():
     cols = st.columns(8)
     for col, path in zip(cols, paths):
         try:
-            col.image(ui.file_view_plain(path), width="stretch")
+            col.image(ui.file_view_plain(path), width="stretch", caption=Path(path).name)
         except RadiologyError as exc:
             col.caption(str(exc))
 
@@ -61,7 +63,7 @@ if st.button("Measure source predictability"):
     st.dataframe(pd.DataFrame(sources["by_class"]).fillna(0).astype(int))
     found = sources["predictability"]
     if found is None:
-        st.info("Fewer than two sources with 20 or more images: nothing to measure.")
+        st.info(f"Nothing to measure: {sources['unmeasured']}.")
     else:
         st.metric(
             "Balanced accuracy predicting the source",

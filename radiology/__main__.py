@@ -33,7 +33,7 @@ def _load(model_arg: str | None):
 def cmd_predict(args) -> int:
     """Prints the label, probabilities and out-of-distribution verdict of each image; bad files get an error line."""
     from radiology import ood
-    from radiology.images import decode_with_colour
+    from radiology.images import decode_with_colour, dicom_header
 
     loaded = _load(args.model)
     for w in loaded.warnings:
@@ -46,7 +46,8 @@ def cmd_predict(args) -> int:
     for path in args.images:
         try:
             gray, colour = decode_with_colour(path)
-            probs, gate = ood.predict_checked(loaded, gray, colourfulness=colour, stats=stats)
+            header = dicom_header(path)
+            probs, gate = ood.predict_checked(loaded, gray, colourfulness=colour, stats=stats, header=header)
         except RadiologyError as exc:
             failures += 1
             line = {"file": path, "error": str(exc)}

@@ -7,8 +7,15 @@ import plotly.graph_objects as go
 COLORS = {"covid": "#d62728", "normal": "#2ca02c", "pneumonia": "#1f77b4"}
 
 
-def probability_bars(probs, class_names) -> go.Figure:
-    """Horizontal bars of class probabilities for one image."""
+def probability_bars(probs, class_names, *, threshold: float | None = None) -> go.Figure:
+    """Horizontal bars of class probabilities for one image, on a fixed 0-100% axis.
+
+    Args:
+        probs: the C class probabilities.
+        class_names: the C class names.
+        threshold: where a confident prediction starts (``confidence.MIN_TOP_PROBABILITY``), drawn as a dotted
+            line; None draws none.
+    """
     fig = go.Figure(
         go.Bar(
             x=[float(p) for p in probs],
@@ -17,9 +24,45 @@ def probability_bars(probs, class_names) -> go.Figure:
             marker_color=[COLORS.get(c, "#7f7f7f") for c in class_names],
             text=[f"{p:.1%}" for p in probs],
             textposition="auto",
+            hovertemplate="%{y}: %{x:.1%}<extra></extra>",
         )
     )
-    fig.update_layout(xaxis={"range": [0, 1], "tickformat": ".0%"}, height=180, margin=dict(l=10, r=10, t=10, b=10))
+    # A fixed axis: an autoscaled one makes 49.9% look like a full bar.
+    fig.update_xaxes(range=[0, 1], autorange=False, fixedrange=True, tickvals=[0, 0.25, 0.5, 0.75, 1], tickformat=".0%")
+    fig.update_yaxes(fixedrange=True)
+    if threshold is not None:
+        fig.add_vline(
+            x=threshold,
+            line={"dash": "dot", "color": "gray"},
+            annotation_text=f"confident from {threshold:.0%}",
+            annotation_position="top",
+        )
+    fig.update_layout(height=200, margin=dict(l=10, r=30, t=30 if threshold is not None else 10, b=10))
+    return fig
+
+
+def cam_colour_bar(colorscale: list[list], *, label: str) -> go.Figure:
+    """A horizontal colour bar for a CAM overlay: low to high relevance in the overlay's own colours.
+
+    Args:
+        colorscale: the overlay's colour map, ``[[value, colour], ...]`` from 0 to 1 (``explain.jet_colorscale``).
+        label: what the colours measure, shown under the bar.
+    """
+    steps = [i / 100 for i in range(101)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=[steps],
+            x=steps,
+            colorscale=colorscale,
+            zmin=0,
+            zmax=1,
+            showscale=False,
+            hovertemplate="%{x:.0%} of this image's highest<extra></extra>",
+        )
+    )
+    fig.update_xaxes(tickvals=[0, 0.5, 1], ticktext=["0 (least)", "0.5", "1 (most)"], title_text=label, fixedrange=True)
+    fig.update_yaxes(visible=False, fixedrange=True)
+    fig.update_layout(height=90, margin=dict(l=10, r=10, t=5, b=10))
     return fig
 
 
@@ -48,6 +91,7 @@ def roc_figure(curves: dict) -> go.Figure:
                 x=c["roc"]["fpr"],
                 y=c["roc"]["tpr"],
                 name=f"{name} (AUC {c['roc']['auc']:.3f})",
+                mode="lines",
                 line_color=COLORS.get(name),
             )
     fig.add_scatter(x=[0, 1], y=[0, 1], name="chance", line={"dash": "dot", "color": "gray"})
@@ -58,7 +102,11 @@ def roc_figure(curves: dict) -> go.Figure:
 
 
 def pr_figure(curves: dict) -> go.Figure:
-    """One-vs-rest precision-recall curves with average precision in the legend."""
+    """One-vs-rest precision-recall curves with average precision in the legend.
+
+    Drawn as steps without markers, as scikit-learn's ``PrecisionRecallDisplay`` does: the curve's points at one
+    recall differ only in precision, and as dots they stood in a vertical column at its end.
+    """
     fig = go.Figure()
     for name, c in curves.items():
         if c["pr"]["auc"] is not None:
@@ -66,9 +114,17 @@ def pr_figure(curves: dict) -> go.Figure:
                 x=c["pr"]["recall"],
                 y=c["pr"]["precision"],
                 name=f"{name} (AP {c['pr']['auc']:.3f})",
-                line_color=COLORS.get(name),
+                mode="lines",
+                line={"color": COLORS.get(name), "shape": "hv"},
             )
-    fig.update_layout(title="Precision-recall (one-vs-rest)", xaxis_title="recall", yaxis_title="precision", height=380)
+    fig.update_layout(
+        title="Precision-recall (one-vs-rest)",
+        xaxis_title="recall",
+        yaxis_title="precision",
+        xaxis={"range": [0, 1.02]},
+        yaxis={"range": [0, 1.02]},
+        height=380,
+    )
     return fig
 
 

@@ -8,6 +8,7 @@ linear model on small thumbnails predicts the source well, that shortcut is open
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -67,3 +68,30 @@ def source_predictability(
         "n": int(len(y)),
         "sources": {src: {"n": int(counts[src]), "recall": recalls[src]} for src in kept_sources},
     }
+
+
+def unmeasured_reason(root: str | Path, samples: list[Sample], decoded: DecodedImages, *, min_images: int = 20) -> str:
+    """Why :func:`source_predictability` has nothing to measure in a dataset, in words a user can act on.
+
+    Args:
+        root: the dataset folder, where a ``manifest.csv`` would be.
+        samples: the dataset's samples.
+        decoded: their decoded images; unreadable ones do not count.
+        min_images: the readable images a source needs, as in :func:`source_predictability`.
+
+    Returns:
+        the reason, for example "this folder has no manifest.csv with a source column…".
+    """
+    if not (Path(root) / "manifest.csv").is_file():
+        return (
+            "this folder has no manifest.csv with a source column, so the images' sources are unknown: add one "
+            "with 'file' and 'source' columns to measure the shortcut risk"
+        )
+    index = decoded.index()
+    counts = Counter(s.source for s in samples if s.source and decoded.ok[index[s.path]])
+    if not counts:
+        return "manifest.csv gives no source for any readable image: it needs a 'source' column with values"
+    if len(counts) == 1:
+        return f"every image with a source comes from {next(iter(counts))}: there is no second source to tell apart"
+    listed = ", ".join(f"{src} ({n})" for src, n in counts.most_common())
+    return f"fewer than two sources have {min_images} or more readable images: {listed}"

@@ -16,6 +16,7 @@ from radiology.fsutil import atomic_write_text, write_json_atomic
 from radiology.model import LoadedModel, predict_images
 
 PROGRESS_CHUNK = 256  # images predicted between two progress reports
+SMALL_SAMPLE = 30  # below this many images a percentile bootstrap of a proportion is unreliable: Wilson instead
 
 
 def evaluate_samples(
@@ -117,10 +118,11 @@ def write_evaluation(run_dir: str | Path, result: dict, rows: list[dict]) -> Non
     write_json_atomic(run_dir / "metrics.json", result)
 
 
-def misclassified(rows: list[dict], class_names, *, limit: int = 12) -> list[dict]:
+def misclassified(rows: list[dict], class_names, *, limit: int | None = 12) -> list[dict]:
     """Prediction rows whose prediction is wrong, most confident mistakes first.
 
-    Each returned row gains ``confidence``: the probability given to the wrong prediction.
+    Each returned row gains ``confidence``: the probability given to the wrong prediction. ``limit=None``
+    keeps every mistake.
     """
     wrong = [
         {**r, "confidence": float(r[f"p_{r['predicted']}"])}
@@ -130,30 +132,131 @@ def misclassified(rows: list[dict], class_names, *, limit: int = 12) -> list[dic
     return sorted(wrong, key=lambda r: -r["confidence"])[:limit]
 
 
+def proportion_interval(successes: int, n: int, bootstrap: list | None) -> tuple[list[float | None], str]:
+    """The 95% interval to show for a proportion such as accuracy or a class's recall.
+
+    The stored percentile bootstrap is kept where it is informative. On fewer than ``SMALL_SAMPLE`` images, or
+    where it collapsed to one value (6 images all right give "1.000-1.000"), the Wilson score interval is used
+    instead: it holds for small counts and never has zero width.
+
+    Args:
+        successes: how many were right.
+        n: how many there were.
+        bootstrap: the stored bootstrap interval ``[lo, hi]``, or None.
+
+    Returns:
+        ``([lo, hi], method)`` with method ``"bootstrap"`` or ``"Wilson"``; ``([None, None], "none")`` when n is 0.
+    """
+    if not n:
+        return [None, None], "none"
+    lo, hi = bootstrap if bootstrap and len(bootstrap) == 2 else (None, None)
+    if n < SMALL_SAMPLE or lo is None or hi is None or hi - lo < 1e-9:
+        return metrics.wilson_interval(successes, n), "Wilson"
+    return [float(lo), float(hi)], "bootstrap"
+
+
+def interval_text(interval: list[float | None], method: str, *, digits: int = 3) -> str:
+    """An interval as text, "0.541–1.000 (Wilson)"; empty for a missing one."""
+    if None in interval or not interval:
+        return ""
+    return "–".join(f"{v:.{digits}f}" for v in interval) + (f" ({method})" if method == "Wilson" else "")
+
+
+def accuracy_interval(result: dict) -> tuple[list[float | None], str]:
+    """The accuracy's 95% interval and its method (see :func:`proportion_interval`) for an evaluation result."""
+    n = result.get("n") or 0
+    return proportion_interval(round((result.get("accuracy") or 0) * n), n, result.get("ci", {}).get("accuracy"))
+
+
+def recall_intervals(result: dict) -> dict[str, tuple[list[float | None], str]]:
+    """Each class's recall interval and method (see :func:`proportion_interval`), from the report's support."""
+    report, stored = result.get("report", {}), result.get("ci", {}).get("recall", {})
+    out = {}
+    for name in result.get("class_names", []):
+        row = report.get(name, {})
+        support = int(row.get("support") or 0)
+        out[name] = proportion_interval(round((row.get("recall") or 0) * support), support, stored.get(name))
+    return out
+
+
+def macro_f1_interval_text(result: dict) -> str:
+    """The macro F1's bootstrap interval as text, or why there is none: F1 is no proportion, so no Wilson."""
+    lo, hi = result.get("ci", {}).get("macro_f1") or (None, None)
+    n = result.get("n") or 0
+    if lo is None or hi is None or n < SMALL_SAMPLE or hi - lo < 1e-9:
+        return f"no 95% CI: {n} images are too few for a bootstrap"
+    return f"95% CI {lo:.3f} – {hi:.3f}"
+
+
+def by_source_note(result: dict) -> str | None:
+    """Why accuracy per data source is not shown for an evaluation, or None when it is (two or more sources)."""
+    by_source = result.get("by_source")
+    if by_source is None:
+        return "This evaluation predates accuracy per source: evaluate the run again to see it."
+    known = [s for s in by_source if s != "unknown"]
+    if not known:
+        return (
+            "The images have no source: the dataset folder has no manifest.csv with a source column, "
+            "so accuracy per source cannot be shown."
+        )
+    if len(by_source) == 1:
+        return f"Every image comes from one source, {known[0]}: there is no other to compare it with."
+    return None
+
+
 def by_source_rows(by_source: dict[str, dict]) -> list[dict]:
-    """Accuracy per source collection as table rows, with the 95% interval in words."""
+    """Accuracy per source (``metrics.accuracy_by_group``) as display rows with the interval as text."""
     return [
         {
             "source": name,
-            "images": v["n"],
-            "accuracy": round(v["accuracy"], 3),
-            "95% CI": "–".join(f"{x:.3f}" for x in v["ci"]) if v.get("ci") and None not in v["ci"] else "",
+            "images": g["n"],
+            "accuracy": f"{g['accuracy']:.1%}",
+            "95% CI (Wilson)": interval_text(g.get("ci") or [None, None], "bootstrap", digits=3),
         }
-        for name, v in by_source.items()
+        for name, g in by_source.items()
     ]
 
 
 def summary_row(run_id: str, result: dict) -> dict:
     """Headline numbers of one evaluation, for tables that compare runs."""
-    ci = result.get("ci", {})
     row = {
         "run": run_id,
         "images": result.get("n"),
         "accuracy": result.get("accuracy"),
-        "accuracy 95% CI": "–".join(f"{v:.3f}" for v in ci.get("accuracy", []) if v is not None),
+        "accuracy 95% CI": interval_text(*accuracy_interval(result)) if result.get("n") else "",
         "macro F1": result.get("macro_f1"),
         "ECE": result.get("calibration", {}).get("ece"),
     }
     for name in result.get("class_names", []):
         row[f"recall {name}"] = result.get("report", {}).get(name, {}).get("recall")
     return row
+
+
+PERCENT_KEYS = ("accuracy", "recall")  # shown as percentages; the other numbers with three decimals
+
+
+def comparison_table(rows: list[dict]) -> list[dict]:
+    """Summary rows (:func:`summary_row`) of several runs turned into one row per metric, every cell text.
+
+    Text cells keep a table of mixed numbers and intervals displayable (a column of floats and strings is
+    refused by Arrow) and readable ("0.054%" rather than 0.0005431903733147947).
+
+    Returns:
+        ``[{"metric": name, run_id: text, ...}, ...]`` in the summary's order.
+    """
+    metrics_ = [k for k in rows[0] if k != "run"] if rows else []
+    for row in rows[1:]:
+        metrics_ += [k for k in row if k != "run" and k not in metrics_]
+    return [{"metric": key, **{row["run"]: _cell(key, row.get(key)) for row in rows}} for key in metrics_]
+
+
+def _cell(key: str, value) -> str:
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, str):
+        return value
+    if key == "images":
+        return f"{int(value):,}"
+    if key.startswith(PERCENT_KEYS):
+        return f"{value:.1%}"
+    return f"{value:.3f}"

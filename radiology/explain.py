@@ -14,11 +14,33 @@ from PIL import Image
 
 from radiology import ood
 from radiology.errors import ModelLoadError
+from radiology.images import DicomHeader
 from radiology.model import LoadedModel
 from radiology.preprocess import resize, to_model_input
 
 METHODS = ("Grad-CAM", "Grad-CAM++", "ScoreCAM", "LayerCAM")
 SCORECAM_MAX_N = 16  # ScoreCAM costs one forward pass per channel kept; 16 keeps it interactive on a CPU
+# What each method shows and what it costs, for the people choosing one.
+METHOD_HELP = {
+    "Grad-CAM": (
+        "Where the features that raised the predicted class lie: each feature map of the layer is weighted by the "
+        "average gradient of the class score. Cost: none beyond the prediction (one fused pass); the fastest."
+    ),
+    "Grad-CAM++": (
+        "Like Grad-CAM, with weights from higher-order gradients that share the credit among several regions of the "
+        "class, so a second lesion shows too. Cost: a second model pass with gradients; about twice Grad-CAM."
+    ),
+    "ScoreCAM": (
+        f"Which feature maps, used as masks on the image, raise the class score most: no gradients, often a cleaner "
+        f"map. Cost: one forward pass for each of the {SCORECAM_MAX_N} strongest maps; the slowest, "
+        f"about {SCORECAM_MAX_N + 1}x Grad-CAM."
+    ),
+    "LayerCAM": (
+        "Weights every cell by its own positive gradient instead of one weight per feature map: finer-grained "
+        "detail within the region. Cost: a second model pass with gradients; about twice Grad-CAM."
+    ),
+}
+COARSE_CELLS = 10  # a map fewer cells across than this outlines only a region, not a structure (224 px gives 14)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +56,7 @@ class Explanation:
         method: the CAM method that made ``cam``.
         features: float32 array of shape (D,), the penultimate features of the same forward pass.
         ood: the out-of-distribution gate's verdict.
+        layer: the convolution layer the map was made on; empty when unknown.
     """
 
     probs: np.ndarray
@@ -42,6 +65,7 @@ class Explanation:
     method: str
     features: np.ndarray | None = None
     ood: ood.OODResult | None = None
+    layer: str = ""
 
 
 def _normalize(cam: np.ndarray) -> np.ndarray:
@@ -78,18 +102,22 @@ class Explainer:
         if self.fused_unavailable:
             log.info("model %s: %s; Grad-CAM runs through tf-keras-vis", loaded.path, self.fused_unavailable)
         self._fused = None
+        self._fused_at: dict[str, object] = {}  # fused functions for layers other than the metadata's
+        self._unfused_at: dict[str, str | None] = {self.layer: self.fused_unavailable}
+        self._layer_names = set(names)
         self._vis: dict[str, object] = {}
         self.ood_stats = ood.load_stats(loaded.metadata)  # parsed once: the precision matrix is large
         self.feature_layer = self.ood_stats.layer if self.ood_stats else ood.feature_layer(loaded.model)
 
-    def _build_fused(self):
+    def _build_fused(self, layer: str | None = None):
         import keras
         import tensorflow as tf
 
+        layer = layer or self.layer
         model = self.loaded.model
-        features = keras.Model(model.inputs, model.get_layer(self.layer).output)
-        names = [layer.name for layer in model.layers]
-        *body, last = model.layers[names.index(self.layer) + 1 :]
+        features = keras.Model(model.inputs, model.get_layer(layer).output)
+        names = [x.name for x in model.layers]
+        *body, last = model.layers[names.index(layer) + 1 :]
 
         @tf.function(reduce_retracing=True)
         def run(x):
@@ -100,9 +128,9 @@ class Explainer:
                 tape.watch(maps)
                 h = maps
                 pooled = tf.zeros((tf.shape(maps)[0], 0), tf.float32)
-                for layer in body:
-                    h = layer(h, training=False)
-                    if layer.name == self.feature_layer:
+                for step in body:
+                    h = step(h, training=False)
+                    if step.name == self.feature_layer:
                         pooled = tf.cast(h, tf.float32)  # the gate's features, from this same pass
                 logits = tf.matmul(tf.cast(h, last.kernel.dtype), last.kernel) + last.bias
                 label = tf.argmax(logits, axis=-1)
@@ -114,10 +142,16 @@ class Explainer:
 
         return run
 
-    def _gradcam_fused(self, x: np.ndarray) -> Explanation:
-        if self._fused is None:
-            self._fused = self._build_fused()
-        probs, label, cam, pooled = self._fused(x)
+    def _gradcam_fused(self, x: np.ndarray, layer: str) -> Explanation:
+        if layer == self.layer:
+            if self._fused is None:
+                self._fused = self._build_fused()
+            run = self._fused
+        else:
+            if layer not in self._fused_at:
+                self._fused_at[layer] = self._build_fused(layer)
+            run = self._fused_at[layer]
+        probs, label, cam, pooled = run(x)
         features = pooled.numpy()[0] if pooled.shape[-1] else None
         return Explanation(
             self.loaded.calibrated(probs.numpy()[0]),
@@ -125,7 +159,13 @@ class Explainer:
             self._expand(cam.numpy()[0]),
             "Grad-CAM",
             features=features,
+            layer=layer,
         )
+
+    def _fusable(self, layer: str) -> bool:
+        if layer not in self._unfused_at:
+            self._unfused_at[layer] = _fused_unavailable(self.loaded.model, layer)
+        return self._unfused_at[layer] is None
 
     def _expand(self, cam: np.ndarray) -> np.ndarray:
         """Upsamples a layer-sized CAM to the input size as tf-keras-vis does (linear spline zoom)."""
@@ -148,17 +188,26 @@ class Explainer:
             self._vis[method] = cls(self.vis_model.model, model_modifier=ReplaceToLinear(), clone=True)
         return self._vis[method]
 
-    def vis_cam(self, x: np.ndarray, label: int, method: str) -> np.ndarray:
-        """A CAM from tf-keras-vis for model input ``x`` of shape (1, H, W, C) and class ``label``."""
+    def vis_cam(self, x: np.ndarray, label: int, method: str, *, layer: str | None = None) -> np.ndarray:
+        """A CAM from tf-keras-vis for model input ``x`` of shape (1, H, W, C) and class ``label``, on ``layer``
+        (default: the metadata's Grad-CAM layer)."""
         from tf_keras_vis.utils.scores import CategoricalScore
 
-        kwargs = {"penultimate_layer": self.layer}
+        kwargs = {"penultimate_layer": layer or self.layer}
         if method == "ScoreCAM":
             kwargs["max_N"] = SCORECAM_MAX_N
         cam = self._vis_method(method)(CategoricalScore([label]), x, **kwargs)
         return _normalize(np.asarray(cam)[0])
 
-    def explain(self, gray: np.ndarray, *, method: str = "Grad-CAM", colourfulness: float | None = None) -> Explanation:
+    def explain(
+        self,
+        gray: np.ndarray,
+        *,
+        method: str = "Grad-CAM",
+        colourfulness: float | None = None,
+        header: DicomHeader | None = None,
+        layer: str | None = None,
+    ) -> Explanation:
         """Predicts one image, explains the predicted class, and gates it as out-of-distribution or not.
 
         Grad-CAM runs fused: one pass gives the probabilities, the penultimate features, the
@@ -170,17 +219,29 @@ class Explainer:
             method: one of ``METHODS``.
             colourfulness: of the decoded colour image (``images.decode_with_colour``), for the gate's
                 colour check; None skips that check.
+            header: the file's DICOM header (``images.dicom_header``), for the gate's modality and view check;
+                None when the file is not DICOM.
+            layer: the convolution layer to explain on, such as one of :func:`finer_layers`; None for the
+                metadata's Grad-CAM layer.
 
         Returns:
             the explanation, with the CAM at the model's input size and the gate's verdict.
+
+        Raises:
+            ValueError: an unknown method or layer.
         """
         if method not in METHODS:
             raise ValueError(f"unknown CAM method {method!r}, expected one of {METHODS}")
+        layer = layer or self.layer
+        if layer not in self._layer_names:
+            raise ValueError(
+                f"unknown layer {layer!r} for the CAM, expected a layer of the model such as {self.layer!r}"
+            )
         spec = self.loaded.metadata.preprocess
         small = resize(gray, spec)
         x = to_model_input(small, spec)
-        if method == "Grad-CAM" and self.fused_unavailable is None:
-            explanation = self._gradcam_fused(x)
+        if method == "Grad-CAM" and self._fusable(layer):
+            explanation = self._gradcam_fused(x, layer)
         else:
             if self.feature_layer:
                 p, f = ood.feature_model(self.loaded.model, self.feature_layer).predict_on_batch(x)
@@ -189,8 +250,11 @@ class Explainer:
                 probs, features = np.asarray(self.loaded.model.predict_on_batch(x))[0], None
             probs = self.loaded.calibrated(probs)
             label = int(np.argmax(probs))
-            explanation = Explanation(probs, label, self.vis_cam(x, label, method), method, features=features)
-        explanation.ood = ood.assess(gray, small, explanation.features, self.ood_stats, colourfulness=colourfulness)
+            cam = self.vis_cam(x, label, method, layer=layer)
+            explanation = Explanation(probs, label, cam, method, features=features, layer=layer)
+        explanation.ood = ood.assess(
+            gray, small, explanation.features, self.ood_stats, colourfulness=colourfulness, header=header
+        )
         return explanation
 
 
@@ -217,6 +281,78 @@ def _fused_unavailable(model, layer: str) -> str | None:
         if parents != [previous]:
             return f"the layers after {layer} are not a plain chain (at {current.name})"
     return None
+
+
+def cam_grid(loaded: LoadedModel) -> tuple[int, int]:
+    """The (rows, columns) of the Grad-CAM layer's cells: the map's real resolution before it is upsampled.
+
+    Raises:
+        ModelLoadError: the model has no layer by its metadata's Grad-CAM name.
+    """
+    try:
+        return layer_grid(loaded, loaded.metadata.gradcam_layer)
+    except ValueError as exc:
+        raise ModelLoadError(
+            f"model {loaded.path} has no layer {loaded.metadata.gradcam_layer!r} for Grad-CAM"
+        ) from exc
+
+
+def finer_layers(loaded: LoadedModel, *, most: int = 2) -> list[str]:
+    """Convolution layers that give a finer map than the metadata's Grad-CAM layer, coarsest first.
+
+    For each grid larger than the Grad-CAM layer's, the last convolution at that grid (``block4_conv3`` at
+    input/8 and ``block3_conv3`` at input/4 for VGG16). Their features are less specific to the class, so
+    they are offered, not chosen.
+
+    Args:
+        loaded: the model.
+        most: how many to return at most.
+
+    Returns:
+        layer names; empty for a model whose Grad-CAM layer is already its finest convolution.
+    """
+    rows = cam_grid(loaded)[0]
+    by_grid: dict[int, str] = {}
+    for layer in loaded.model.layers:
+        shape = getattr(layer, "output", None)
+        shape = getattr(shape, "shape", None)
+        if getattr(layer, "kernel", None) is None or shape is None or len(shape) != 4 or shape[1] is None:
+            continue
+        if int(shape[1]) > rows:
+            by_grid[int(shape[1])] = layer.name  # the last convolution at each grid
+    return [by_grid[g] for g in sorted(by_grid)][:most]
+
+
+def layer_grid(loaded: LoadedModel, layer: str) -> tuple[int, int]:
+    """The (rows, columns) of any convolution layer's output, as :func:`cam_grid` for the Grad-CAM layer."""
+    shape = loaded.model.get_layer(layer).output.shape
+    return int(shape[1]), int(shape[2])
+
+
+def grid_note(grid: tuple[int, int], input_shape: tuple[int, ...]) -> str:
+    """Says what one cell of a CAM covers, and that the map is coarse when it has few cells.
+
+    Args:
+        grid: (rows, columns) of the CAM layer, from :func:`cam_grid`.
+        input_shape: the model's input shape, (H, W, C).
+
+    Returns:
+        e.g. "The map has 4×4 cells, each 16×16 pixels of the 64×64 model input: coarse, it outlines a region…".
+    """
+    (rows, cols), (h, w) = grid, input_shape[:2]
+    note = f"The map has {rows}×{cols} cells, each {h // rows}×{w // cols} pixels of the {h}×{w} model input"
+    if min(rows, cols) < COARSE_CELLS:
+        return (
+            note + f": coarse, it outlines a region, not a structure (a 224-pixel model gives 14×14; fewer than "
+            f"{COARSE_CELLS} across is coarse)."
+        )
+    return note + "."
+
+
+def jet_colorscale(steps: int = 9) -> list[list]:
+    """The overlay's colour map as a Plotly colour scale: ``[[value, "rgb(r,g,b)"], ...]`` from 0 to 1."""
+    values = np.linspace(0, 1, steps)
+    return [[float(v), "rgb({},{},{})".format(*c)] for v, c in zip(values, _jet(values[None])[0])]
 
 
 def _jet(values: np.ndarray) -> np.ndarray:

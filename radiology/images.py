@@ -10,6 +10,7 @@ import io
 import logging
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,51 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".g
 def is_dicom(data: bytes) -> bool:
     """Tells whether ``data`` is DICOM by its content: ``DICM`` after the 128-byte preamble."""
     return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+@dataclass(frozen=True)
+class DicomHeader:
+    """What a DICOM file says about the image it holds.
+
+    Attributes:
+        modality: the ``Modality`` element, upper case (``CR``, ``DX``, ``CT``…), or None when absent.
+        view_position: the ``ViewPosition`` element, upper case (``PA``, ``AP``, ``LL``…), or None when absent.
+    """
+
+    modality: str | None
+    view_position: str | None
+
+
+def dicom_header(source: bytes | str | os.PathLike) -> DicomHeader | None:
+    """Reads the modality and view of a DICOM file, without its pixels.
+
+    Args:
+        source: the file's bytes, or a path to it.
+
+    Returns:
+        the header's modality and view, or None when ``source`` is not DICOM.
+
+    Raises:
+        ImageDecodeError: the file cannot be read, or is DICOM with a corrupt header.
+    """
+    data = read_bytes(source)
+    if not is_dicom(data):
+        return None
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["Modality", "ViewPosition"])
+    except (InvalidDicomError, OSError, ValueError, KeyError, TypeError, AttributeError, EOFError) as exc:
+        raise ImageDecodeError(f"corrupt DICOM: {exc}") from exc
+
+    def tag(name: str) -> str | None:
+        value = str(ds.get(name, "") or "").strip().upper()
+        return value or None
+
+    return DicomHeader(tag("Modality"), tag("ViewPosition"))
 
 
 def read_bytes(source: bytes | str | os.PathLike) -> bytes:

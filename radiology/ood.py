@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from radiology.errors import ModelLoadError
+from radiology.images import DicomHeader
 from radiology.model import LoadedModel, update_metadata
 from radiology.preprocess import resize, to_model_input
 
@@ -53,6 +54,8 @@ REASONS = {
     "orientation": "it looks rotated or upside down",
 }
 FEATURE_LAYERS = ("GlobalMaxPooling2D", "GlobalAveragePooling2D", "Flatten")
+XRAY_MODALITIES = ("CR", "DX", "DR")  # computed and digital radiography ("DR" is not standard but is written)
+LATERAL_VIEWS = ("LL", "RL", "LAT", "LATERAL")  # DICOM ViewPosition values of a side view
 
 
 @dataclass(frozen=True)
@@ -470,17 +473,46 @@ def predict_with_features(
     return (loaded.calibrated(probs) if calibrated else probs), np.concatenate(feats)
 
 
-def input_reason(shape: tuple[int, int], small: np.ndarray, *, colourfulness: float | None = None) -> str | None:
+def header_reason(header: DicomHeader | None) -> str | None:
+    """Why a DICOM header rules out a frontal chest X-ray: another modality, or a lateral view.
+
+    Args:
+        header: the file's header (``images.dicom_header``); None for a file that is not DICOM.
+
+    Returns:
+        the reason, such as "DICOM header says CT", or None when the header allows a frontal radiograph
+        (a missing Modality or ViewPosition allows it).
+    """
+    if header is None:
+        return None
+    if header.modality is not None and header.modality not in XRAY_MODALITIES:
+        return f"DICOM header says {header.modality}, not a radiograph ({'/'.join(XRAY_MODALITIES)})"
+    if header.view_position in LATERAL_VIEWS:
+        return f"DICOM header says view position {header.view_position}: a lateral view, not a frontal one"
+    return None
+
+
+def input_reason(
+    shape: tuple[int, int],
+    small: np.ndarray,
+    *,
+    colourfulness: float | None = None,
+    header: DicomHeader | None = None,
+) -> str | None:
     """The cheap checks on a decoded image, run before the model.
 
     Args:
         shape: (H, W) of the decoded image.
         small: uint8 array of shape (h, w), the image at the model's input size.
         colourfulness: of the decoded colour image (``images.decode_with_colour``); None when unknown.
+        header: the DICOM header of the file (``images.dicom_header``); None when not DICOM or unknown.
 
     Returns:
         why the image is not a chest X-ray, or None when it passes.
     """
+    told = header_reason(header)
+    if told is not None:
+        return told
     h, w = shape
     if min(h, w) < MIN_SIDE:
         return f"too small: {w}x{h} pixels, a chest film has at least {MIN_SIDE} on each side"
@@ -544,6 +576,7 @@ def assess(
     stats: FeatureStats | None,
     *,
     colourfulness: float | None = None,
+    header: DicomHeader | None = None,
 ) -> OODResult:
     """The gate's verdict on one image whose features came from its prediction's forward pass.
 
@@ -553,16 +586,22 @@ def assess(
         features: float array of shape (D,) or (1, D) of the stats' layer; None when not computed.
         stats: the model's statistics, or None.
         colourfulness: of the decoded colour image; None when unknown.
+        header: the file's DICOM header; a non-radiograph modality or a lateral view is flagged whatever the model.
     """
     scores = None
     if stats is not None and features is not None:
         both = stats.all_scores(np.asarray(features).reshape(1, -1), small[None])
         scores = {k: float(v[0]) for k, v in both.items()}
-    return verdict(input_reason(gray.shape, small, colourfulness=colourfulness), scores)
+    return verdict(input_reason(gray.shape, small, colourfulness=colourfulness, header=header), scores)
 
 
 def predict_checked(
-    loaded: LoadedModel, gray: np.ndarray, *, colourfulness: float | None = None, stats: FeatureStats | None = None
+    loaded: LoadedModel,
+    gray: np.ndarray,
+    *,
+    colourfulness: float | None = None,
+    stats: FeatureStats | None = None,
+    header: DicomHeader | None = None,
 ) -> tuple[np.ndarray, OODResult]:
     """Predicts one decoded image and gates it, in one forward pass.
 
@@ -571,13 +610,14 @@ def predict_checked(
         gray: uint8 array of shape (H, W).
         colourfulness: of the decoded colour image (``images.decode_with_colour``); None when unknown.
         stats: the model's statistics, parsed once by the caller with :func:`load_stats`.
+        header: the file's DICOM header (``images.dicom_header``); None when not DICOM.
 
     Returns:
         float32 probabilities of shape (C,) and the gate's verdict.
     """
     small = resize(gray, loaded.metadata.preprocess)
     probs, feats = predict_with_features(loaded, small[None], layer=stats.layer if stats else None)
-    return probs[0], assess(gray, small, feats[0], stats, colourfulness=colourfulness)
+    return probs[0], assess(gray, small, feats[0], stats, colourfulness=colourfulness, header=header)
 
 
 def gate_decoded(loaded: LoadedModel, pixels: np.ndarray, sizes: np.ndarray, features: np.ndarray) -> list[OODResult]:

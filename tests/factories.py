@@ -48,6 +48,8 @@ def dicom_bytes(
     window: tuple[float, float] | None = None,
     with_pixels: bool = True,
     patient_name: str = "Doe^Jane",
+    modality: str | None = "CR",
+    view_position: str | None = None,
 ) -> bytes:
     """Writes a minimal DICOM file (secondary capture, explicit VR little endian) with pydicom."""
     from pydicom.dataset import FileDataset, FileMetaDataset
@@ -62,7 +64,10 @@ def dicom_bytes(
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.PatientName = patient_name
     ds.PatientID = "SECRET-123"
-    ds.Modality = "CR"
+    if modality is not None:
+        ds.Modality = modality
+    if view_position is not None:
+        ds.ViewPosition = view_position
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric

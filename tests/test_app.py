@@ -253,11 +253,13 @@ def test_evaluation_shows_the_share_flagged(app_env):
 
 
 def test_dataset_page_measures_source_predictability(app_env):
-    """The shortcut-risk button runs; a dataset without sources says there is nothing to measure."""
+    """The shortcut-risk button runs; a dataset without manifest.csv says that is why there is nothing to measure."""
     at = AppTest.from_file(str(ROOT / "pages/4_Dataset.py"), default_timeout=120).run()
     at.button[0].click().run()
     assert not at.exception
-    assert any("Fewer than two sources" in i.value for i in at.info)
+    assert any(
+        i.value.startswith("Nothing to measure: this folder has no manifest.csv with a source column") for i in at.info
+    ), [i.value for i in at.info]
 
 
 def test_session_explanations_are_bounded_by_bytes(tiny_run, tmp_path, monkeypatch):
@@ -340,3 +342,179 @@ def test_home_describes_an_imported_active_model(tmp_path, monkeypatch):
     text = " ".join(m.value for m in at.markdown)
     assert "Imported from `colleague.keras`" in text and "assumed: the notebook's alphabetical order" in text
     assert "Grad-CAM on `my_conv`" in text and "Trained on" not in text
+
+
+class _Upload:
+    """A stand-in for Streamlit's UploadedFile: AppTest cannot drive the file uploader itself."""
+
+    def __init__(self, name: str, data: bytes):
+        self.name, self._data = name, data
+
+    def getvalue(self) -> bytes:
+        return self._data
+
+
+def _classify(monkeypatch, files: dict[str, bytes]) -> AppTest:
+    """Runs the Classify page with ``files`` as the uploader's answer."""
+    import streamlit as st
+
+    monkeypatch.setattr(st, "file_uploader", lambda *a, **k: [_Upload(n, d) for n, d in files.items()])
+    at = AppTest.from_file(str(ROOT / "pages/1_Classify.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_classify_flags_a_ct_slice_by_its_dicom_header(app_env, monkeypatch):
+    """pydicom's CT_small.dcm is flagged as "DICOM header says CT" on Classify, and its label is hidden."""
+    from pydicom.data import get_testdata_file
+
+    at = _classify(monkeypatch, {"CT_small.dcm": Path(get_testdata_file("CT_small.dcm")).read_bytes()})
+    assert "CT_small.dcm: not a chest X-ray?" in [s.value for s in at.subheader]
+    assert any("DICOM header says CT" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert not any("Prediction despite the warning" in c.value for c in at.caption)
+
+
+def _fake_explanations(monkeypatch, probs_by_file: dict[bytes, list[float]], *, flag: str = ""):
+    """Makes ``ui.explain_cached`` answer with the given probabilities, a flat CAM and the gate's verdict."""
+    import numpy as np
+
+    import ui
+    from radiology.explain import Explanation
+    from radiology.ood import OODResult
+
+    def explain(run, data, method, *, layer=None):
+        probs = np.asarray(probs_by_file[data], np.float32)
+        cam = np.tile(np.linspace(0, 1, 224, dtype=np.float32), (224, 1))
+        gate = OODResult(True, None, flag) if flag else OODResult(False, 0.5, "")
+        return xray(0, size=(300, 280)), Explanation(probs, int(probs.argmax()), cam, method, ood=gate), 0.01
+
+    monkeypatch.setattr(ui, "explain_cached", explain)
+
+
+def test_classify_shows_a_flat_prediction_as_no_confident_prediction(app_env, monkeypatch):
+    """33.3/33.4/33.3 reads "no confident prediction" with the reason and no heatmap; a clear one keeps its label."""
+    flat, sure = png_bytes(xray(1)), png_bytes(xray(2))
+    _fake_explanations(monkeypatch, {flat: [0.333, 0.334, 0.333], sure: [0.05, 0.9, 0.05]})
+    at = _classify(monkeypatch, {"flat.png": flat, "sure.png": sure})
+    subheaders = [s.value for s in at.subheader]
+    assert "flat.png: no confident prediction" in subheaders and "sure.png: normal (90.0%)" in subheaders
+    assert any("normal, has 33.4%, below the 50%" in i.value for i in at.info), [i.value for i in at.info]
+    assert any("No Grad-CAM overlay: without a confident prediction" in c.value for c in at.caption)
+    table = at.dataframe[0].value
+    assert list(table["prediction"]) == ["no confident prediction", "normal"]
+
+
+def test_classify_reveals_a_photograph_as_an_uploaded_image(app_env, monkeypatch):
+    """A flagged photograph shown anyway is captioned "uploaded image", not "X-ray"; the toggle for one flagged
+    image says "the image", and the warning's icon is a Material Symbol, which the app's fonts have."""
+    photo, film = png_bytes(xray(3)), png_bytes(xray(4))
+    _fake_explanations(monkeypatch, {photo: [0.1, 0.8, 0.1], film: [0.1, 0.8, 0.1]})
+    import ui
+
+    answer = ui.explain_cached
+
+    def flag_photo(run, data, method, **kwargs):
+        gray, ex, seconds = answer(run, data, method, **kwargs)
+        if data == photo:
+            from radiology.ood import OODResult
+
+            ex.ood = OODResult(True, None, "colour image: colourfulness 60")
+        return gray, ex, seconds
+
+    monkeypatch.setattr(ui, "explain_cached", flag_photo)
+    at = _classify(monkeypatch, {"temple.jpg": photo, "film.png": film})
+    assert [t.label for t in at.toggle] == ["Show the prediction of the image that does not look like a chest X-ray"]
+    warning = next(w for w in at.warning if "colour image" in w.value)
+    assert warning.proto.icon == ":material/block:"
+    assert all(w.proto.icon.startswith(":material/") for w in at.warning)
+    at.checkbox[0].check().run()
+    assert not at.exception, at.exception
+    captions = [c for image in at.image for c in image.captions]
+    assert captions.count("uploaded image") == 1 and captions.count("X-ray") == 1, captions
+    assert any("Prediction despite the warning: **normal** (80.0%)" in c.value for c in at.caption)
+
+
+def test_classify_explains_the_cam_method_grid_and_scale(app_env, monkeypatch):
+    """The chosen method's help text, the Grad-CAM grid in cells, and a colour bar beside each overlay are shown."""
+    from radiology.explain import METHOD_HELP
+
+    film = png_bytes(xray(5))
+    _fake_explanations(monkeypatch, {film: [0.1, 0.8, 0.1]})
+    at = _classify(monkeypatch, {"film.png": film})
+    captions = [c.value for c in at.caption]
+    assert METHOD_HELP["Grad-CAM"] in captions
+    assert any("The map has 14×14 cells, each 16×16 pixels of the 224×224 model input." in c for c in captions)
+    assert "Grad-CAM++" in at.selectbox[0].help and "Cost:" in at.selectbox[0].help
+    assert len(at.get("plotly_chart")) == 2  # the overlay's colour bar and the probabilities
+    at.selectbox[0].select("ScoreCAM").run()
+    assert METHOD_HELP["ScoreCAM"] in [c.value for c in at.caption]
+
+
+def test_classify_offers_a_finer_layer(app_env, monkeypatch):
+    """The layer selector offers block4_conv3 (28×28) and block3_conv3 (56×56) besides block5_conv3, and the
+    explanation is asked for the chosen layer."""
+    film = png_bytes(xray(6))
+    _fake_explanations(monkeypatch, {film: [0.1, 0.8, 0.1]})
+    import ui
+
+    asked = []
+    answer = ui.explain_cached
+    monkeypatch.setattr(
+        ui, "explain_cached", lambda run, data, method, **kw: asked.append(kw) or answer(run, data, method)
+    )
+    at = _classify(monkeypatch, {"film.png": film})
+    layer = next(s for s in at.selectbox if s.label == "Layer")
+    assert layer.options == [
+        "block5_conv3, 14×14 cells (the model's)",
+        "block4_conv3, 28×28 cells",
+        "block3_conv3, 56×56 cells",
+    ]
+    layer.select("block4_conv3").run()
+    assert not at.exception, at.exception
+    assert asked[0] == {"layer": None} and asked[-1] == {"layer": "block4_conv3"}
+    assert any(c.value.startswith("The map has 28×28 cells, each 8×8 pixels") for c in at.caption)
+
+
+def test_evaluation_uses_wilson_on_small_samples_and_a_text_compare_table(app_env):
+    """On a handful of images the recall intervals are Wilson's, not a collapsed bootstrap, and the compare
+    table holds text only (no raw floats, nothing Arrow refuses)."""
+    at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    report = at.dataframe[0].value
+    assert all(v.endswith("(Wilson)") for v in report.loc[["covid", "normal", "pneumonia"], "recall 95% CI"])
+    assert any(c.value.startswith("95% CI") and c.value.endswith("(Wilson)") for c in at.caption)
+    compare = at.dataframe[-1].value
+    assert list(compare.columns)[0] == "metric" and all(compare[c].map(type).eq(str).all() for c in compare.columns)
+
+
+def test_evaluation_says_how_many_mistakes_it_draws(tiny_run, tmp_path, monkeypatch):
+    """With 14 mistakes the gallery says it shows the 12 most confident of 14 and lists them all."""
+    root = tmp_path / "data"
+    (root / "ds").mkdir(parents=True)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    _run_with_mistakes(tiny_run, runs, "20260101-000000-many", root / "ds", [f"covid/{i}.png" for i in range(14)])
+    monkeypatch.setenv("RADIOLOGY_RUNS_DIR", str(runs))
+    monkeypatch.setenv("RADIOLOGY_DATA_ROOT", str(root))
+    monkeypatch.setattr(registry, "BUNDLED_DIR", tmp_path / "no-bundle")
+    at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert any(c.value == "Showing the 12 most confident of 14 mistakes." for c in at.caption)
+    assert len(at.dataframe[-1].value) == 14
+    at.slider[0].set_value(14).run()
+    assert any(c.value == "All 14 mistakes, most confident first." for c in at.caption)
+
+
+def test_evaluation_says_why_accuracy_per_source_is_missing(app_env):
+    """Without manifest.csv the Evaluation page keeps the per-source heading and says why it has no table."""
+    at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert "Accuracy per source" in [s.value for s in at.subheader]
+    assert any("no manifest.csv with a source column" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+def test_dataset_page_captions_samples(app_env):
+    """Each sample image on the Dataset page carries its file name."""
+    at = AppTest.from_file(str(ROOT / "pages/4_Dataset.py"), default_timeout=120).run()
+    captions = [c for image in at.image for c in image.captions]
+    assert captions and all(c.endswith(".png") for c in captions), captions

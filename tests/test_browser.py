@@ -110,7 +110,10 @@ def test_classify_png_and_dicom(page, server, tmp_path):
         heading = page.get_by_role("heading", name=f"{name}:").first.inner_text()
         # the tiny model's gate, fitted on six validation images, may flag a synthetic film
         flagged += "not a chest X-ray?" in heading
-        assert "not a chest X-ray?" in heading or any(c in heading for c in ("covid", "normal", "pneumonia")), heading
+        # an untrained tiny model may also answer too flatly for a confident prediction
+        assert any(
+            c in heading for c in ("not a chest X-ray?", "no confident prediction", "covid", "normal", "pneumonia")
+        ), heading
     for k in range(flagged):
         page.get_by_text("show the prediction anyway").nth(k).click()
         page.get_by_text("Prediction despite the warning").nth(k).wait_for()
@@ -291,6 +294,7 @@ def test_import_notebook_h5_promote_and_classify(page, server, notebook_h5, tmp_
     """The notebook's Keras 2 best_model.h5, imported on the Training page with another class order,
     promoted and evaluated on a generated dataset, serves Classify with its own labels; a file that is not a
     model is refused first."""
+    from radiology import confidence
     from radiology.model import load_model, predict_images
 
     not_model = tmp_path / "notes.h5"
@@ -335,7 +339,12 @@ def test_import_notebook_h5_promote_and_classify(page, server, notebook_h5, tmp_
     png.write_bytes(png_bytes(image))
     loaded = load_model(server["runs"] / run_id / "model.keras")
     probs = predict_images(loaded, [image])[0]
-    expected = f"chest.png: {loaded.metadata.class_names[int(probs.argmax())]} ({probs.max():.1%})"
+    names = loaded.metadata.class_names
+    expected = (
+        f"chest.png: {names[int(probs.argmax())]} ({probs.max():.1%})"
+        if confidence.assess(probs, names).confident
+        else "chest.png: no confident prediction"
+    )
     _open(page, server, "Classify", "Classify")
     page.get_by_text(f"Model: {run_id}").wait_for()
     page.locator("input[type=file]").set_input_files(str(png))

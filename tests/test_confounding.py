@@ -40,3 +40,23 @@ def test_one_source_gives_none(tmp_path):
         source_predictability(samples, decode_files([s.path for s in samples], PreprocessSpec(height=64, width=64)))
         is None
     )
+
+
+def test_unmeasured_reason_says_what_the_folder_lacks(tmp_path):
+    """Without manifest.csv, with one lacking sources, with one source, or with small sources, the reason says so."""
+    from radiology.confounding import unmeasured_reason
+
+    spec = PreprocessSpec(height=64, width=64)
+    samples = _samples(tmp_path, False)
+    decoded = decode_files([s.path for s in samples], spec)
+    assert unmeasured_reason(tmp_path, samples, decoded).startswith(
+        "this folder has no manifest.csv with a source column"
+    )
+    (tmp_path / "manifest.csv").write_text("file,patient\n0.png,p0\n")
+    unsourced = [Sample(s.path, s.label, s.group, None) for s in samples]
+    assert unmeasured_reason(tmp_path, unsourced, decoded).startswith("manifest.csv gives no source")
+    single = [Sample(s.path, s.label, s.group, "only") for s in samples]
+    assert "comes from only: there is no second source" in unmeasured_reason(tmp_path, single, decoded)
+    assert unmeasured_reason(tmp_path, samples[:10], decoded) == (
+        "fewer than two sources have 20 or more readable images: hospital-b (5), hospital-a (5)"
+    )

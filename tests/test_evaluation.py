@@ -7,7 +7,19 @@ import numpy as np
 import pytest
 
 from radiology import metrics
-from radiology.evaluation import misclassified, summary_row, write_evaluation
+from radiology.evaluation import (
+    accuracy_interval,
+    by_source_note,
+    by_source_rows,
+    comparison_table,
+    interval_text,
+    macro_f1_interval_text,
+    misclassified,
+    proportion_interval,
+    recall_intervals,
+    summary_row,
+    write_evaluation,
+)
 
 NAMES = ["covid", "normal", "pneumonia"]
 
@@ -83,7 +95,8 @@ def test_summary_row_from_a_real_evaluation():
     row = summary_row("run-1", result)
     assert row["run"] == "run-1" and row["images"] == 8
     assert row["accuracy"] == pytest.approx(0.75)
-    lo, hi = (float(v) for v in row["accuracy 95% CI"].split("–"))
+    assert row["accuracy 95% CI"].endswith(" (Wilson)")  # 8 images: too few for the bootstrap
+    lo, hi = (float(v) for v in row["accuracy 95% CI"].removesuffix(" (Wilson)").split("–"))
     assert 0 <= lo <= 0.75 <= hi <= 1
     assert row["macro F1"] == result["macro_f1"] and row["ECE"] == result["calibration"]["ece"]
     assert row["recall covid"] == pytest.approx(0.5) and row["recall pneumonia"] == pytest.approx(2 / 3)
@@ -93,3 +106,60 @@ def test_summary_row_of_a_sparse_result():
     """A result without CI, calibration or report still gives a row, with empty values."""
     row = summary_row("old", {"accuracy": 0.9})
     assert row == {"run": "old", "images": None, "accuracy": 0.9, "accuracy 95% CI": "", "macro F1": None, "ECE": None}
+
+
+def test_degenerate_bootstrap_gives_way_to_wilson():
+    """On 6 images all right, recall and accuracy get a Wilson interval instead of "1.000-1.000"; macro F1 says
+    the sample is too small."""
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    result = metrics.evaluate(labels, np.eye(3)[labels] * 0.9 + 0.1 / 3, NAMES, n_boot=50)
+    assert result["ci"]["recall"]["covid"] == [1.0, 1.0]
+    (lo, hi), method = recall_intervals(result)["covid"]
+    assert method == "Wilson" and hi == 1.0 and lo == pytest.approx(metrics.wilson_interval(2, 2)[0])
+    assert lo < 0.5
+    (lo, hi), method = accuracy_interval(result)
+    assert method == "Wilson" and lo == pytest.approx(metrics.wilson_interval(6, 6)[0])
+    assert interval_text([lo, hi], method).endswith("–1.000 (Wilson)")
+    assert macro_f1_interval_text(result) == "no 95% CI: 6 images are too few for a bootstrap"
+
+
+def test_an_informative_bootstrap_is_kept():
+    """With enough images and a non-degenerate bootstrap, the stored interval is shown as it is."""
+    assert proportion_interval(80, 100, [0.72, 0.87]) == ([0.72, 0.87], "bootstrap")
+    assert proportion_interval(100, 100, [1.0, 1.0])[1] == "Wilson"
+    assert proportion_interval(0, 0, None) == ([None, None], "none")
+    assert interval_text([None, None], "none") == ""
+
+
+def test_comparison_table_is_text_that_arrow_accepts():
+    """The compare table has one text row per metric, formatted, and converts to Arrow without an error."""
+    import pandas as pd
+    import pyarrow as pa
+
+    labels = np.array([0, 0, 1, 1, 2, 2, 2, 1])
+    result = metrics.evaluate(labels, np.eye(3)[[0, 1, 1, 1, 2, 2, 0, 1]] * 0.8 + 0.2 / 3, NAMES, n_boot=50)
+    rows = [summary_row("run-1", result), summary_row("old", {"accuracy": 0.9, "n": 10, "ECE": None})]
+    rows[1]["ECE"] = 0.0005431903733147947
+    table = comparison_table(rows)
+    assert [r["metric"] for r in table][:3] == ["images", "accuracy", "accuracy 95% CI"]
+    by_metric = {r["metric"]: r for r in table}
+    assert by_metric["accuracy"] == {"metric": "accuracy", "run-1": "75.0%", "old": "90.0%"}
+    assert by_metric["ECE"]["old"] == "0.001" and by_metric["recall covid"]["old"] == "–"
+    assert all(isinstance(v, str) for r in table for v in r.values())
+    pa.Table.from_pandas(pd.DataFrame(table))
+
+
+def test_by_source_note_says_why_accuracy_per_source_is_missing():
+    """No sources (no manifest), one source, or an old evaluation each get a reason; two sources get none."""
+    assert "no manifest.csv with a source column" in by_source_note({"by_source": {"unknown": {}}})
+    assert by_source_note({"by_source": {"a": {}}}).startswith("Every image comes from one source, a")
+    assert "predates accuracy per source" in by_source_note({})
+    assert by_source_note({"by_source": {"a": {}, "b": {}}}) is None
+    rows = by_source_rows({"a": {"n": 4, "accuracy": 0.75, "ci": [0.3, 0.95]}})
+    assert rows == [{"source": "a", "images": 4, "accuracy": "75.0%", "95% CI (Wilson)": "0.300–0.950"}]
+
+
+def test_misclassified_without_a_limit_keeps_every_mistake():
+    """limit=None returns every wrong row, so the page can say how many it does not draw."""
+    rows = [_row(f"{i}.png", "covid", "normal", [0.1, 0.8 - i / 100, 0.1]) for i in range(20)]
+    assert len(misclassified(rows, NAMES)) == 12 and len(misclassified(rows, NAMES, limit=None)) == 20

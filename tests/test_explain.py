@@ -6,7 +6,18 @@ import numpy as np
 import pytest
 
 from radiology.errors import ModelLoadError
-from radiology.explain import METHODS, Explainer, overlay
+from radiology.explain import (
+    COARSE_CELLS,
+    METHOD_HELP,
+    METHODS,
+    Explainer,
+    cam_grid,
+    finer_layers,
+    grid_note,
+    jet_colorscale,
+    layer_grid,
+    overlay,
+)
 from radiology.model import LoadedModel, ModelMetadata, predict_images
 from radiology.preprocess import PreprocessSpec, preprocess
 from tests.factories import xray
@@ -147,3 +158,51 @@ def test_other_methods_are_gated_too(explainer):
     """The tf-keras-vis methods predict with the features in one call and carry the gate's verdict."""
     ex = explainer.explain(xray(7, size=(256, 256)), method="LayerCAM", colourfulness=50.0)
     assert ex.features.shape == (512,) and ex.ood.flag and ex.ood.reason.startswith("colour image")
+
+
+def test_every_method_says_what_it_shows_and_costs():
+    """Each CAM method has help text naming its cost."""
+    assert set(METHOD_HELP) == set(METHODS)
+    assert all("Cost:" in text for text in METHOD_HELP.values())
+
+
+def test_cam_grid_is_the_layers_cells(tiny_model):
+    """The tiny model's block5_conv3 has input/16 cells across: 14x14 at 224 pixels, which is not coarse."""
+    side = tiny_model.metadata.preprocess.height
+    assert cam_grid(tiny_model) == (side // 16, side // 16)
+    assert "coarse" not in grid_note(cam_grid(tiny_model), tiny_model.metadata.preprocess.input_shape)
+
+
+def test_a_small_grid_is_called_coarse():
+    """A 64-pixel model's 4x4 map is called coarse, with what one cell covers; 10 cells across are not coarse."""
+    note = grid_note((4, 4), (64, 64, 3))
+    assert note.startswith("The map has 4×4 cells, each 16×16 pixels of the 64×64 model input: coarse")
+    assert "coarse" not in grid_note((COARSE_CELLS, COARSE_CELLS), (160, 160, 3))
+
+
+def test_colour_scale_matches_the_overlay():
+    """The colour bar's colours are the overlay's: a CAM ramp at full opacity gives the scale's colours."""
+    scale = jet_colorscale(5)
+    assert [v for v, _ in scale] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    ramp = np.array([[0.0, 0.25, 0.5, 0.75, 1.0]], np.float32)
+    coloured = overlay(np.zeros((1, 5), np.uint8), ramp, alpha=1.0)[0]
+    assert [f"rgb({r},{g},{b})" for r, g, b in coloured] == [c for _, c in scale]
+
+
+def test_finer_layers_of_vgg16_and_a_map_on_one(explainer, tiny_model):
+    """VGG16 offers block4_conv3 and block3_conv3 as finer layers; the fused Grad-CAM on block4_conv3 matches
+    tf-keras-vis there, and the explanation names its layer."""
+    assert finer_layers(tiny_model) == ["block4_conv3", "block3_conv3"]
+    assert layer_grid(tiny_model, "block4_conv3") == (28, 28)
+    img = xray(10, size=(180, 200))
+    ex = explainer.explain(img, layer="block4_conv3")
+    assert ex.layer == "block4_conv3" and ex.cam.shape == (224, 224)
+    assert explainer.explain(img).layer == tiny_model.metadata.gradcam_layer
+    reference = explainer.vis_cam(
+        preprocess(img, tiny_model.metadata.preprocess), ex.label, "Grad-CAM", layer="block4_conv3"
+    )
+    if reference.std() > 0:
+        assert np.corrcoef(ex.cam.ravel(), reference.ravel())[0, 1] > 0.98
+    assert explainer.explain(img, method="LayerCAM", layer="block4_conv3").layer == "block4_conv3"
+    with pytest.raises(ValueError, match="unknown layer 'no_such_conv'"):
+        explainer.explain(img, layer="no_such_conv")

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from radiology.errors import ImageDecodeError
-from radiology.images import MAX_PIXELS, decode_image, is_dicom, scale_to_uint8
+from radiology.images import MAX_PIXELS, DicomHeader, decode_image, dicom_header, is_dicom, scale_to_uint8
 from tests.factories import dicom_bytes, jpeg_bytes, png_bytes, xray
 
 
@@ -231,3 +231,15 @@ def test_large_legitimate_image_decodes():
 def test_scale_to_uint8_constant_image():
     """A constant image scales to zeros instead of dividing by zero."""
     assert scale_to_uint8(np.full((3, 3), 7.0)).max() == 0
+
+
+def test_dicom_header_gives_modality_and_view(tmp_path):
+    """dicom_header reads Modality and ViewPosition (upper case, None when absent) and is None for a PNG."""
+    from pydicom.data import get_testdata_file
+
+    assert dicom_header(get_testdata_file("CT_small.dcm")) == DicomHeader("CT", None)
+    assert dicom_header(dicom_bytes(xray(), view_position="ll")) == DicomHeader("CR", "LL")
+    assert dicom_header(dicom_bytes(xray(), modality=None)) == DicomHeader(None, None)
+    assert dicom_header(png_bytes(xray())) is None
+    with pytest.raises(ImageDecodeError, match="empty file"):
+        dicom_header(b"")

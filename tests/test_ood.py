@@ -68,6 +68,27 @@ def test_an_xray_passes_the_input_checks():
     assert colour == 0.0 and _reason(gray, colour) is None
 
 
+def test_dicom_header_flags_other_modalities_and_lateral_views():
+    """A CT slice or a lateral film is flagged by its DICOM header before any pixel check; CR and DX frontals pass."""
+    from pydicom.data import get_testdata_file
+
+    from radiology.images import DicomHeader, dicom_header
+
+    ct = get_testdata_file("CT_small.dcm")
+    gray = decode_with_colour(ct)[0]
+    result = ood.assess(gray, resize(gray, SPEC), None, None, colourfulness=0.0, header=dicom_header(ct))
+    assert result.flag and result.reason.startswith("DICOM header says CT")
+    assert ood.header_reason(DicomHeader("DX", "LL")).startswith("DICOM header says view position LL: a lateral")
+    assert ood.header_reason(DicomHeader("CR", "PA")) is None
+    assert ood.header_reason(DicomHeader(None, None)) is None
+    assert ood.header_reason(None) is None
+    film = xray(1, size=(300, 280))
+    assert _reason(film) is None
+    assert ood.input_reason(film.shape, resize(film, SPEC), header=DicomHeader("MR", None)).startswith(
+        "DICOM header says MR"
+    )
+
+
 def test_fit_stats_passes_the_percentile_and_flags_far_features():
     """On Gaussian features the threshold lets 99% of held-out points pass and flags a far-away point."""
     rng = np.random.default_rng(0)
@@ -204,6 +225,25 @@ def test_a_model_without_statistics_says_unavailable(tiny_model, tmp_path):
     assert probs.shape == (3,) and result == ood.OODResult(False, None, ood.UNAVAILABLE)
     gray, colour = decode_with_colour(_photo_bytes())
     assert ood.predict_checked(old, gray, colourfulness=colour)[1].flag
+
+
+def test_dicom_header_flags_a_ct_slice_with_and_without_statistics(tiny_model, tmp_path):
+    """pydicom's CT_small.dcm is flagged for its modality by a model with gate statistics and by one without."""
+    from dataclasses import replace
+
+    from pydicom.data import get_testdata_file
+
+    from radiology.images import dicom_header
+    from radiology.model import save_model
+
+    old = load_model(save_model(tiny_model.model, tmp_path / "old.keras", replace(tiny_model.metadata, ood=None)))
+    ct = get_testdata_file("CT_small.dcm")
+    gray, colour = decode_with_colour(ct)
+    for model in (tiny_model, old):
+        _, result = ood.predict_checked(
+            model, gray, colourfulness=colour, stats=ood.load_stats(model.metadata), header=dicom_header(ct)
+        )
+        assert result.flag and result.reason.startswith("DICOM header says CT"), result
 
 
 def test_gate_uses_the_prediction_features(tiny_model):

@@ -330,3 +330,36 @@ def test_resume_respects_the_training_lock(tmp_path):
     finally:
         holder.release()
     assert load_run(stopped).status["state"] == "cancelled"  # the refusal touched nothing
+
+
+@pytest.mark.parametrize(
+    ("folder", "match"),
+    [("no/such/folder", "error: dataset folder not found: "), ("", "error: no class folders with images in ")],
+)
+def test_training_cli_reports_a_bad_dataset_in_one_error_line(tmp_path, folder, match):
+    """A missing folder, or one without class folders, is one 'error:' line and exit status 1; no run is made."""
+    (tmp_path / "data" / "notes").mkdir(parents=True)
+    (tmp_path / "data" / "notes" / "readme.txt").write_text("not a class folder")
+    data = tmp_path / "data" / folder
+    out = _python("-m", "training", "--data", str(data), "--runs-dir", str(tmp_path / "runs"), timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()] and out.stderr.startswith(match), out.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_training_cli_reports_a_failed_run_in_one_error_line(tmp_path):
+    """A run that fails after it started (every image unreadable) prints one 'error:' line, not the traceback,
+    which stays in the run's log; the exit status is 1."""
+    for name in ("covid", "normal", "pneumonia"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "data" / name / f"{i}.png").write_bytes(b"not a png")
+    out = _python(
+        "-m", "training", "--data", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs"), "--weights", "none"
+    )
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr and "Traceback" not in out.stdout
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "log.txt" in errors[0], out.stderr
+    (log,) = (tmp_path / "runs").glob("*/log.txt")
+    assert "Traceback (most recent call last)" in log.read_text()

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -94,6 +95,7 @@ def _config(args) -> TrainConfig:
 def main(argv=None) -> int:
     """Runs the command; returns the exit status (0 succeeded, 1 failed, 2 busy, 3 cancelled)."""
     args = parse_args(argv)
+    from radiology.errors import RadiologyError
     from radiology.registry import TrainingLock, load_run
     from training.config import TrainConfig
     from training.launch import busy_message
@@ -107,7 +109,9 @@ def main(argv=None) -> int:
             config = TrainConfig.load(run_dir / "config.json")
         else:
             config = _config(args)
-    except (ValueError, OSError) as exc:
+        if args.lock_fd is None:  # a child of the app's launcher records its failure in the run's folder instead
+            _check_data(config)
+    except (RadiologyError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT["failed"]
     if args.lock_fd is None:
@@ -125,9 +129,44 @@ def main(argv=None) -> int:
             print(f"error: cannot resume: {why}", file=sys.stderr)
             return EXIT["failed"]
     print(f"run folder: {run_dir}", flush=True)
+    _console_without_errors()
     state = run_training(config, run_dir, resume=bool(args.resume))
     print(f"run {run_dir.name}: {state}", flush=True)
+    if state == "failed":
+        error = load_run(run_dir).error or "unknown error"
+        print(f"error: {error} (the traceback is in {run_dir / 'log.txt'})", file=sys.stderr)
     return EXIT[state]
+
+
+def _check_data(config: TrainConfig) -> None:
+    """Finds the dataset's images before a run folder is made, so that a wrong ``--data`` leaves no failed run.
+
+    Raises:
+        DatasetError: the folder does not exist or holds no class folder with images.
+    """
+    from radiology.datasets import discover
+
+    discover(config.data, fractions=config.fractions, seed=config.seed)
+
+
+def _console_without_errors() -> None:
+    """Shows the training log on the console without its error records.
+
+    A failed run logs its traceback, which stays in the run's ``log.txt``; the console gets one ``error:``
+    line from :func:`main` instead. The trainer adds no console handler of its own when one is there.
+    """
+    logger = logging.getLogger("training")
+    consoles = [h for h in logger.handlers if type(h) is logging.StreamHandler]
+    if not consoles:
+        consoles = [logging.StreamHandler()]
+        logger.addHandler(consoles[0])
+    for console in consoles:
+        if _below_error not in console.filters:
+            console.addFilter(_below_error)
+
+
+def _below_error(record: logging.LogRecord) -> bool:
+    return record.levelno < logging.ERROR
 
 
 def _estimate(args, config) -> int:
