@@ -117,6 +117,19 @@ def test_evaluation_shows_calibration_before_and_after(app_env):
     assert tables and list(tables[0]["measure"]) == ["expected calibration error", "negative log-likelihood"]
 
 
+def test_evaluation_shows_the_shipped_models_metrics_without_data(tmp_path, monkeypatch):
+    """On a fresh clone, Evaluation shows the shipped model's test metrics from its files, with no dataset."""
+    monkeypatch.setenv("RADIOLOGY_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("RADIOLOGY_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setattr(registry, "BUNDLED_DIR", ROOT / "models" / "default")
+    at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=180).run()
+    assert not at.exception, at.exception
+    values = {m.label: m.value for m in at.metric}
+    stored = json.loads((ROOT / "models" / "default" / "metrics.json").read_text())
+    assert values["Accuracy"] == f"{stored['accuracy']:.1%}" and values["Images"] == str(stored["n"])
+    assert any("Probabilities calibrated with temperature" in m.value for m in at.markdown)
+
+
 def test_home_without_model_says_what_to_do(tmp_path, monkeypatch):
     """With no run and no bundled model, home explains the next steps."""
     monkeypatch.setenv("RADIOLOGY_RUNS_DIR", str(tmp_path / "runs"))
