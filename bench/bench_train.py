@@ -21,7 +21,7 @@ temporary folder), side by side in one process:
   on in-memory arrays, neither validating;
 * Keras' default compute (float32, XLA left off on a CPU) against the compute the trainer chooses by
   timing, at 224 and at 64 px;
-* the estimate error of the clock: ``training.clock.estimate_run`` against a real 2-epoch run at 64 px.
+* the estimate error of the clock: ``training.estimate.estimate_run`` against a real 2-epoch run at 64 px.
 """
 
 from __future__ import annotations
@@ -267,12 +267,10 @@ def _subset(data: str, images: int, folder: Path) -> Path:
 def cpu_mode(args) -> None:
     """The real path against a bare fit, default against chosen compute, and the clock's estimate error."""
     from bench.common import CXR3
+    from radiology.registry import new_run_dir
     from training import compute
     from training.config import TrainConfig
-    from training.trainer import (
-        RunMonitor,
-        new_run_dir,
-    )
+    from training.trainer import RunMonitor
 
     print(f"machine: {machine()}; {compute.device_description()}")
     print(f"load average at start: {open('/proc/loadavg').read().split()[:3]} (other processes share the cores)")
@@ -364,12 +362,12 @@ def _default_against_chosen(config, run_dir, monitor) -> None:
 
 def _estimate_error(config, runs) -> None:
     """The clock's estimate against a real 2-epoch run at 64 px."""
-    from radiology.registry import read_history
-    from training import clock
-    from training.trainer import new_run_dir, run_training
+    from radiology.registry import new_run_dir, read_history
+    from training import estimate as estimate_module
+    from training.trainer import run_training
 
     cfg = config(image_size=64, trainable_layers=6, epochs=2)
-    estimate = clock.estimate_run(cfg)
+    estimate = estimate_module.estimate_run(cfg)
     run_dir = new_run_dir(runs)
     start = time.perf_counter()
     state = run_training(cfg, run_dir)
@@ -378,7 +376,7 @@ def _estimate_error(config, runs) -> None:
     history = read_history(run_dir / "history.csv")
     predicted = estimate.epoch_seconds()
     print(f"64 px, 6 trainable, batch 32, 2 epochs on {estimate.train_images} training images ({state}):")
-    print(f"  estimate: {clock.describe(estimate, 2)}".replace("**", ""))
+    print(f"  estimate: {estimate_module.describe(estimate, 2)}".replace("**", ""))
     for row in history:
         err = (predicted - row["seconds"]) / row["seconds"]
         actual = row["seconds"]

@@ -6,9 +6,9 @@ import streamlit as st
 import ui
 from radiology import charts, registry
 from radiology.errors import RadiologyError
-from training import clock, launch
+from radiology.jobs import LIVE_STATES
+from training import clock, estimate, launch
 from training.config import COMPUTE_CHOICES, TrainConfig
-from training.trainer import resumable
 
 ui.page_header("Training")
 
@@ -51,7 +51,7 @@ with st.form("launch"):
         help="auto times float32 with and without XLA at the start of the first run with these settings and keeps "
         "the fastest (a few minutes at 224 px; the choice is then reused)",
     )
-    st.caption(clock.size_tradeoff(int(image_size)))
+    st.caption(estimate.size_tradeoff(int(image_size)))
     b1, b2 = st.columns(2)
     estimate_clicked = b1.form_submit_button("Estimate duration", disabled=folder is None)
     submitted = b2.form_submit_button("Launch training", type="primary", disabled=folder is None)
@@ -92,12 +92,12 @@ if config is not None and submitted:
 @st.fragment(run_every=2.0)
 def estimate_panel(config: TrainConfig):
     """The duration estimate of these settings on this machine: measured, being measured, or not yet."""
-    record = clock.read_estimate(config)
-    estimate = clock.estimate_from(record)
-    if estimate is not None:
-        st.info(clock.describe(estimate, config.epochs))
-        st.caption(f"How: {estimate.method()}. The run reuses this compute choice.")
-    elif record and record.get("state") == "running":
+    record = estimate.read_estimate(config)
+    measured = estimate.estimate_from(record)
+    if measured is not None:
+        st.info(estimate.describe(measured, config.epochs))
+        st.caption(f"How: {measured.method()}. The run reuses this compute choice.")
+    elif record and record.get("state") in LIVE_STATES:
         st.info(f"Estimating: {record.get('phase', 'starting')}… (a few real training steps; a few minutes at 224 px)")
     elif record and record.get("state") == "failed":
         st.error(f"The estimate failed: {record.get('error')}")
@@ -182,7 +182,7 @@ for r in runs:
     )
 st.dataframe(pd.DataFrame(rows), hide_index=True)
 
-stopped = [r for r in runs if r.id != registry.BUNDLED_ID and resumable(r) is None]
+stopped = [r for r in runs if r.id != registry.BUNDLED_ID and registry.resumable(r) is None]
 if stopped:
     c1, c2 = st.columns([3, 1])
     chosen = c1.selectbox(

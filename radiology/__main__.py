@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 import numpy as np
 
 from radiology.errors import EvaluationError, RadiologyError
-from radiology.registry import now, process_start
+from radiology.jobs import now, process_start
 
 
 def _load(model_arg: str | None):
@@ -76,10 +76,9 @@ def _save_target(model_arg: str | None, *, job: str | None):
     """The run whose folder receives ``--save``'s files.
 
     Raises:
-        EvaluationError: the model is a bare file, the bundled model, has no model, is still training,
-            or (outside a background job) is being evaluated already.
+        EvaluationError: the model is a bare file, the bundled model, has no model, or is still training.
     """
-    from radiology.evaluation_job import check_can_save, is_running
+    from radiology.evaluation_job import check_can_save
     from radiology.registry import active_run, load_run
 
     if model_arg:
@@ -92,8 +91,6 @@ def _save_target(model_arg: str | None, *, job: str | None):
         if run is None:
             raise RadiologyError("no active model: pass --model RUN_DIR")
     check_can_save(run)
-    if job is None and is_running(run.dir):
-        raise EvaluationError(f"run {run.id} is being evaluated already; wait for it to finish")
     return run
 
 
@@ -115,15 +112,16 @@ def _evaluation_reporter(run_dir: Path | None, job: str):
 
 def cmd_evaluate(args) -> int:
     """Evaluates a model on a split of a dataset, split as the model was trained; prints or saves the metrics."""
+    from radiology import jobs
     from radiology.evaluation import write_evaluation
-    from radiology.evaluation_job import update_status
+    from radiology.evaluation_job import queue, update_status
 
     run = _save_target(args.model, job=args.job) if args.save else None
     run_dir = run.dir if run is not None else None
-    job = args.job or f"cli-{os.getpid()}"
+    job = args.job or jobs.new_id()
     if run_dir is not None:
         if not args.job:
-            update_status(run_dir, job, "queued", data=str(args.data), split=args.split)
+            queue(run, job, data=str(args.data), split=args.split)
         update_status(
             run_dir,
             job,
@@ -326,7 +324,7 @@ def cmd_fit_ood(args) -> int:
     """Fits the out-of-distribution gate of an existing model on its training data, and stores it in the model file."""
     from radiology import ood
     from radiology.evaluation import evaluate_samples, write_evaluation
-    from radiology.registry import read_json
+    from radiology.fsutil import read_json
 
     loaded, target, checked, split = _model_and_splits(args)
     x_train, y_train = split("train")

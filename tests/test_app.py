@@ -118,16 +118,16 @@ def test_training_page_shows_the_estimate_and_offers_resume(app_env):
     a cancelled run with a last checkpoint can be resumed; the image-size line names the Grad-CAM grid."""
     import json
 
-    from training import clock
+    from training import estimate as estimate_module
     from training.config import TrainConfig
 
     runs = app_env / "runs"
     config = TrainConfig(data=str(app_env / "data" / "tiny"), runs_dir=str(runs))
     device = "TensorFlow on CPU (2 cores)"
-    estimate = clock.Estimate(8, 2, 2, 4.0, 12.0, 1.0, 5.0, "compute: float32", device, 8, 2, "t")
-    path = clock.estimate_path(config)
+    estimate = estimate_module.Estimate(8, 2, 2, 4.0, 12.0, 1.0, 5.0, "compute: float32", device, 8, 2, "t")
+    path = estimate_module.estimate_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"state": "done", "estimate": estimate.to_dict()}))
+    path.write_text(json.dumps({"state": "succeeded", "estimate": estimate.to_dict()}))
     stopped = runs / "20260103-000000-cccc"
     shutil.copytree(runs / "20260101-000000-aaaa", stopped)
     (stopped / "status.json").write_text(json.dumps({"state": "cancelled", "pid": 1}))

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from radiology import evaluation_job, registry
+from radiology import evaluation_job, jobs, registry
 from radiology.errors import EvaluationError
 from tests.factories import make_dataset
 
@@ -17,7 +17,7 @@ def test_status_never_goes_backwards_and_ignores_stale_jobs(tmp_path):
     evaluation_job.update_status(tmp_path, "a", "queued", pid=None)
     evaluation_job.update_status(tmp_path, "a", "succeeded", progress=1.0)
     status = evaluation_job.update_status(tmp_path, "a", "running", pid=os.getpid())
-    assert status["state"] == "succeeded" and status["pid"] == os.getpid()
+    assert status["state"] == "succeeded" and status["pid"] is None
     assert evaluation_job.update_status(tmp_path, "b", "failed", error="x")["state"] == "succeeded"
     assert evaluation_job.update_status(tmp_path, "c", "queued")["job"] == "c"
     assert evaluation_job.read_status(tmp_path)["state"] == "queued"
@@ -38,7 +38,7 @@ def test_a_reused_pid_reads_as_failed(tmp_path):
     other = subprocess.Popen(["sleep", "30"])
     try:
         evaluation_job.update_status(tmp_path, "a", "queued")
-        start = registry.process_start(other.pid)
+        start = jobs.process_start(other.pid)
         evaluation_job.update_status(tmp_path, "a", "running", pid=other.pid, pid_start=start + 1)
         assert evaluation_job.read_status(tmp_path)["state"] == "failed"
         evaluation_job.update_status(tmp_path, "a", pid_start=start)

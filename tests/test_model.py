@@ -245,3 +245,20 @@ def test_a_model_without_an_image_input_is_refused(tmp_path):
     keras.Model(inp, keras.layers.Dense(3, activation="softmax")(inp)).save(tmp_path / "flat.keras")
     with pytest.raises(ModelLoadError, match=r"expected one image input .* got \(None, 8\)"):
         load_model(tmp_path / "flat.keras")
+
+
+def test_metadata_round_trips_through_a_dict():
+    """from_dict(to_dict()) gives back every field, assumed and the gate's statistics included."""
+    meta = ModelMetadata(
+        ("a", "b"),
+        PreprocessSpec(height=64, width=64),
+        train_config={"seed": 7},
+        data_fingerprint="f",
+        created="t",
+        name="n",
+        assumed=True,
+        weights_dtype="float16",
+        ood={"layer": "x"},
+        temperature=1.5,
+    )
+    assert ModelMetadata.from_dict(meta.to_dict()) == meta

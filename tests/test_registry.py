@@ -1,13 +1,12 @@
 """Tests for radiology.registry: run status, dead processes, the active pointer and the lock."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from radiology import fsutil, registry
+from radiology import fsutil, jobs, registry
 
 
 def _run(runs, name, state, pid=None, model=True):
@@ -113,44 +112,11 @@ def test_progress_fractions(tmp_path):
     assert run.progress_fractions() == (0.0, 0.0)
 
 
-def test_status_never_moves_backwards(tmp_path):
-    """queued, running, then a final state: a write that moves back or changes a final state changes nothing."""
-    assert registry.update_status(tmp_path, "queued", pid=1)["state"] == "queued"
-    assert registry.update_status(tmp_path, "running", pid=2)["state"] == "running"
-    assert registry.update_status(tmp_path, "queued", pid=3) == {"state": "running", "pid": 2, **_updated(tmp_path)}
-    assert registry.update_status(tmp_path, pid=4)["state"] == "running"  # fields alone keep the state
-    assert registry.update_status(tmp_path, "failed", error="MemoryError")["state"] == "failed"
-    for later in ("running", "queued", "succeeded", "cancelled"):
-        assert registry.update_status(tmp_path, later, error=None)["state"] == "failed"
-    status = json.loads((tmp_path / "status.json").read_text())
-    assert status["state"] == "failed" and status["error"] == "MemoryError" and status["pid"] == 4
-    with pytest.raises(ValueError, match="state must be one of .* got 'done'"):
-        registry.update_status(tmp_path, "done")
-
-
-def _updated(run_dir):
-    return {"updated": json.loads((run_dir / "status.json").read_text())["updated"]}
-
-
-def test_process_start_names_one_process():
-    """The start time read from /proc is stable for a process and differs for a later one."""
-    me = registry.process_start(os.getpid())
-    assert isinstance(me, int) and me == registry.process_start(os.getpid())
-    proc = subprocess.Popen(["sleep", "30"])
-    try:
-        assert registry.process_start(proc.pid) >= me
-        assert registry.pid_alive(proc.pid, registry.process_start(proc.pid))
-    finally:
-        proc.kill()
-        proc.wait()
-    assert registry.process_start(proc.pid) is None and registry.process_start(None) is None
-
-
 def test_reused_pid_reads_failed(tmp_path):
     """A running run whose pid now belongs to another process (another start time) reads as failed."""
     other = subprocess.Popen(["sleep", "30"])
     try:
-        start = registry.process_start(other.pid)
+        start = jobs.process_start(other.pid)
         d = _run(tmp_path, "reused", "running", pid=other.pid)
         (d / "status.json").write_text(json.dumps({"state": "running", "pid": other.pid, "pid_start": start - 1}))
         run = registry.load_run(d)

@@ -147,8 +147,8 @@ def test_augmentation_placement_follows_the_backend(monkeypatch):
 def test_run_survives_its_launcher_and_repeats_with_the_same_seed(tmp_path):
     """A run launched by a process that then exits (an app restart) goes on and finishes; it gives the same
     losses and test predictions as a foreground run with the same config and seed."""
-    from radiology.registry import read_history
-    from training.trainer import new_run_dir, run_training
+    from radiology.registry import new_run_dir, read_history
+    from training.trainer import run_training
 
     data = make_dataset(tmp_path / "data", per_class=10)
     runs = tmp_path / "runs"
@@ -195,8 +195,10 @@ def test_cli_defaults_match_the_config():
 
 def test_launch_writes_queued_before_the_child_starts_and_never_undoes_running(tmp_path, monkeypatch):
     """The run reads queued before its process starts; a child that reports running at once stays running."""
-    import training.launch as launch_module
-    from radiology.registry import process_start, read_json, update_status
+    from radiology import jobs
+    from radiology.fsutil import read_json
+    from radiology.jobs import process_start
+    from radiology.registry import update_status
 
     real_popen = subprocess.Popen
     seen, children = [], []
@@ -209,7 +211,7 @@ def test_launch_writes_queued_before_the_child_starts_and_never_undoes_running(t
         update_status(run_dir, "running", pid=child.pid, pid_start=process_start(child.pid))
         return child
 
-    monkeypatch.setattr(launch_module.subprocess, "Popen", fast_child)
+    monkeypatch.setattr(jobs.subprocess, "Popen", fast_child)
     try:
         run = launch(TrainConfig(data="x", weights="none", runs_dir=str(tmp_path / "runs")))
         assert seen == ["queued"]
@@ -226,7 +228,7 @@ def test_cancel_never_signals_a_process_that_reused_the_pid(tmp_path):
     with the run's own start time it is signalled."""
     import signal
 
-    from radiology.registry import process_start
+    from radiology.jobs import process_start
 
     other = subprocess.Popen(["sleep", "30"])
     try:
@@ -294,7 +296,7 @@ def test_resume_child_trusts_the_launcher(tmp_path, monkeypatch):
     import os
 
     import training.trainer
-    from radiology.registry import process_start
+    from radiology.jobs import process_start
     from training.__main__ import main
 
     stopped = tmp_path / "runs" / "20260101-000000-aaaa"

@@ -92,22 +92,26 @@ def _config(args) -> TrainConfig:
 
 
 def main(argv=None) -> int:
-    """Runs the command; returns the exit status (0 succeeded, 1 failed, 2 busy, 3 cancelled)."""
+    """Runs the command; returns the exit status (0 succeeded, 1 failed, 2 busy, 3 cancelled).
+
+    A failure of a run or estimate that has a status file is recorded there, with its type and message,
+    whatever its type; a user's error (an unreadable config) is then printed, anything else raised again.
+    """
     args = parse_args(argv)
-    from radiology.registry import TrainingLock, load_run
+    from radiology import jobs
+    from radiology.errors import RadiologyError
+    from radiology.registry import STATUS_FILE, TrainingLock, load_run, new_run_dir, resumable
     from training.config import TrainConfig
     from training.launch import busy_message
-    from training.trainer import new_run_dir, resumable, run_training
+    from training.trainer import run_training
 
+    if args.estimate_file:
+        return _estimate(args, None)
     run_dir = Path(args.resume or args.run_dir) if (args.resume or args.run_dir) else None
     try:
-        if args.estimate_file:
-            return _estimate(args, None)
-        if run_dir is not None:
-            config = TrainConfig.load(run_dir / "config.json")
-        else:
-            config = _config(args)
-    except (ValueError, OSError) as exc:
+        with jobs.recording(run_dir / STATUS_FILE if run_dir is not None else None):
+            config = TrainConfig.load(run_dir / "config.json") if run_dir is not None else _config(args)
+    except (RadiologyError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT["failed"]
     if args.lock_fd is None:
@@ -131,32 +135,41 @@ def main(argv=None) -> int:
 
 
 def _estimate(args, config) -> int:
-    """Times the settings, prints the estimate, and records it where the Training page finds it."""
+    """Times the settings, prints the estimate, and records it where the Training page finds it.
+
+    With ``--estimate-file`` the record, queued by ``training.launch.estimate``, gives the config and the
+    job; otherwise this process queues a new record itself. Any failure is recorded in it.
+    """
+    from radiology import jobs
     from radiology.errors import RadiologyError
-    from radiology.registry import now, read_json, write_json_atomic
-    from training.clock import describe, estimate_path, estimate_run
+    from radiology.fsutil import read_json
     from training.config import TrainConfig
+    from training.estimate import describe, estimate_path, estimate_run
 
     if args.estimate_file:
         path = Path(args.estimate_file)
-        config = TrainConfig.from_dict(read_json(path, {})["config"])
+        job = (read_json(path, {}) or {}).get("job")
     else:
         path = estimate_path(config)
         path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"state": "running", "pid": os.getpid(), "started": now(), "config": config.to_dict()}
-    write_json_atomic(path, record)
-
-    def say(phase):
-        print(f"{phase}…", flush=True)
-        write_json_atomic(path, {**record, "phase": phase})
-
+        job = jobs.new_id()
+        jobs.update_status(path, "queued", job=job, restart=True, queued=jobs.now(), config=config.to_dict())
+    pid = os.getpid()
     try:
-        estimate = estimate_run(config, progress=say)
+        with jobs.recording(path, job=job):
+            if config is None:
+                config = TrainConfig.from_dict(read_json(path, {})["config"])
+            jobs.update_status(path, "running", job=job, pid=pid, pid_start=jobs.process_start(pid), started=jobs.now())
+
+            def say(phase):
+                print(f"{phase}…", flush=True)
+                jobs.update_status(path, job=job, phase=phase)
+
+            estimate = estimate_run(config, progress=say)
     except (RadiologyError, ValueError, OSError) as exc:
-        write_json_atomic(path, {**record, "state": "failed", "error": f"{type(exc).__name__}: {exc}"})
         print(f"error: {exc}", file=sys.stderr)
         return EXIT["failed"]
-    write_json_atomic(path, {**record, "state": "done", "ended": now(), "estimate": estimate.to_dict()})
+    jobs.update_status(path, "succeeded", job=job, ended=jobs.now(), estimate=estimate.to_dict())
     print(f"{describe(estimate, config.epochs)}\nHow: {estimate.method()}".replace("**", ""), flush=True)
     return EXIT["succeeded"]
 

@@ -18,7 +18,6 @@ import io
 import logging
 import math
 import os
-import secrets
 import signal
 import time
 import traceback
@@ -34,6 +33,7 @@ from radiology.datasets import Dataset
 from radiology.errors import DatasetError
 from radiology.evaluation import bf16_agreement, evaluate_samples, write_evaluation
 from radiology.fsutil import atomic_write_text, write_json_atomic
+from radiology.jobs import describe_error, is_live, now, process_start
 from radiology.model import (
     LoadedModel,
     ModelMetadata,
@@ -46,9 +46,9 @@ from radiology.model import (
     update_metadata,
 )
 from radiology.preprocess import PreprocessSpec, to_model_input
-from radiology.registry import LIVE_STATES, load_run, now, process_start, update_status
+from radiology.registry import CANCEL_FILE, LAST_CHECKPOINT, load_run, update_status
 from radiology.splits import check_splits
-from training.clock import RunClock, format_duration, speed_settings
+from training.clock import RunClock, format_duration
 from training.compute import (
     Compute,
     ComputeChoice,
@@ -57,28 +57,17 @@ from training.compute import (
     device_description,
     forced_compute,
     load_choice,
+    speed_settings,
     store_choice,
 )
 from training.config import TrainConfig
 
-CANCEL_FILE = "cancel"
-LAST_CHECKPOINT = "last.keras"
 LOG_EVERY_S = 60.0  # a progress line in the log at most this often within an epoch
 log = logging.getLogger("training")
 
 
 class Cancelled(Exception):
     """Raised inside the run when a cancel request arrives outside of fit."""
-
-
-def new_run_dir(runs_dir: str | Path) -> Path:
-    """Creates a new, uniquely named run folder; names sort by start time."""
-    runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = runs_dir / f"{stamp}-{secrets.token_hex(2)}"
-    path.mkdir()
-    return path
 
 
 class RunMonitor:
@@ -417,7 +406,7 @@ def run_training(config: TrainConfig, run_dir: str | Path, *, resume: bool = Fal
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(monitor, "cancel_requested", True))
     pid = os.getpid()
     if resume:
-        if load_run(run_dir).state not in LIVE_STATES:
+        if not is_live(load_run(run_dir).status):
             # resumed from the command line: this process starts the new attempt itself (launch.resume has
             # already queued it, and cleared the cancel file, when the run was resumed from the app)
             (run_dir / CANCEL_FILE).unlink(missing_ok=True)
@@ -436,7 +425,7 @@ def run_training(config: TrainConfig, run_dir: str | Path, *, resume: bool = Fal
         log.info("cancelled before training started")
         return "cancelled"
     except BaseException as exc:  # every failure is recorded; a status left at running would lie
-        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        message = describe_error(exc)
         log.error("run failed: %s\n%s", message, traceback.format_exc())
         update_status(run_dir, "failed", ended=now(), error=message)
         monitor.update(force=True, phase="failed")
@@ -447,18 +436,6 @@ def run_training(config: TrainConfig, run_dir: str | Path, *, resume: bool = Fal
         signal.signal(signal.SIGTERM, previous)
         log.removeHandler(handler)
         handler.close()
-
-
-def resumable(run) -> str | None:
-    """Why ``run`` (a ``registry.Run``) cannot be resumed, or None when it can.
-
-    A run can be resumed when it was cancelled, failed or killed after at least one completed epoch.
-    """
-    if run.state in (*LIVE_STATES, "succeeded"):
-        return f"run {run.id} is {run.state}"
-    if not (run.dir / LAST_CHECKPOINT).is_file():
-        return f"run {run.id} has no {LAST_CHECKPOINT}: it stopped before completing an epoch"
-    return None
 
 
 @dataclass(frozen=True)
