@@ -82,6 +82,7 @@ class ModelMetadata:
             data_fingerprint=d.get("data_fingerprint"),
             created=d.get("created"),
             name=d.get("name", ""),
+            assumed=bool(d.get("assumed", False)),
             weights_dtype=d.get("weights_dtype", "float32"),
             ood=d.get("ood"),
             temperature=d.get("temperature"),
