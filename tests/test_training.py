@@ -332,3 +332,71 @@ def test_resume_respects_the_training_lock(tmp_path):
     finally:
         holder.release()
     assert load_run(stopped).status["state"] == "cancelled"  # the refusal touched nothing
+
+
+def _tiny_fit(run_dir: Path, cancel_at: tuple[str, int, int], *, epochs: int = 3):
+    """Fits a small dense model with the run's callbacks, writing the cancel file at (phase, epoch, batch).
+
+    Returns:
+        the (epoch, batch) of every validation batch run.
+    """
+    import keras
+    import numpy as np
+
+    from radiology.model import ModelMetadata
+    from radiology.registry import CANCEL_FILE
+    from training.trainer import FitContext, RunMonitor, _make_callbacks
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 4)).astype("float32"), rng.integers(0, 3, 16)
+    xv, yv = rng.normal(size=(16, 4)).astype("float32"), rng.integers(0, 3, 16)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    validated, epoch_now = [], [0]
+    phase, at_epoch, at_batch = cancel_at
+
+    class CancelAt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            epoch_now[0] = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if (phase, epoch_now[0], batch) == ("train", at_epoch, at_batch):
+                (run_dir / CANCEL_FILE).touch()
+
+        def on_test_batch_end(self, batch, logs=None):
+            validated.append((epoch_now[0], batch))
+            if (phase, epoch_now[0], batch) == ("val", at_epoch, at_batch):
+                (run_dir / CANCEL_FILE).touch()
+
+    ctx = FitContext(run_dir, ModelMetadata(), 8, 2, 16, 16, "val_accuracy", 2)
+    callbacks = [CancelAt(), *_make_callbacks(RunMonitor(run_dir, epochs), ctx)]
+    model.fit(x, y, batch_size=2, validation_data=(xv, yv), epochs=epochs, callbacks=callbacks, verbose=0)
+    return validated
+
+
+def test_cancel_during_validation_stops_it_and_keeps_the_trained_epoch(tmp_path):
+    """A cancel in the second epoch's validation stops it after the current batch; that epoch's training is
+    kept for a resume (last.keras at epoch 2) but its partial validation is not recorded nor picks the best."""
+    from radiology.model import read_checkpoint_state
+    from radiology.registry import read_history
+
+    validated = _tiny_fit(tmp_path, ("val", 1, 2))
+    assert validated == [(0, b) for b in range(8)] + [(1, 0), (1, 1), (1, 2)]
+    assert read_checkpoint_state(tmp_path / "last.keras")["epoch"] == 2
+    rows = read_history(tmp_path / "history.csv")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert "val_accuracy" in rows[0] and "val_accuracy" not in rows[1] and "loss" in rows[1]
+
+
+def test_cancel_during_training_skips_validation_and_does_not_count_the_epoch(tmp_path):
+    """A cancel mid-epoch stops training after the current batch, validates at most one batch, and the cut
+    epoch is not counted: last.keras stays at the epoch before."""
+    from radiology.model import read_checkpoint_state
+    from radiology.registry import read_history
+
+    validated = _tiny_fit(tmp_path, ("train", 1, 3))
+    assert validated == [(0, b) for b in range(8)] + [(1, 0)]
+    assert read_checkpoint_state(tmp_path / "last.keras")["epoch"] == 1
+    assert [r["epoch"] for r in read_history(tmp_path / "history.csv")] == [1]
+

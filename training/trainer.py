@@ -2,8 +2,10 @@
 
 The run folder is the interface to the app: ``status.json`` and ``progress.json`` are rewritten
 atomically as the run goes, ``history.csv`` grows by one row per epoch, and ``log.txt`` holds the
-log. A cancel request (a ``cancel`` file in the run folder, or SIGTERM) stops training after the
-current batch and keeps the best checkpoint.
+log. A cancel request (a ``cancel`` file in the run folder, or SIGTERM) stops the run after the
+current batch, of training or of validation, and keeps the best checkpoint. An epoch whose training
+a cancel cut short is not counted; one whose validation it cut short keeps its training (``last.keras``)
+but is not validated.
 
 Every completed epoch also writes ``last.keras``: the model with its optimizer state and, inside the
 same file, the epoch, best score, learning-rate schedule and history, so a cancelled, failed or killed
@@ -127,13 +129,21 @@ def _make_callbacks(monitor: RunMonitor, ctx: FitContext):
 
     resume = ctx.resume or {}
 
+    val_batches = math.ceil(ctx.val_images / ctx.batch_size) if ctx.val_images else 0
+    # what the current epoch completed: a cancel cuts its training or its validation short
+    cut = {"training": False, "validation": False}
+
     class PlateauLR(keras.callbacks.ReduceLROnPlateau):
-        """ReduceLROnPlateau whose counters survive a resume."""
+        """ReduceLROnPlateau whose counters survive a resume, and which skips an epoch a cancel cut short."""
 
         def on_train_begin(self, logs=None):
             super().on_train_begin(logs)
             for name, value in resume.get("plateau", {}).items():
                 setattr(self, name, value)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if not (cut["training"] or cut["validation"]):
+                super().on_epoch_end(epoch, logs)
 
         def state(self) -> dict:
             return {"wait": self.wait, "best": float(self.best), "cooldown_counter": self.cooldown_counter}
@@ -162,10 +172,12 @@ def _make_callbacks(monitor: RunMonitor, ctx: FitContext):
             self.rows: list[dict] = list(resume.get("history", []))
             self.lr = None
             self.train_seconds = None
+            self.validated = 0
             self._last_log = time.monotonic()
 
         def on_epoch_begin(self, epoch, logs=None):
             clock.epoch_begin()
+            cut.update(training=False, validation=False)
             self.train_seconds = None
             self.lr = float(np.asarray(self.model.optimizer.learning_rate))
             monitor.update(force=True, phase="training", epoch=epoch + 1, batch=0, batches=ctx.batches)
@@ -190,15 +202,41 @@ def _make_callbacks(monitor: RunMonitor, ctx: FitContext):
                 self.model.stop_training = True
 
         def on_test_begin(self, logs=None):
+            # Keras validates even after stop_training broke the epoch off, and resets stop_evaluating
+            # just before this call: setting it here stops that validation after its first batch
             self.train_seconds = clock.train_seconds()
+            self.validated = 0
+            cut["training"] = clock.done < ctx.batches
+            if monitor.check_cancel():
+                self.model.stop_evaluating = True
+
+        def on_test_batch_end(self, batch, logs=None):
+            self.validated += 1
+            if monitor.check_cancel():
+                self.model.stop_evaluating = True
+                self.model.stop_training = True
+
+        def on_test_end(self, logs=None):
+            cut["validation"] = self.validated < val_batches
 
         def on_epoch_end(self, epoch, logs=None):
             if clock.done < ctx.batches:
+                # the weights are part-way through an epoch: a resume redoes it from the last checkpoint
                 log.info("epoch %d stopped after %d of %d batches: not counted", epoch + 1, clock.done, ctx.batches)
                 return
             rate = clock.images_per_s()
             clock.epoch_end(self.train_seconds)
             logs = dict(logs or {})
+            if cut["validation"]:
+                # the epoch's training is complete and kept (a resume goes on from the next epoch), but a
+                # partial validation is neither recorded nor allowed to pick the best checkpoint
+                log.info(
+                    "epoch %d: validation cancelled after %d of %d batches; its training is kept, unvalidated",
+                    epoch + 1,
+                    self.validated,
+                    val_batches,
+                )
+                logs = {k: v for k, v in logs.items() if not k.startswith("val_")}
             row = {
                 "epoch": epoch + 1,
                 **{k: float(v) for k, v in logs.items() if k != "learning_rate"},
@@ -206,7 +244,7 @@ def _make_callbacks(monitor: RunMonitor, ctx: FitContext):
                 "seconds": round(clock.epoch_seconds, 2),
             }
             self.rows.append(row)
-            score = logs.get(ctx.monitor_key, -math.inf)
+            score = -math.inf if cut["validation"] else logs.get(ctx.monitor_key, -math.inf)
             improved = score > self.best
             if improved:
                 self.best = score
