@@ -74,3 +74,33 @@ def test_background_evaluation_succeeds_and_writes_metrics(tiny_run, tmp_path):
     m = registry.load_run(run_dir).metrics
     assert m["split"] == "val" and m["n"] == 9 and m["data_root"] == str(data) and m != before
     assert m["split_matches_training"] is False
+
+
+def test_two_starts_queue_one_evaluation(tmp_path, monkeypatch):
+    """Of two starts that both found no evaluation running (the check raced), only the first is queued and
+    spawned: the check and the queued write are one step under the status lock."""
+    import subprocess
+
+    run_dir = tmp_path / "runs" / "20260101-000000-aaaa"
+    run_dir.mkdir(parents=True)
+    (run_dir / "status.json").write_text(json.dumps({"state": "succeeded"}))
+    (run_dir / "model.keras").write_bytes(b"model")
+    monkeypatch.setattr(evaluation_job, "is_running", lambda _: False)  # both callers checked before either wrote
+    real_popen, spawned = subprocess.Popen, []
+
+    def fake_popen(args, **kwargs):
+        spawned.append(real_popen(["sleep", "30"]))
+        return spawned[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", fake_popen)
+    run = registry.load_run(run_dir)
+    try:
+        job = evaluation_job.start(run, tmp_path / "data")
+        with pytest.raises(EvaluationError, match="being evaluated already"):
+            evaluation_job.start(run, tmp_path / "other")
+        status = evaluation_job.read_status(run_dir)
+        assert status["job"] == job and status["data"] == str(tmp_path / "data") and len(spawned) == 1
+    finally:
+        for proc in spawned:
+            proc.kill()
+            proc.wait()

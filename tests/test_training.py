@@ -400,3 +400,41 @@ def test_cancel_during_training_skips_validation_and_does_not_count_the_epoch(tm
     assert read_checkpoint_state(tmp_path / "last.keras")["epoch"] == 1
     assert [r["epoch"] for r in read_history(tmp_path / "history.csv")] == [1]
 
+
+def test_launch_and_resume_never_record_the_apps_pid(tmp_path, monkeypatch):
+    """Until its child starts, a launched or resumed run records no pid, never the app's own: a Cancel in that
+    window cannot send SIGTERM to the app. The child's own pid is recorded once it starts."""
+    import signal
+
+    from radiology.fsutil import read_json
+    from training.launch import resume
+
+    real_popen = subprocess.Popen
+    seen, children, signalled = [], [], []
+
+    def child(args, **kwargs):
+        run_dir = Path(args[args.index("--run-dir" if "--run-dir" in args else "--resume") + 1])
+        seen.append((read_json(run_dir / "status.json") or {}).get("pid"))
+        cancel(load_run(run_dir))  # the user cancels before the child is known
+        proc = real_popen(["sleep", "30"])
+        children.append(proc)
+        return proc
+
+    monkeypatch.setattr(subprocess, "Popen", child)
+    previous = signal.signal(signal.SIGTERM, lambda *_: signalled.append(True))
+    try:
+        run = launch(TrainConfig(data="x", weights="none", runs_dir=str(tmp_path / "runs")))
+        assert run.status["pid"] == children[0].pid
+        children[0].kill()
+        children[0].wait()
+        update = {"state": "cancelled", "pid": children[0].pid}
+        (run.dir / "status.json").write_text(json.dumps(update))
+        (run.dir / "last.keras").write_bytes(b"checkpoint")
+        resumed = resume(load_run(run.dir))
+        assert resumed.status["pid"] == children[1].pid
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for proc in children:
+            proc.kill()
+            proc.wait()
+    assert seen == [None, None] and not signalled
