@@ -113,7 +113,7 @@ def load_run_model(run: registry.Run) -> RunModel:
     split (``precision`` says which and why). The lock serialises explanations of one model across
     sessions: the explainer builds its sub-models lazily and tf-keras-vis is not thread-safe.
     """
-    return _load(str(run.model_path), run.model_path.stat().st_mtime_ns, (run.metrics or {}).get("bf16_agreement"))
+    return _load(str(run.model_path), run.model_path.stat().st_mtime_ns, run.bf16_agreement)
 
 
 def active_model():
@@ -260,15 +260,15 @@ def _file_view(model_path: str, mtime_ns: int, agreement: float | None, image_pa
         return overlay(view, model.explainer.explain(gray).cam, alpha=0.4)
 
 
-def run_data_root(run: registry.Run) -> Path | None:
-    """The dataset folder a run was evaluated on, or None when its metrics do not name one.
+def run_data_root(metrics: dict) -> Path | None:
+    """The dataset folder an evaluation (its metrics) was measured on, or None when they do not name one.
 
     Raises:
         DatasetError: the folder is outside the app's data root, so the app must not read it.
     """
     from radiology.datasets import resolve_in_root
 
-    stored = (run.metrics or {}).get("data_root")
+    stored = metrics.get("data_root")
     return resolve_in_root(stored, data_root()) if stored else None
 
 
@@ -282,7 +282,7 @@ def file_view(run: registry.Run, image_path: Path, *, with_cam: bool) -> np.ndar
     from radiology.datasets import resolve_in_root
 
     image_path = resolve_in_root(image_path, data_root())
-    agreement = (run.metrics or {}).get("bf16_agreement")
+    agreement = run.bf16_agreement
     return _file_view(str(run.model_path), run.model_path.stat().st_mtime_ns, agreement, str(image_path), with_cam)
 
 

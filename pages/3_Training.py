@@ -123,7 +123,7 @@ def live_run():
         last = next(trained, None)
         if last is not None:
             acc = (last.metrics or {}).get("accuracy")
-            result = f", test accuracy {acc:.1%}" if acc is not None else ""
+            result = f", accuracy {acc:.1%} on its held-out test split" if acc is not None else ""
             message = f"Last run {last.id}: {last.state}{result}" + (f" ({last.error})" if last.error else "")
             (st.success if last.state == "succeeded" else st.info)(message)
         return
@@ -174,13 +174,17 @@ for r in runs:
             "started": (r.status.get("started") or "")[:19].replace("T", " "),
             "epochs": r.config.get("epochs"),
             "data": r.config.get("data"),
-            "test accuracy": m.get("accuracy"),
-            "macro F1": m.get("macro_f1"),
-            "ECE": (m.get("calibration") or {}).get("ece"),
+            "test accuracy (at training)": m.get("accuracy"),
+            "test macro F1 (at training)": m.get("macro_f1"),
+            "test ECE (at training)": (m.get("calibration") or {}).get("ece"),
             "error": r.error or "",
         }
     )
 st.dataframe(pd.DataFrame(rows), hide_index=True)
+st.caption(
+    "Test figures are each run's own evaluation at the end of training, on the test split held out from its "
+    "training data; later evaluations, on other data or splits, are listed on the Evaluation page."
+)
 
 stopped = [r for r in runs if r.id != registry.BUNDLED_ID and registry.resumable(r) is None]
 if stopped:

@@ -5,6 +5,7 @@ import streamlit as st
 import ui
 from radiology import CLASS_NAMES
 from radiology.errors import RadiologyError
+from radiology.evaluation import measured_on
 from radiology.imports import import_record
 
 ui.page_header("RadiologyAI")
@@ -44,9 +45,14 @@ elif model is not None:
         cols[0].metric("Imported", record["imported"][:16].replace("T", " "))
     else:
         cols[0].metric("Trained", (meta.created or "unknown")[:16].replace("T", " "))
-    acc = (run.metrics or {}).get("accuracy")
-    cols[1].metric("Test accuracy", f"{acc:.1%}" if acc is not None else "not evaluated")
-    cols[2].metric("Test images", (run.metrics or {}).get("n", "—"))
+    shown = run.evaluations()[:1]  # the training-time test when there is one, else the newest evaluation
+    m = shown[0].metrics if shown else {}
+    acc = m.get("accuracy")
+    where = measured_on(m) if shown else "no evaluation yet"
+    cols[1].metric("Accuracy", f"{acc:.1%}" if acc is not None else "not evaluated", help=f"on {where}")
+    cols[2].metric("Images evaluated", m.get("n", "—"), help=where)
+    if shown:
+        st.caption(f"Measured on {where}.")
     trained = (
         f"Trained on `{cfg.get('data', 'unknown data')}` (data fingerprint `{meta.data_fingerprint or 'unknown'}`); "
         f"epochs: {cfg.get('epochs', '?')}; initial weights: `{cfg.get('weights', '?')}`. "

@@ -111,37 +111,38 @@ def _evaluation_reporter(run_dir: Path | None, job: str):
 
 
 def cmd_evaluate(args) -> int:
-    """Evaluates a model on a split of a dataset, split as the model was trained; prints or saves the metrics."""
+    """Evaluates a model on a split of a dataset, split as the model was trained; prints or saves the metrics.
+
+    With ``--save`` every failure, whatever its type, is recorded in the run's evaluation status with its
+    type and message, then raised again.
+    """
     from radiology import jobs
-    from radiology.evaluation import write_evaluation
-    from radiology.evaluation_job import queue, update_status
+    from radiology.evaluation import save_evaluation
+    from radiology.evaluation_job import STATUS_FILE, queue, update_status
 
     run = _save_target(args.model, job=args.job) if args.save else None
     run_dir = run.dir if run is not None else None
     job = args.job or jobs.new_id()
-    if run_dir is not None:
-        if not args.job:
-            queue(run, job, data=str(args.data), split=args.split)
-        update_status(
-            run_dir,
-            job,
-            "running",
-            pid=os.getpid(),
-            pid_start=process_start(os.getpid()),
-            started=now(),
-            phase="loading the model",
-            progress=0.0,
-        )
-    try:
+    if run_dir is not None and not args.job:
+        queue(run, job, data=str(args.data), split=args.split)
+    with jobs.recording(run_dir / STATUS_FILE if run_dir is not None else None, job=job):
+        if run_dir is not None:
+            update_status(
+                run_dir,
+                job,
+                "running",
+                pid=os.getpid(),
+                pid_start=process_start(os.getpid()),
+                started=now(),
+                phase="loading the model",
+                progress=0.0,
+            )
         result, rows, names = _evaluate(args, _evaluation_reporter(run_dir, job))
+        saved_in = None
         if run_dir is not None:
-            write_evaluation(run_dir, result, rows)
-            update_status(run_dir, job, "succeeded", ended=now(), progress=1.0, phase="done")
-    except (RadiologyError, OSError) as exc:
-        if run_dir is not None:
-            update_status(run_dir, job, "failed", ended=now(), error=str(exc))
-        raise
-    _print_evaluation(args, result, names, saved_in=run_dir)
+            saved_in = save_evaluation(run_dir, job, {**result, "source": "evaluate"}, rows)
+            update_status(run_dir, job, "succeeded", ended=now(), progress=1.0, phase="done", evaluation=job)
+    _print_evaluation(args, result, names, saved_in=saved_in)
     return 0
 
 
@@ -225,7 +226,7 @@ def _print_evaluation(args, result: dict, names, *, saved_in: Path | None) -> No
         print(f"  {name:<12}" + "".join(f"{v:>8d}" for v in row))
     print(_ood_line(result["ood"]))
     if saved_in is not None:
-        print(f"saved metrics.json and predictions.csv in {saved_in}")
+        print(f"saved this evaluation (metrics.json, predictions.csv) in {saved_in}")
 
 
 def cmd_import_model(args) -> int:
@@ -323,8 +324,9 @@ def _model_and_splits(args):
 def cmd_fit_ood(args) -> int:
     """Fits the out-of-distribution gate of an existing model on its training data, and stores it in the model file."""
     from radiology import ood
-    from radiology.evaluation import evaluate_samples, write_evaluation
-    from radiology.fsutil import read_json
+    from radiology.evaluation import evaluate_samples, save_evaluation
+    from radiology.jobs import new_id
+    from radiology.splits import training_overlap
 
     loaded, target, checked, split = _model_and_splits(args)
     x_train, y_train = split("train")
@@ -346,12 +348,21 @@ def cmd_fit_ood(args) -> int:
     if test:
         result, rows = evaluate_samples(loaded, test, checked.decoded, root=checked.dataset.root, n_boot=100)
         print(_ood_line(result["ood"]) + " on the test split")
-        metrics_path = target.parent / "metrics.json"
-        old = read_json(metrics_path, None) if Path(args.model).is_dir() else None
-        if old is not None:
-            # the run's own evaluation stays; only the gate's numbers and the prediction rows are new
-            write_evaluation(target.parent, {**old, "ood": result["ood"]}, rows)
-            print(f"updated {metrics_path}")
+        if Path(args.model).is_dir() and (target.parent / "status.json").is_file():
+            # an evaluation of its own: the run's training-time metrics.json keeps what it measured then
+            matches, overlap = training_overlap(loaded.metadata.data_fingerprint, checked.dataset, "test")
+            result.update(
+                source="fit-ood",
+                data_root=str(checked.dataset.root),
+                split="test",
+                split_method=checked.dataset.split_method,
+                data_fingerprint=checked.dataset.fingerprint(),
+                split_matches_training=matches,
+                training_overlap=overlap,
+                evaluated=now(),
+            )
+            saved = save_evaluation(target.parent, new_id(), result, rows)
+            print(f"stored this evaluation in {saved}")
     return 0
 
 
@@ -405,7 +416,9 @@ def main(argv=None) -> int:
     ev.add_argument("--cache-dir", default="", help="decode cache folder (default: none)")
     ev.add_argument("--json", action="store_true")
     ev.add_argument(
-        "--save", action="store_true", help="write metrics.json and predictions.csv into the --model run folder"
+        "--save",
+        action="store_true",
+        help="store the evaluation in the --model run folder, as evaluations/ID/ (metrics.json, predictions.csv)",
     )
     ev.add_argument("--job", help=argparse.SUPPRESS)  # the job id given by radiology.evaluation_job.start
     ev.set_defaults(func=cmd_evaluate)

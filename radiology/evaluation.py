@@ -12,10 +12,12 @@ from radiology import calibration, metrics, ood
 from radiology.cache import DecodedImages
 from radiology.datasets import Sample
 from radiology.errors import EvaluationError
-from radiology.fsutil import atomic_write_text, write_json_atomic
+from radiology.fsutil import atomic_folder, atomic_write_text, write_json_atomic
 from radiology.model import LoadedModel, predict_images
+from radiology.registry import EVALUATIONS_DIR
 
 PROGRESS_CHUNK = 256  # images predicted between two progress reports
+SPLIT_NAMES = {"test": "test split", "val": "validation split", "train": "training split", "all": "all images"}
 
 
 def evaluate_samples(
@@ -106,15 +108,63 @@ def bf16_agreement(loaded: LoadedModel, samples: list[Sample], decoded: DecodedI
     return label_agreement(predict_images(loaded, pixels), predict_images(bf16_copy(loaded), pixels))
 
 
-def write_evaluation(run_dir: str | Path, result: dict, rows: list[dict]) -> None:
-    """Writes ``metrics.json`` and ``predictions.csv`` into a run folder, each atomically."""
-    run_dir = Path(run_dir)
+def write_evaluation(folder: str | Path, result: dict, rows: list[dict]) -> None:
+    """Writes ``metrics.json`` and ``predictions.csv`` into a folder, each atomically.
+
+    The run folder's own pair is the test evaluation made at training time, and only the trainer writes
+    it; every later evaluation goes to a folder of its own (:func:`save_evaluation`).
+    """
+    folder = Path(folder)
     buf = io.StringIO(newline="")
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(run_dir / "predictions.csv", buf.getvalue())
-    write_json_atomic(run_dir / "metrics.json", result)
+    atomic_write_text(folder / "predictions.csv", buf.getvalue())
+    write_json_atomic(folder / "metrics.json", result)
+
+
+def save_evaluation(run_dir: str | Path, evaluation_id: str, result: dict, rows: list[dict]) -> Path:
+    """Stores one evaluation of a run as ``RUN/evaluations/ID/`` (``metrics.json``, ``predictions.csv``).
+
+    The folder appears whole or not at all; the run's training-time ``metrics.json`` is left as it is.
+
+    Args:
+        run_dir: the run folder.
+        evaluation_id: the evaluation's id (``radiology.jobs.new_id``), its folder name.
+        result: the metrics, naming what they were measured on (``data_root``, ``split``,
+            ``split_matches_training``, ``training_overlap``, ``evaluated``, ``source``).
+        rows: the prediction rows.
+
+    Returns:
+        the evaluation's folder.
+    """
+    target = Path(run_dir) / EVALUATIONS_DIR / evaluation_id
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_folder(target) as tmp:
+        write_evaluation(tmp, {**result, "id": evaluation_id}, rows)
+    return target
+
+
+def measured_on(result: dict) -> str:
+    """What an evaluation's numbers were measured on, in words, for labelling every number shown.
+
+    For example ``test split of /data/cxr3 at training time, 300 images`` or ``validation split of
+    /data/other, 120 images, 2026-12-02 13:05 UTC; 20 of its images were used in training``.
+    """
+    split = SPLIT_NAMES.get(result.get("split"), result.get("split") or "unknown split")
+    text = f"{split} of {result.get('data_root', 'unknown data')}"
+    if result.get("source") == "training" or (result.get("source") is None and not result.get("evaluated")):
+        text += " at training time"
+    text += f", {result.get('n', '?')} images"
+    if result.get("source") == "training":
+        return text
+    if result.get("evaluated"):
+        text += f", {result['evaluated'][:16].replace('T', ' ')} UTC"
+    if result.get("source") == "fit-ood":
+        text += " (after refitting the out-of-distribution gate)"
+    if result.get("training_overlap") and not (result.get("split_matches_training") is True and split == "test split"):
+        text += f"; {result['training_overlap']}"
+    return text
 
 
 def misclassified(rows: list[dict], class_names, *, limit: int = 12) -> list[dict]:

@@ -1,9 +1,10 @@
 """Evaluating a run on a dataset in the background, and the status file the app reads while it runs.
 
 A job is a ``python -m radiology evaluate --save`` process. It reports through
-``evaluation_status.json`` in the run folder: state (``queued``, ``running``, ``succeeded``,
-``failed``), pid, phase, progress fraction, error. Its results land in ``metrics.json`` and
-``predictions.csv``, each replaced atomically, so the app never reads a half-written file.
+``evaluation_status.json`` in the run folder, a ``radiology.jobs`` status: state (``queued``,
+``running``, ``succeeded``, ``failed``), pid, phase, progress fraction, error. Its results land in
+a folder of their own, ``RUN/evaluations/JOB/`` (``metrics.json``, ``predictions.csv``), which appears
+whole or not at all; the run's training-time ``metrics.json`` is never touched.
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
 """The run registry: run folders, their status, and the atomic pointer to the active model.
 
 A run folder holds ``config.json``, ``status.json``, ``history.csv``, ``progress.json``,
-``log.txt``, the best checkpoint ``model.keras``, and after testing ``metrics.json`` and
-``predictions.csv``. The bundled model ships in the same layout. ``active.json`` in the runs
-folder names the active run; it is replaced atomically, so a crash never leaves it half-written.
+``log.txt``, the best checkpoint ``model.keras``, ``last.keras`` while it can be resumed, a ``cancel``
+file while a cancel is asked for, and after testing ``metrics.json`` and ``predictions.csv``: the test
+evaluation made at training time, which nothing later overwrites. Every later evaluation (``python -m
+radiology evaluate --save``, the Evaluation page, ``fit-ood``) is a folder of its own under
+``evaluations/``, named by its id, holding the same two files. The bundled model ships in the same
+layout. ``active.json`` in the runs folder names the active run; it is replaced atomically, so a crash
+never leaves it half-written.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ BUNDLED_ID = "bundled"
 ACTIVE_FILE = "active.json"
 LOCK_FILE = ".training.lock"
 STATUS_FILE = "status.json"
+EVALUATIONS_DIR = "evaluations"
 CANCEL_FILE = "cancel"  # its presence asks the run's process to stop after the current batch
 LAST_CHECKPOINT = "last.keras"  # the checkpoint of the last completed epoch, which a run resumes from
 
@@ -51,6 +56,30 @@ def update_status(run_dir: str | Path, state: str | None = None, *, new_attempt:
 
 
 @dataclass
+class EvaluationRecord:
+    """One stored evaluation of a run: the training-time test (id ``training``), or a later one.
+
+    Its metrics name what they were measured on (see ``radiology.evaluation.measured_on``).
+    """
+
+    id: str
+    dir: Path
+
+    @cached_property
+    def metrics(self) -> dict:
+        """The evaluation's ``metrics.json`` (empty when unreadable)."""
+        return read_json(self.dir / "metrics.json", {}) or {}
+
+    def predictions(self) -> list[dict]:
+        """Rows of its ``predictions.csv``: path, label and one probability column per class."""
+        try:
+            with open(self.dir / "predictions.csv", newline="") as fh:
+                return list(csv.DictReader(fh))
+        except OSError:
+            return []
+
+
+@dataclass
 class Run:
     """One run folder as read from disk; the metrics, the largest file, are read on first use."""
 
@@ -60,8 +89,34 @@ class Run:
 
     @cached_property
     def metrics(self) -> dict | None:
-        """The test evaluation (``metrics.json``), or None before it exists."""
+        """The test evaluation made at training time (``metrics.json``), or None when there is none."""
         return read_json(self.dir / "metrics.json")
+
+    def evaluations(self) -> list[EvaluationRecord]:
+        """The run's stored evaluations: the training-time test first, then later ones newest first."""
+        records = [EvaluationRecord("training", self.dir)] if (self.dir / "metrics.json").is_file() else []
+        folder = self.dir / EVALUATIONS_DIR
+        if folder.is_dir():
+            for d in sorted(folder.iterdir(), reverse=True):
+                if not d.name.startswith(".") and (d / "metrics.json").is_file():
+                    records.append(EvaluationRecord(d.name, d))
+        return records
+
+    def has_evaluations(self) -> bool:
+        """Whether the run has any stored evaluation, read without opening one."""
+        folder = self.dir / EVALUATIONS_DIR
+        return (self.dir / "metrics.json").is_file() or (
+            folder.is_dir() and any(not d.name.startswith(".") for d in folder.iterdir())
+        )
+
+    @property
+    def bf16_agreement(self) -> float | None:
+        """How often bf16 agreed with float32, from the training-time test, else the newest evaluation with it."""
+        for record in self.evaluations():
+            value = record.metrics.get("bf16_agreement")
+            if value is not None:
+                return value
+        return None
 
     @property
     def id(self) -> str:
@@ -121,12 +176,8 @@ class Run:
             return ""
 
     def predictions(self) -> list[dict]:
-        """Rows of ``predictions.csv``: path, label and one probability column per class."""
-        try:
-            with open(self.dir / "predictions.csv", newline="") as fh:
-                return list(csv.DictReader(fh))
-        except OSError:
-            return []
+        """Rows of the training-time test's ``predictions.csv``: path, label and one probability column per class."""
+        return EvaluationRecord("training", self.dir).predictions()
 
 
 def read_history(path: Path) -> list[dict]:

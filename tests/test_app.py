@@ -81,11 +81,12 @@ def test_page_runs_and_shows_headings(app_env, page):
 
 
 def test_home_shows_the_active_model(app_env):
-    """Home names the promoted run and its test accuracy."""
+    """Home names the promoted run and its accuracy, labelled by what it was measured on."""
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
     values = {m.label: m.value for m in at.metric}
     assert "Model 20260102-000000-bbbb" in [s.value for s in at.subheader]
-    assert values["Test accuracy"].endswith("%")
+    assert values["Accuracy"].endswith("%")
+    assert any(c.value.startswith("Measured on test split of ") and "at training time" in c.value for c in at.caption)
 
 
 def test_home_without_model_says_what_to_do(tmp_path, monkeypatch):
@@ -219,8 +220,8 @@ def test_evaluation_shows_the_share_flagged(app_env):
     """The evaluation page shows the share of test images the out-of-distribution gate flagged."""
     at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()
     values = {m.label: m.value for m in at.metric}
-    assert values["Test images flagged"].endswith("%")
-    assert any("test images flagged (by reason" in c.value for c in at.caption)
+    assert values["Images of the test split flagged"].endswith("%")
+    assert any("images of the test split flagged (by reason" in c.value for c in at.caption)
 
 
 def test_dataset_page_measures_source_predictability(app_env):
@@ -253,6 +254,11 @@ def test_session_explanations_are_bounded_by_bytes(tiny_run, tmp_path, monkeypat
     assert len(cache) == 1 and 0 < cache.bytes <= 300_000
 
 
+def status_job(run_dir: Path) -> str:
+    """The job id of a run's last background evaluation."""
+    return evaluation_job.read_status(run_dir)["job"]
+
+
 def test_evaluation_page_evaluates_a_run_in_the_background(app_env):
     """The page warns that another dataset may overlap training, starts a job, then shows its results."""
     run_dir = app_env / "runs" / "20260101-000000-aaaa"
@@ -270,7 +276,10 @@ def test_evaluation_page_evaluates_a_run_in_the_background(app_env):
     at.run()
     assert any(str((app_env / "data" / "tiny").resolve()) in c.value for c in at.caption)
     assert {m.label: m.value for m in at.metric}["Images"] == "12"
-    assert any(c.value.startswith("All images · ") for c in at.caption)
+    assert any(c.value.startswith("Measured on all images of ") for c in at.caption)
+    listed = at.dataframe[0].value  # the run's evaluations: the training-time test kept, the new one beside it
+    assert list(listed["evaluation"]) == ["training", status_job(run_dir)]
+    assert "at training time" in listed["measured on"][0] and "all images of" in listed["measured on"][1]
 
 
 def test_training_page_report_uses_the_chosen_split(app_env):

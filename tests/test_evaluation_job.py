@@ -58,7 +58,8 @@ def test_start_refuses_the_bundled_model(tiny_run, tmp_path, monkeypatch):
 
 
 def test_background_evaluation_succeeds_and_writes_metrics(tiny_run, tmp_path):
-    """A job started on a dataset reaches succeeded with progress 1 and leaves the new metrics in the run."""
+    """A job started on a dataset reaches succeeded with progress 1 and stores its metrics as an evaluation of
+    their own in the run, leaving the training-time metrics.json as it was."""
     run_dir = shutil.copytree(tiny_run, tmp_path / "runs" / "20260101-000000-eval")
     data = make_dataset(tmp_path / "data", per_class=3, splits=True)
     before = json.loads((run_dir / "metrics.json").read_text())
@@ -71,9 +72,13 @@ def test_background_evaluation_succeeds_and_writes_metrics(tiny_run, tmp_path):
     status = evaluation_job.read_status(run_dir)
     assert status["state"] == "succeeded", (status, (run_dir / "evaluation_console.txt").read_text()[-2000:])
     assert status["progress"] == 1.0 and isinstance(status["pid"], int)
-    m = registry.load_run(run_dir).metrics
-    assert m["split"] == "val" and m["n"] == 9 and m["data_root"] == str(data) and m != before
-    assert m["split_matches_training"] is False
+    run = registry.load_run(run_dir)
+    assert run.metrics == before  # the training-time test is kept
+    (record,) = [e for e in run.evaluations() if e.id != "training"]
+    m = record.metrics
+    assert record.id == status["job"] == status["evaluation"] and m["source"] == "evaluate"
+    assert m["split"] == "val" and m["n"] == 9 and m["data_root"] == str(data) and m["evaluated"]
+    assert m["split_matches_training"] is False and len(record.predictions()) == 9
 
 
 def test_two_starts_queue_one_evaluation(tmp_path, monkeypatch):

@@ -438,3 +438,36 @@ def test_launch_and_resume_never_record_the_apps_pid(tmp_path, monkeypatch):
             proc.kill()
             proc.wait()
     assert seen == [None, None] and not signalled
+
+
+def test_training_cli_records_any_failure_then_raises_it(tmp_path, monkeypatch):
+    """The training CLI records every failure of a launched run or estimate in its status, with its type and
+    message: an estimate record without a config (KeyError), an estimate that crashes, an unreadable config."""
+    import training.estimate
+    from radiology import jobs
+    from training.__main__ import main
+
+    record = tmp_path / "estimate.json"
+    jobs.update_status(record, "queued", job="e1", restart=True)
+    with pytest.raises(KeyError):
+        main(["--estimate-file", str(record)])
+    status = jobs.read_status(record)
+    assert status["state"] == "failed" and status["error"] == "KeyError: 'config'"
+
+    def crash(config, progress=None):
+        raise RuntimeError("out of threads")
+
+    monkeypatch.setattr(training.estimate, "estimate_run", crash)
+    config = TrainConfig(data="x", runs_dir=str(tmp_path / "runs"))
+    jobs.update_status(record, "queued", job="e2", restart=True, config=config.to_dict())
+    with pytest.raises(RuntimeError):
+        main(["--estimate-file", str(record)])
+    assert jobs.read_status(record)["error"] == "RuntimeError: out of threads"
+
+    run_dir = tmp_path / "runs" / "20260101-000000-aaaa"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text("{not json")
+    jobs.update_status(run_dir / "status.json", "queued", restart=True)
+    assert main(["--run-dir", str(run_dir), "--lock-fd", "99"]) == 1
+    status = load_run(run_dir).status
+    assert status["state"] == "failed" and status["error"].startswith("JSONDecodeError: ")

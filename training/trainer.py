@@ -665,7 +665,18 @@ def _evaluate_test(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data
         return
     monitor.update(force=True, phase="evaluating")
     result, rows = evaluate_samples(best, test, decoded, root=dataset.root, n_boot=config.n_boot)
-    result.update(data_root=str(dataset.root), split="test", split_method=dataset.split_method)
+    result.update(
+        source="training",
+        data_root=str(dataset.root),
+        split="test",
+        split_method=dataset.split_method,
+        seed=config.seed,
+        fractions=list(config.fractions),
+        data_fingerprint=dataset.fingerprint(),
+        split_matches_training=True,
+        training_overlap="the test split held out when this model was trained",
+        evaluated=now(),
+    )
     result["bf16_agreement"] = bf16_agreement(best, test, decoded)
     write_evaluation(run_dir, result, rows)
     log.info(
