@@ -361,8 +361,13 @@ def import_model_panel(key: str, *, promote_default: bool = False) -> None:
     if upload is None:
         return
     data = upload.getvalue()
+    described = st.session_state.get(f"{key}_described")
     try:
-        info = describe(data, upload.name)
+        if described is None or described[0] != upload.file_id:
+            # checks every entry's checksum: once per upload, not on every rerun while it waits
+            described = (upload.file_id, describe(data, upload.name))
+            st.session_state[f"{key}_described"] = described
+        info = described[1]
     except RadiologyError as exc:
         show_error(exc)
         return

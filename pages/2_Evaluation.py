@@ -8,6 +8,7 @@ from radiology import charts, evaluation_job, registry
 from radiology.errors import RadiologyError
 from radiology.evaluation import SPLIT_NAMES as SPLITS
 from radiology.evaluation import measured_on, misclassified, summary_row
+from radiology.model import read_metadata
 from radiology.ood import UNAVAILABLE
 
 ui.page_header("Evaluation")
@@ -30,7 +31,7 @@ elif run.has_model:
     split = st.selectbox("Images", list(SPLITS), format_func=SPLITS.get, key="evaluate_split")
     if folder is not None:
         try:
-            meta = ui.load_run_model(run)[0].metadata
+            meta = read_metadata(run.model_path)  # without building the model or taking a model-cache slot
             matches, note = ui.dataset_overlap(
                 str(folder), meta.train_config, meta.data_fingerprint, split, ui.dataset_key(folder)
             )

@@ -119,8 +119,7 @@ def live_run():
             st.session_state["_live_run"] = None
             st.rerun()  # refresh the finished-runs table below
         st.caption("No training is running.")
-        trained = (r for r in registry.list_runs(ui.runs_dir(), include_bundled=False) if r.kind == "training")
-        last = next(trained, None)
+        last = registry.last_run(ui.runs_dir(), kind="training")
         if last is not None:
             acc = (last.metrics or {}).get("accuracy")
             result = f", accuracy {acc:.1%} on its held-out test split" if acc is not None else ""

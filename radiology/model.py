@@ -347,6 +347,26 @@ def _model_config(path: Path) -> tuple[dict | None, dict | None]:
     return (json.loads(raw) if raw else None), (json.loads(meta) if meta else None)
 
 
+def read_metadata(path: str | Path) -> ModelMetadata:
+    """A model file's metadata, read without building the model (a file without any reads as assumed).
+
+    Unlike :func:`load_model`, this does not check the graph or fill in what the file leaves out (the
+    input size, the Grad-CAM layer), so it is for reading what travels with the weights: the training
+    config, the data fingerprint, the class names.
+
+    Raises:
+        ModelLoadError: the file is missing or is not a model file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    try:
+        _, meta = _model_config(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ModelLoadError(f"not a Keras model file: {path.name} ({exc})") from exc
+    return ModelMetadata.from_dict(meta) if meta is not None else ModelMetadata(name=path.stem, assumed=True)
+
+
 def _layer_classes(config) -> set[str]:
     found = set()
     if isinstance(config, dict):

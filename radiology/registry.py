@@ -310,17 +310,50 @@ class TrainingLock:
             self.fd = None
 
     def held_elsewhere(self) -> bool:
-        """Whether some process holds the lock now."""
-        if self.acquire():
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            self.release()
-            return False
-        return True
+        """Whether some process holds the lock now.
+
+        Probes with a shared lock, held for microseconds, so a launch at that instant is rarely refused.
+        """
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return True
+            raise
+        finally:
+            os.close(fd)
+        return False
+
+
+def _run_dirs_newest_first(runs_dir: Path):
+    if runs_dir.is_dir():
+        for d in sorted(runs_dir.iterdir(), reverse=True):
+            if d.is_dir() and not d.name.startswith("."):
+                yield d
 
 
 def running_run(runs_dir: str | Path | None = None) -> Run | None:
-    """The run that is queued or running now, if any."""
-    for run in list_runs(runs_dir, include_bundled=False):
-        if run.state in LIVE_STATES:
-            return run
+    """The run that is queued or running now, if any, read without reading the other runs.
+
+    A live run's process holds the training lock, so while the lock is free nothing is read; while it is
+    held, run statuses are read newest first until the live one (an estimate holds it too, and then every
+    status is read once).
+    """
+    runs_dir = Path(runs_dir) if runs_dir else settings.runs_dir()
+    if not (runs_dir / LOCK_FILE).exists() or not TrainingLock(runs_dir).held_elsewhere():
+        return None
+    for d in _run_dirs_newest_first(runs_dir):
+        if jobs.is_live(read_json(d / STATUS_FILE)):
+            return load_run(d)
+    return None
+
+
+def last_run(runs_dir: str | Path | None = None, *, kind: str = "training") -> Run | None:
+    """The newest run of ``kind`` (``training`` or ``imported``), reading statuses only until it is found."""
+    runs_dir = Path(runs_dir) if runs_dir else settings.runs_dir()
+    for d in _run_dirs_newest_first(runs_dir):
+        status = read_json(d / STATUS_FILE)
+        if isinstance(status, dict) and status.get("kind", "training") == kind:
+            return load_run(d)
     return None

@@ -77,3 +77,19 @@ def test_atomic_folder_is_created_whole_or_not_at_all(tmp_path):
         (tmp / "a.npy").write_bytes(b"second")
     assert (entry / "a.npy").read_bytes() == b"first"
     assert os.listdir(tmp_path / "cache") == ["key"]
+
+
+def test_a_non_durable_write_is_atomic_without_fsync(tmp_path, monkeypatch):
+    """durable=False (progress, rewritten several times a second) replaces the file whole but never fsyncs."""
+    import json
+
+    from radiology import fsutil
+
+    synced = []
+    monkeypatch.setattr(fsutil, "_fsync_file", lambda p: synced.append(p))
+    monkeypatch.setattr(fsutil, "_fsync_dir", lambda p: synced.append(p))
+    fsutil.write_json_atomic(tmp_path / "progress.json", {"batch": 1}, durable=False)
+    assert synced == [] and json.loads((tmp_path / "progress.json").read_text()) == {"batch": 1}
+    fsutil.write_json_atomic(tmp_path / "status.json", {"state": "running"})
+    assert len(synced) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["progress.json", "status.json"]

@@ -15,6 +15,7 @@ from radiology.model import (
     load_model,
     predict_images,
     read_checkpoint_state,
+    read_metadata,
     save_checkpoint,
     save_model,
 )
@@ -262,3 +263,17 @@ def test_metadata_round_trips_through_a_dict():
         temperature=1.5,
     )
     assert ModelMetadata.from_dict(meta.to_dict()) == meta
+
+
+def test_read_metadata_needs_no_model_build(model, tmp_path, monkeypatch):
+    """read_metadata gives the saved metadata without Keras loading the model; a bare file reads as assumed."""
+    meta = ModelMetadata(("x", "y", "z"), train_config={"seed": 7}, data_fingerprint="f")
+    path = save_model(model, tmp_path / "m.keras", meta)
+    monkeypatch.setattr(keras.saving, "load_model", lambda *a, **k: pytest.fail("built the model"))
+    got = read_metadata(path)
+    assert got.class_names == ("x", "y", "z") and got.train_config == {"seed": 7} and got.data_fingerprint == "f"
+    with pytest.raises(ModelLoadError, match="model file not found"):
+        read_metadata(tmp_path / "none.keras")
+    (tmp_path / "bad.keras").write_bytes(b"not a zip")
+    with pytest.raises(ModelLoadError, match="not a Keras model file"):
+        read_metadata(tmp_path / "bad.keras")

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,14 +32,50 @@ def test_list_runs_newest_first_and_dead_pid_reads_failed(tmp_path):
 
 
 def test_live_pid_reads_running(tmp_path):
-    """A running run whose process lives reads as running."""
+    """A running run whose process lives, and holds the training lock, reads as running."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    holder = registry.TrainingLock(tmp_path)  # what the run's process holds
     try:
         _run(tmp_path, "r1", "running", pid=proc.pid)
+        assert registry.running_run(tmp_path) is None  # the lock is free: no run can be live
+        assert holder.acquire()
         assert registry.running_run(tmp_path).id == "r1"
     finally:
+        holder.release()
         proc.kill()
         proc.wait()
+
+
+def test_the_live_run_is_found_without_reading_the_others(tmp_path, monkeypatch):
+    """While no training holds the lock no run folder is read; while one does, only statuses are read, newest
+    first, up to the live run; the last training run skips newer imported ones."""
+    proc = subprocess.Popen(["sleep", "30"])
+    for i in range(5):
+        _run(tmp_path, f"2026010{i}-000000-aaaa", "succeeded")
+    live = _run(tmp_path, "20260109-000000-live", "running", pid=proc.pid)
+    (tmp_path / "20260110-000000-impo" / "status.json").parent.mkdir()
+    (tmp_path / "20260110-000000-impo" / "status.json").write_text(
+        json.dumps({"state": "succeeded", "kind": "imported"})
+    )
+    read = []
+    real = registry.read_json
+    monkeypatch.setattr(
+        registry, "read_json", lambda path, default=None: read.append(Path(path)) or real(path, default)
+    )
+    holder = registry.TrainingLock(tmp_path)
+    try:
+        assert registry.running_run(tmp_path) is None and read == []
+        assert holder.acquire()
+        assert registry.running_run(tmp_path).id == live.name
+        assert [p.parent.name for p in read if p.name == "status.json"][:2] == ["20260110-000000-impo", live.name]
+        older = {f"2026010{i}-000000-aaaa" for i in range(5)}
+        assert not any(p.parent.name in older for p in read)
+    finally:
+        holder.release()
+        proc.kill()
+        proc.wait()
+    assert registry.last_run(tmp_path).id == live.name
+    assert registry.last_run(tmp_path, kind="imported").id == "20260110-000000-impo"
 
 
 def test_set_active_is_atomic_and_checked(tmp_path, monkeypatch):
@@ -121,7 +158,10 @@ def test_reused_pid_reads_failed(tmp_path):
         (d / "status.json").write_text(json.dumps({"state": "running", "pid": other.pid, "pid_start": start - 1}))
         run = registry.load_run(d)
         assert run.state == "failed" and "died" in run.error
+        holder = registry.TrainingLock(tmp_path)
+        assert holder.acquire()
         assert registry.running_run(tmp_path) is None
+        holder.release()
         (d / "status.json").write_text(json.dumps({"state": "running", "pid": other.pid, "pid_start": start}))
         assert registry.load_run(d).state == "running"
     finally:

@@ -94,7 +94,8 @@ class RunMonitor:
         t = time.monotonic()
         if force or t - self._last_write > 0.3:
             self._last_write = t
-            write_json_atomic(self.run_dir / "progress.json", {**self.progress, "updated": now()})
+            # atomic but not fsynced: rewritten up to three times a second, and a crash may lose the last one
+            write_json_atomic(self.run_dir / "progress.json", {**self.progress, "updated": now()}, durable=False)
 
 
 @dataclass
