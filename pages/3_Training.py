@@ -8,16 +8,20 @@ from radiology import charts, registry
 from radiology.errors import RadiologyError
 from radiology.jobs import LIVE_STATES
 from training import clock, estimate, launch
-from training.config import COMPUTE_CHOICES, TrainConfig
+from training.config import COMPUTE_CHOICES, TrainConfig, defaults, field_help
 
 ui.page_header("Training")
+DEFAULT, HELP = defaults(), field_help()  # every default and help below comes from TrainConfig
 
 st.header("Dataset")
 folder = ui.dataset_picker("train")
 c1, c2, c3 = st.columns(3)
-seed = c1.number_input("Seed", 0, 2**31 - 1, 42, help="Seed of the split, shuffling, augmentation and initialisation")
-val_pct = c2.number_input("Validation %", 0, 90, 20, help="Share split off for validation, for class folders only")
-test_pct = c3.number_input("Test %", 0, 90, 10, help="Share split off for testing, for class folders only")
+seed = c1.number_input("Seed", 0, 2**31 - 1, DEFAULT["seed"], help=HELP["seed"])
+_, default_val, default_test = (round(f * 100) for f in DEFAULT["fractions"])
+val_pct = c2.number_input(
+    "Validation %", 0, 90, default_val, help="Share split off for validation, for class folders only"
+)
+test_pct = c3.number_input("Test %", 0, 90, default_test, help="Share split off for testing, for class folders only")
 fractions = ((100 - val_pct - test_pct) / 100, val_pct / 100, test_pct / 100)
 if folder is not None:
     try:
@@ -33,24 +37,29 @@ finished = [r for r in runs if r.state == "succeeded" and r.has_model]
 st.caption(f"Trains with {ui.cached_device()}.")
 with st.form("launch"):
     c1, c2, c3, c4 = st.columns(4)
-    epochs = c1.number_input("Epochs", 1, 500, 20)
-    batch_size = c2.number_input("Batch size", 1, 1024, 64)
-    lr = c3.number_input("Learning rate", 1e-7, 1e-1, 1e-4, format="%.1e")
-    trainable = c4.number_input("Trainable VGG16 layers", 0, 18, 6, help="From the end; the notebook trains 6")
+    epochs = c1.number_input("Epochs", 1, 500, DEFAULT["epochs"], help=HELP["epochs"])
+    batch_size = c2.number_input("Batch size", 1, 1024, DEFAULT["batch_size"], help=HELP["batch_size"])
+    lr = c3.number_input("Learning rate", 1e-7, 1e-1, DEFAULT["lr"], format="%.1e", help=HELP["lr"])
+    trainable = c4.number_input(
+        "Trainable VGG16 layers", 0, 18, DEFAULT["trainable_layers"], help=HELP["trainable_layers"]
+    )
     c1, c2, c3 = st.columns(3)
     starts = {"imagenet": "imagenet", "none": "none", **{f"run {r.id}": str(r.dir) for r in finished}}
     weights = c1.selectbox(
         "Initial weights", list(starts), help="ImageNet needs the network once; a run (of any image size) fine-tunes it"
     )
-    image_size = c2.number_input("Image size (px)", 32, 1024, 224, step=32, help="A multiple of 32; the notebook: 224")
-    augment = c3.toggle("Augmentation (flip, ±15° rotation)", value=True)
-    mixed = c3.toggle("Allow bfloat16", value=False, help="Used only where the device has it and it times faster")
+    image_size = c2.number_input("Image size (px)", 32, 1024, DEFAULT["image_size"], step=32, help=HELP["image_size"])
+    augment = c3.toggle("Augmentation (flip, ±15° rotation)", value=DEFAULT["augment"], help=HELP["augment"])
+    mixed = c3.toggle("Allow bfloat16", value=DEFAULT["mixed_precision"], help=HELP["mixed_precision"])
+    class_weights = c3.toggle("Class weights", value=DEFAULT["class_weights"], help=HELP["class_weights"])
     compute = c1.selectbox(
         "Compute",
         COMPUTE_CHOICES,
-        help="auto times float32 with and without XLA at the start of the first run with these settings and keeps "
-        "the fastest (a few minutes at 224 px; the choice is then reused)",
+        index=COMPUTE_CHOICES.index(DEFAULT["compute"]),
+        help=HELP["compute"] + " The choice is then reused by runs with these settings.",
     )
+    workers = c2.number_input("Loader threads", 1, 64, DEFAULT["workers"], help=HELP["workers"])
+    patience = c1.number_input("Plateau patience (epochs)", 1, 50, DEFAULT["lr_patience"], help=HELP["lr_patience"])
     st.caption(estimate.size_tradeoff(int(image_size)))
     b1, b2 = st.columns(2)
     estimate_clicked = b1.form_submit_button("Estimate duration", disabled=folder is None)
@@ -69,6 +78,9 @@ if folder is not None:
             seed=int(seed),
             fractions=fractions,
             augment=augment,
+            workers=int(workers),
+            class_weights=class_weights,
+            lr_patience=int(patience),
             mixed_precision=mixed,
             image_size=int(image_size),
             compute=compute,

@@ -107,6 +107,24 @@ def test_training_page_refuses_paths_outside_the_data_root(app_env):
     assert any("outside the data root" in e.value for e in at.error)
 
 
+def test_training_page_defaults_are_the_configs(app_env):
+    """Every setting of the launch form starts at TrainConfig's default, workers and class weights included."""
+    from training.config import defaults
+
+    at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
+    d = defaults()
+    numbers = {n.label: n.value for n in at.number_input}
+    assert (
+        numbers["Seed"] == d["seed"] and numbers["Epochs"] == d["epochs"] and numbers["Batch size"] == d["batch_size"]
+    )
+    assert numbers["Loader threads"] == d["workers"] and numbers["Plateau patience (epochs)"] == d["lr_patience"]
+    assert (numbers["Validation %"], numbers["Test %"]) == (
+        round(d["fractions"][1] * 100),
+        round(d["fractions"][2] * 100),
+    )
+    assert {t.label: t.value for t in at.toggle}["Class weights"] is d["class_weights"]
+
+
 def test_training_page_validates_the_dataset(app_env):
     """Choosing the dataset shows its counts and a clean leakage report."""
     at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()

@@ -169,28 +169,46 @@ def test_run_survives_its_launcher_and_repeats_with_the_same_seed(tmp_path):
     assert (foreground / "predictions.csv").read_text() == (background / "predictions.csv").read_text()
 
 
-def test_cli_defaults_match_the_config():
-    """Every option of python -m training defaults to the TrainConfig default."""
-    from training.__main__ import parse_args
+def test_cli_options_are_the_config_fields_with_their_defaults_and_help():
+    """python -m training has one option per TrainConfig field, defaulting to the field's default and helped by
+    its docstring; the split fractions and lr_patience can be set."""
+    from dataclasses import fields
+
+    from training.__main__ import _config, parse_args
+    from training.config import defaults, field_help
 
     args = parse_args(["--data", "x"])
-    defaults = TrainConfig(data="x")
-    for name in (
-        "epochs",
-        "batch_size",
-        "lr",
-        "trainable_layers",
-        "weights",
-        "seed",
-        "augment",
-        "augment_on",
-        "workers",
-        "class_weights",
-        "mixed_precision",
-        "image_size",
-        "compute",
-    ):
-        assert getattr(args, name) == getattr(defaults, name), name
+    for name, value in defaults().items():
+        assert getattr(args, name) == value, name
+    helps = field_help()
+    assert set(helps) == {f.name for f in fields(TrainConfig)}
+    assert helps["runs_dir"].startswith("where run folders are created") and "``" not in helps["compute"]
+    config = _config(parse_args(["--data", "x", "--fractions", "0.6", "0.2", "0.2", "--lr-patience", "5"]))
+    assert config.fractions == (0.6, 0.2, 0.2) and config.lr_patience == 5
+    assert _config(parse_args(["--data", "x", "--no-augment", "--class-weights"])).augment is False
+    assert _config(args) == TrainConfig(data="x")
+
+
+def test_cli_resume_takes_the_lock_of_the_runs_folder_the_run_is_in(tmp_path, monkeypatch):
+    """A command-line resume locks the folder the run is in, as the app's resume does, not the runs_dir its
+    config named: a training in that folder blocks it."""
+    import training.trainer
+    from radiology.registry import TrainingLock
+    from training.__main__ import main
+
+    stopped = tmp_path / "moved" / "20260101-000000-aaaa"
+    stopped.mkdir(parents=True)
+    TrainConfig(data="x", runs_dir=str(tmp_path / "elsewhere")).save(stopped / "config.json")
+    (stopped / "status.json").write_text(json.dumps({"state": "cancelled", "pid": 1}))
+    (stopped / "last.keras").write_bytes(b"checkpoint")
+    monkeypatch.setattr(training.trainer, "run_training", lambda *a, **k: "succeeded")
+    holder = TrainingLock(tmp_path / "moved")
+    assert holder.acquire()
+    try:
+        assert main(["--resume", str(stopped)]) == 2
+    finally:
+        holder.release()
+    assert main(["--resume", str(stopped)]) == 0
 
 
 def test_launch_writes_queued_before_the_child_starts_and_never_undoes_running(tmp_path, monkeypatch):

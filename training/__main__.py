@@ -20,46 +20,48 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 EXIT = {"succeeded": 0, "failed": 1, "busy": 2, "cancelled": 3}
 
 
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per ``TrainConfig`` field, its default and help taken from the field and its docstring.
+
+    ``--epochs N`` sets ``epochs``; a field that defaults to True is turned off by ``--no-NAME``, one that
+    defaults to False on by ``--NAME``; ``--fractions TRAIN VAL TEST`` takes three numbers.
+    """
+    from dataclasses import fields
+
+    from training.config import CHOICES, TrainConfig, defaults, field_help
+
+    default, helps = defaults(), field_help()
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        text = helps.get(f.name, "")
+        if f.name not in default:  # data: required unless the run or estimate is given otherwise
+            parser.add_argument(flag, help=text)
+        elif isinstance(default[f.name], bool):
+            if default[f.name]:
+                parser.add_argument(f"--no-{flag[2:]}", dest=f.name, action="store_false", help=f"turn off: {text}")
+            else:
+                parser.add_argument(flag, action="store_true", help=text)
+        elif isinstance(default[f.name], tuple):
+            kind = type(default[f.name][0])
+            metavar = ("TRAIN", "VAL", "TEST") if f.name == "fractions" else None
+            parser.add_argument(
+                flag, type=kind, nargs=len(default[f.name]), default=default[f.name], metavar=metavar, help=text
+            )
+        else:
+            parser.add_argument(
+                flag, type=type(default[f.name]), default=default[f.name], choices=CHOICES.get(f.name), help=text
+            )
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """Parses the command line."""
     p = argparse.ArgumentParser(
         prog="python -m training", description="Train the VGG16 transfer model on a dataset folder."
     )
-    p.add_argument("--data", help="dataset folder: class folders, or train/val/test folders of class folders")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--trainable-layers", type=int, default=6, help="VGG16 layers left trainable, from the end")
-    p.add_argument("--weights", default="imagenet", help="imagenet, none, or a path to a weights file")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--no-augment", dest="augment", action="store_false", help="turn off flip and rotation")
-    p.add_argument(
-        "--augment-on",
-        choices=["auto", "model", "host"],
-        default="auto",
-        help="augment in the model (Keras layers) or in loader threads; auto: host on JAX, else model",
-    )
-    p.add_argument("--workers", type=int, default=1, help="loader threads")
-    p.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
-    p.add_argument(
-        "--mixed-precision",
-        action="store_true",
-        help="allow bfloat16 compute; used only where the device has it and it times faster",
-    )
-    p.add_argument("--image-size", type=int, default=224, help="input side in pixels, a multiple of 32 (notebook: 224)")
-    p.add_argument(
-        "--compute",
-        choices=["auto", "float32", "xla"],
-        default="auto",
-        help="auto: time float32 with and without XLA (and bf16 if allowed) at the start and keep the fastest",
-    )
+    add_config_options(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last completed epoch")
     p.add_argument("--estimate", action="store_true", help="time these settings here and print the run's duration")
     p.add_argument("--estimate-file", help=argparse.SUPPRESS)  # an estimate record prepared by training.launch
-    p.add_argument(
-        "--runs-dir", default="", help="where runs live (default: $RADIOLOGY_RUNS_DIR, else runs/ in the project)"
-    )
-    p.add_argument("--cache-dir", default="", help="decode cache (default RUNS_DIR/.cache)")
     p.add_argument("--run-dir", help=argparse.SUPPRESS)  # a run folder prepared by training.launch
     p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # the lock handed over by training.launch
     args = p.parse_args(argv)
@@ -69,26 +71,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _config(args) -> TrainConfig:
+    from dataclasses import fields
+
     from training.config import TrainConfig
 
-    return TrainConfig(
-        data=args.data,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        trainable_layers=args.trainable_layers,
-        weights=args.weights,
-        seed=args.seed,
-        augment=args.augment,
-        augment_on=args.augment_on,
-        workers=args.workers,
-        class_weights=args.class_weights,
-        mixed_precision=args.mixed_precision,
-        image_size=args.image_size,
-        compute=args.compute,
-        runs_dir=args.runs_dir,
-        cache_dir=args.cache_dir,
-    )
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
 
 
 def main(argv=None) -> int:
@@ -115,9 +102,12 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT["failed"]
     if args.lock_fd is None:
-        lock = TrainingLock(config.runs_dir)
+        # the lock of the runs folder the run is in, as training.launch takes it: a resumed run's own
+        # folder, not the runs_dir its config named when it started
+        runs_dir = run_dir.resolve().parent if args.resume else Path(config.runs_dir)
+        lock = TrainingLock(runs_dir)
         if not lock.acquire():
-            print(f"refused: {busy_message(Path(config.runs_dir))}", file=sys.stderr)
+            print(f"refused: {busy_message(runs_dir)}", file=sys.stderr)
             return EXIT["busy"]
         if args.estimate:
             return _estimate(args, config)
