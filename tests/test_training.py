@@ -405,6 +405,9 @@ def test_cancel_during_validation_stops_it_and_keeps_the_trained_epoch(tmp_path)
     rows = read_history(tmp_path / "history.csv")
     assert [r["epoch"] for r in rows] == [1, 2]
     assert "val_accuracy" in rows[0] and "val_accuracy" not in rows[1] and "loss" in rows[1]
+    # the counted epochs are in the run's TensorBoard event files too
+    assert list((tmp_path / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "tensorboard" / "validation").glob("events.out.tfevents.*"))
 
 
 def test_cancel_during_training_skips_validation_and_does_not_count_the_epoch(tmp_path):

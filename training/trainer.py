@@ -63,6 +63,7 @@ from training.compute import (
     store_choice,
 )
 from training.config import TrainConfig
+from training.events import EventWriter
 
 LOG_EVERY_S = 60.0  # a progress line in the log at most this often within an epoch
 log = logging.getLogger("training")
@@ -131,6 +132,9 @@ def _make_callbacks(monitor: RunMonitor, ctx: FitContext):
     resume = ctx.resume or {}
 
     val_batches = math.ceil(ctx.val_images / ctx.batch_size) if ctx.val_images else 0
+    events = EventWriter(ctx.run_dir)
+    if events.unavailable:
+        log.info(events.unavailable)
     # what the current epoch completed: a cancel cuts its training or its validation short
     cut = {"training": False, "validation": False}
 
@@ -202,6 +206,9 @@ def _make_callbacks(monitor: RunMonitor, ctx: FitContext):
             if monitor.check_cancel():
                 self.model.stop_training = True
 
+        def on_train_end(self, logs=None):
+            events.close()
+
         def on_test_begin(self, logs=None):
             # Keras validates even after stop_training broke the epoch off, and resets stop_evaluating
             # just before this call: setting it here stops that validation after its first batch
@@ -245,6 +252,7 @@ def _make_callbacks(monitor: RunMonitor, ctx: FitContext):
                 "seconds": round(clock.epoch_seconds, 2),
             }
             self.rows.append(row)
+            events.write_epoch(row)
             score = -math.inf if cut["validation"] else logs.get(ctx.monitor_key, -math.inf)
             improved = score > self.best
             if improved:
