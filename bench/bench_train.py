@@ -124,7 +124,7 @@ def main(argv=None) -> None:
     from radiology.datasets import discover
     from radiology.preprocess import PreprocessSpec
     from training.config import TrainConfig
-    from training.trainer import batches, build_for_training, split_arrays
+    from training.trainer import batches, build_for_training
 
     print(f"machine: {machine()}")
     try:
@@ -143,8 +143,8 @@ def main(argv=None) -> None:
         decoded, _ = load_or_decode([s.path for s in ds.samples()], spec, tmp / "cache")
         t_cache = time.perf_counter() - start
         names = list(ds.class_names)
-        x_train, y_train = split_arrays(ds, decoded, "train", names)
-        x_val, y_val = split_arrays(ds, decoded, "val", names)
+        x_train, y_train = decoded.arrays(ds.splits["train"], names)
+        x_val, y_val = decoded.arrays(ds.splits["val"], names)
         n = len(x_train)
         print(
             f"data: {len(decoded.paths)} images from disk, decode + cache {len(decoded.paths) / t_cache:.0f} img/s; "

@@ -148,7 +148,7 @@ def cmd_evaluate(args) -> int:
 
 def _evaluate(args, report) -> tuple[dict, list[dict], tuple[str, ...]]:
     """Loads the model, checks the dataset split as in training, evaluates; returns metrics, rows, class names."""
-    from radiology.evaluation import bf16_agreement, evaluate_samples
+    from radiology.evaluation import evaluate_samples
     from radiology.splits import check_splits, training_overlap, training_split
 
     loaded = _load(args.model)
@@ -179,6 +179,7 @@ def _evaluate(args, report) -> tuple[dict, list[dict], tuple[str, ...]]:
         checked.decoded,
         root=dataset.root,
         progress=lambda done, total: report("predicting", done, total),
+        bf16=args.save,
     )
     result.update(
         data_root=str(dataset.root),
@@ -191,9 +192,6 @@ def _evaluate(args, report) -> tuple[dict, list[dict], tuple[str, ...]]:
         training_overlap=overlap,
         evaluated=now(),
     )
-    if args.save:
-        report("checking bfloat16", 0, 1)
-        result["bf16_agreement"] = bf16_agreement(loaded, samples, checked.decoded)
     return result, rows, meta.class_names
 
 
@@ -310,13 +308,10 @@ def _model_and_splits(args):
     matches, overlap = training_overlap(meta.data_fingerprint, dataset, "val")
     if matches is not True:
         print(f"warning: {overlap}", file=sys.stderr)
-    names = list(meta.class_names)
-    index = decoded.index()
 
     def split(name):
-        kept = [s for s in dataset.splits[name] if decoded.ok[index[s.path]] and s.label in names]
-        pixels = np.stack([decoded.pixels[index[s.path]] for s in kept]) if kept else None
-        return pixels, np.array([names.index(s.label) for s in kept], dtype=np.int32)
+        pixels, labels = decoded.arrays(dataset.splits[name], meta.class_names)
+        return (pixels if len(labels) else None), labels
 
     return loaded, target, checked, split
 

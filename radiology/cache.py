@@ -61,6 +61,22 @@ class DecodedImages:
         """Maps each path to its row."""
         return {p: i for i, p in enumerate(self.paths)}
 
+    def readable(self, samples) -> tuple[list, np.ndarray]:
+        """The readable ones of ``samples`` (``datasets.Sample``) and their pixels, uint8 array of shape (N, H, W)."""
+        index = self.index()
+        kept = [s for s in samples if self.ok[index[s.path]]]
+        return kept, np.asarray(self.pixels[[index[s.path] for s in kept]])
+
+    def arrays(self, samples, class_names) -> tuple[np.ndarray, np.ndarray]:
+        """The readable samples whose label is one of ``class_names``, as model inputs and targets.
+
+        Returns:
+            uint8 array of shape (N, H, W) and their class indices, int32 array of shape (N,).
+        """
+        names = list(class_names)
+        kept, pixels = self.readable([s for s in samples if s.label in names])
+        return pixels, np.array([names.index(s.label) for s in kept], dtype=np.int32)
+
 
 def perceptual_hash(gray: np.ndarray) -> np.ndarray:
     """A 256-bit perceptual hash: signs of the 16x16 lowest DCT frequencies of a 64x64 thumbnail.

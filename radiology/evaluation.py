@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ from radiology import calibration, metrics, ood
 from radiology.cache import DecodedImages
 from radiology.datasets import Sample
 from radiology.errors import EvaluationError
-from radiology.fsutil import atomic_folder, atomic_write_text, write_json_atomic
+from radiology.fsutil import atomic_folder, write_csv_atomic, write_json_atomic
 from radiology.model import LoadedModel, predict_images
 from radiology.registry import EVALUATIONS_DIR
 
@@ -28,6 +26,7 @@ def evaluate_samples(
     root: str | Path,
     n_boot: int = 1000,
     progress=None,
+    bf16: bool = False,
 ) -> tuple[dict, list[dict]]:
     """Predicts the readable samples and computes every metric.
 
@@ -38,6 +37,7 @@ def evaluate_samples(
         root: the dataset root; prediction rows give paths relative to it.
         n_boot: bootstrap resamples for the confidence intervals.
         progress: optional callable ``progress(done, total)`` as images are predicted.
+        bf16: also measure how often the model's bf16 copy agrees with float32 (``bf16_agreement``).
 
     Returns:
         the metrics dict (see ``metrics.evaluate``, on the calibrated probabilities, plus ``temperature``,
@@ -49,15 +49,14 @@ def evaluate_samples(
         EvaluationError: no sample is readable, or a label is not among the model's classes.
     """
     names = list(loaded.metadata.class_names)
-    index = decoded.index()
-    kept = [s for s in samples if decoded.ok[index[s.path]]]
+    kept, pixels = decoded.readable(samples)
     if not kept:
         raise EvaluationError(f"no readable images to evaluate among {len(samples)} files")
     unknown = {s.label for s in kept} - set(names)
     if unknown:
         raise EvaluationError(f"labels {sorted(unknown)} are not among the model's classes {names}")
+    index = decoded.index()
     rows_at = [index[s.path] for s in kept]
-    pixels = decoded.pixels[rows_at]
     stats = ood.load_stats(loaded.metadata)  # parsed once, not per chunk
     layer = stats.layer if stats else ood.feature_layer(loaded.model)
     probs, features = [], []
@@ -78,6 +77,8 @@ def evaluate_samples(
     sources = [s.source or "unknown" for s in kept]
     result["by_source"] = metrics.accuracy_by_group(labels, probs, sources)
     result["ood"] = ood.summary(gate)
+    if bf16:
+        result["bf16_agreement"] = bf16_agreement(loaded, pixels, raw)
     root = Path(root)
     rows = [
         {
@@ -94,18 +95,21 @@ def evaluate_samples(
     return result, rows
 
 
-def bf16_agreement(loaded: LoadedModel, samples: list[Sample], decoded: DecodedImages) -> float | None:
-    """Label agreement of the model's bf16 copy with float32 on the readable samples, or None without bf16.
+def bf16_agreement(loaded: LoadedModel, pixels: np.ndarray, probs: np.ndarray) -> float | None:
+    """Label agreement of the model's bf16 copy with its float32 predictions, or None where there is no bf16.
 
     The app predicts in bf16 only where this agreement, stored in ``metrics.json``, is high enough.
+
+    Args:
+        loaded: the model.
+        pixels: uint8 array of shape (N, H, W), the images.
+        probs: the float32 model's probabilities of those images, shape (N, C), as already computed.
     """
     from radiology.inference import bf16_copy, bf16_supported, label_agreement
 
     if not bf16_supported():
         return None
-    index = decoded.index()
-    pixels = np.stack([decoded.pixels[index[s.path]] for s in samples if decoded.ok[index[s.path]]])
-    return label_agreement(predict_images(loaded, pixels), predict_images(bf16_copy(loaded), pixels))
+    return label_agreement(probs, predict_images(bf16_copy(loaded), pixels))
 
 
 def write_evaluation(folder: str | Path, result: dict, rows: list[dict]) -> None:
@@ -115,11 +119,7 @@ def write_evaluation(folder: str | Path, result: dict, rows: list[dict]) -> None
     it; every later evaluation goes to a folder of its own (:func:`save_evaluation`).
     """
     folder = Path(folder)
-    buf = io.StringIO(newline="")
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(folder / "predictions.csv", buf.getvalue())
+    write_csv_atomic(folder / "predictions.csv", rows)
     write_json_atomic(folder / "metrics.json", result)
 
 

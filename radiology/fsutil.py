@@ -7,7 +7,9 @@ the same file never share one; a failed write removes its temporary file or fold
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import json
 import os
 import shutil
@@ -100,6 +102,19 @@ def write_json_atomic(path: str | Path, data, *, durable: bool = True) -> None:
         OSError: the file cannot be written; ``path`` is then left as it was.
     """
     atomic_write_bytes(path, json.dumps(data, indent=2).encode(), durable=durable)
+
+
+def write_csv_atomic(path: str | Path, rows: list[dict]) -> None:
+    """Writes rows of dicts as CSV to ``path`` atomically, with the union of their keys, in first-seen order, as header.
+
+    Raises:
+        OSError: the file cannot be written; ``path`` is then left as it was.
+    """
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def read_json(path: str | Path, default=None):

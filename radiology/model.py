@@ -8,7 +8,6 @@ TensorFlow and JAX backends.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import warnings
@@ -22,6 +21,7 @@ from radiology import CLASS_NAMES
 from radiology.augment import build_augmentation
 from radiology.errors import ModelLoadError
 from radiology.fsutil import atomic_path
+from radiology.jobs import now
 from radiology.preprocess import PreprocessSpec, to_model_input
 
 GRADCAM_LAYER = "block5_conv3"
@@ -233,8 +233,7 @@ def save_model(model, path: str | Path, metadata: ModelMetadata, *, weights_dtyp
     if weights_dtype not in ("float32", "float16"):
         raise ValueError(f"weights_dtype must be float32 or float16, got {weights_dtype!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    metadata = replace(metadata, created=created, weights_dtype=weights_dtype)
+    metadata = replace(metadata, created=now(), weights_dtype=weights_dtype)
     with atomic_path(path) as tmp:
         # an uncompiled copy: no optimizer slots in the file (a third of its size)
         cast_model(model, weights_dtype).save(tmp)
@@ -280,11 +279,10 @@ def save_checkpoint(model, path: str | Path, metadata: ModelMetadata, state: dic
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     with atomic_path(path) as tmp:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as zf:
-            zf.writestr(METADATA_ENTRY, json.dumps(replace(metadata, created=created).to_dict(), indent=2))
+            zf.writestr(METADATA_ENTRY, json.dumps(replace(metadata, created=now()).to_dict(), indent=2))
             zf.writestr(CHECKPOINT_STATE_ENTRY, json.dumps(state))
     return path
 

@@ -93,7 +93,8 @@ def training_split(train_config: dict, *, seed: int | None = None) -> tuple[int,
         seed: a seed the user chose explicitly; it wins over the model's.
 
     Returns:
-        (seed, fractions): the explicit seed, else the model's, else ``DEFAULT_SEED``; the model's fractions, else the defaults.
+        (seed, fractions): the explicit seed, else the model's, else ``DEFAULT_SEED``; the model's fractions,
+        else the defaults.
     """
     chosen = seed if seed is not None else train_config.get("seed", DEFAULT_SEED)
     fractions = tuple(float(f) for f in train_config.get("fractions") or DEFAULT_FRACTIONS)

@@ -114,3 +114,22 @@ def test_cache_is_bounded_by_bytes_least_recently_used_first(tmp_path):
     assert kept == {32} and (root / cache.cache_key(paths, new)).is_dir() and (root / "compute").is_dir()
     cache.load_or_decode(paths, PreprocessSpec(height=160, width=160), root, max_bytes=1)
     assert [d.name for d in root.iterdir() if d.name != "compute"] == [cache.cache_key(paths, PreprocessSpec(160, 160))]
+
+
+def test_arrays_keep_readable_samples_of_known_classes_in_order(tmp_path):
+    """arrays() gives the pixels and class indices of the readable samples whose label is known, in sample order."""
+    from radiology.datasets import Sample
+
+    make_dataset(tmp_path / "d", per_class=2)
+    (tmp_path / "d" / "covid" / "bad.png").write_bytes(b"garbage")
+    paths = sorted(str(p) for p in (tmp_path / "d").rglob("*.png"))
+    decoded, _ = cache.load_or_decode(paths, PreprocessSpec(height=32, width=32), None)
+    samples = [Sample(p, p.split("/")[-2]) for p in reversed(paths)]
+    pixels, labels = decoded.arrays(samples, ("normal", "covid"))
+    wanted = [s for s in samples if s.label in ("normal", "covid") and "bad" not in s.path]
+    assert pixels.shape == (len(wanted), 32, 32) and pixels.dtype == np.uint8
+    assert labels.dtype == np.int32 and list(labels) == [("normal", "covid").index(s.label) for s in wanted]
+    index = decoded.index()
+    assert np.array_equal(pixels[0], decoded.pixels[index[wanted[0].path]])
+    kept, _ = decoded.readable(samples)
+    assert len(kept) == len(samples) - 1

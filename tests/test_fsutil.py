@@ -93,3 +93,15 @@ def test_a_non_durable_write_is_atomic_without_fsync(tmp_path, monkeypatch):
     fsutil.write_json_atomic(tmp_path / "status.json", {"state": "running"})
     assert len(synced) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["progress.json", "status.json"]
+
+
+def test_csv_rows_with_different_keys_share_one_header(tmp_path):
+    """write_csv_atomic heads the file with every key in first-seen order; missing cells are empty."""
+    import csv
+
+    from radiology.fsutil import write_csv_atomic
+
+    write_csv_atomic(tmp_path / "h.csv", [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "val_loss": 0.7, "loss": 0.4}])
+    with open(tmp_path / "h.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["epoch", "loss", "val_loss"] and rows[0]["val_loss"] == "" and rows[1]["loss"] == "0.4"

@@ -15,8 +15,6 @@ deletes it.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import os
@@ -33,8 +31,8 @@ from radiology.cache import DecodedImages
 from radiology.calibration import fit_temperature
 from radiology.datasets import Dataset
 from radiology.errors import DatasetError
-from radiology.evaluation import bf16_agreement, evaluate_samples, write_evaluation
-from radiology.fsutil import atomic_write_text, write_json_atomic
+from radiology.evaluation import evaluate_samples, write_evaluation
+from radiology.fsutil import write_csv_atomic, write_json_atomic
 from radiology.jobs import describe_error, is_live, now, process_start
 from radiology.model import (
     LoadedModel,
@@ -268,7 +266,7 @@ def _make_callbacks(monitor: RunMonitor, ctx: FitContext):
                 "seed_states": [np.asarray(v).tolist() for v in _seed_variables(self.model)],
             }
             save_checkpoint(self.model, ctx.run_dir / LAST_CHECKPOINT, ctx.metadata, state)
-            _write_history(ctx.run_dir / "history.csv", self.rows)
+            write_csv_atomic(ctx.run_dir / "history.csv", self.rows)
             left = (monitor.epochs - epoch - 1) * clock.epoch_seconds
             monitor.update(force=True, images_per_s=round(rate, 2) if rate else None, epoch_left_s=0, run_left_s=left)
             log.info(
@@ -289,15 +287,6 @@ def _make_callbacks(monitor: RunMonitor, ctx: FitContext):
 def _seed_variables(model) -> list:
     """The states of the model's random generators (dropout, augmentation), which ``.keras`` files leave out."""
     return [v for v in model.variables if v.path.endswith("seed_generator_state")]
-
-
-def _write_history(path: Path, rows: list[dict]) -> None:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO(newline="")
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def batches(
@@ -342,14 +331,6 @@ def batches(
                 self.order = self.rng.permutation(len(labels))
 
     return Batches()
-
-
-def split_arrays(dataset: Dataset, decoded, split: str, class_names) -> tuple[np.ndarray, np.ndarray]:
-    """The readable images of one split as uint8 (N, H, W) and their class indices as int32 (N,)."""
-    index = decoded.index()
-    kept = [(index[s.path], class_names.index(s.label)) for s in dataset.splits[split] if decoded.ok[index[s.path]]]
-    rows = [row for row, _ in kept]
-    return np.asarray(decoded.pixels[rows]), np.array([label for _, label in kept], dtype=np.int32)
 
 
 def build_for_training(config: TrainConfig, spec: PreprocessSpec, compute: Compute | None = None):
@@ -561,8 +542,8 @@ def prepare_data(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> Tra
     for path, err in checked.report.unreadable.items():
         log.warning("skipped unreadable file %s: %s", path, err)
     class_names = list(dataset.class_names)
-    x_train, y_train = split_arrays(dataset, decoded, "train", class_names)
-    x_val, y_val = split_arrays(dataset, decoded, "val", class_names)
+    x_train, y_train = decoded.arrays(dataset.splits["train"], class_names)
+    x_val, y_val = decoded.arrays(dataset.splits["val"], class_names)
     if not len(x_train):
         raise DatasetError("no readable training images")
     log.info(
@@ -604,7 +585,7 @@ def _fit(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data: Training
         initial_epoch = int(state["epoch"])
         for _ in range(initial_epoch):
             train.on_epoch_end()  # the shuffle order of the epochs already done
-        _write_history(run_dir / "history.csv", state["history"])
+        write_csv_atomic(run_dir / "history.csv", state["history"])
         log.info(
             "resumed after epoch %d of %d: best %s %.4f, learning rate %.2e",
             initial_epoch,
@@ -673,7 +654,7 @@ def _evaluate_test(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data
         log.warning("no test split: nothing to evaluate")
         return
     monitor.update(force=True, phase="evaluating")
-    result, rows = evaluate_samples(best, test, decoded, root=dataset.root, n_boot=config.n_boot)
+    result, rows = evaluate_samples(best, test, decoded, root=dataset.root, n_boot=config.n_boot, bf16=True)
     result.update(
         source="training",
         data_root=str(dataset.root),
@@ -686,7 +667,6 @@ def _evaluate_test(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data
         training_overlap="the test split held out when this model was trained",
         evaluated=now(),
     )
-    result["bf16_agreement"] = bf16_agreement(best, test, decoded)
     write_evaluation(run_dir, result, rows)
     log.info(
         "test accuracy %.4f (95%% CI %.4f-%.4f), macro F1 %.4f, ECE %.4f on %d images",
