@@ -1,8 +1,8 @@
 """Training throughput, side by side in one process: the real path, the bare model, the notebook's pipeline.
 
-    KERAS_BACKEND=jax python bench/bench_train.py --packed .device/cxr3-pack.npz       # on a GPU machine
-    python bench/bench_train.py --synthetic 96 --batch-size 16 --epochs 2               # a CPU smoke run
-    python bench/bench_train.py --cpu --images 240                                      # the CPU mode, below
+    KERAS_BACKEND=jax python -m bench.bench_train --packed .device/cxr3-pack.npz       # on a GPU machine
+    python -m bench.bench_train --synthetic 96 --batch-size 16 --epochs 2               # a CPU smoke run
+    python -m bench.bench_train --cpu --images 240                                      # the CPU mode, below
 
 * real: images on disk -> decode cache -> the trainer's loader -> ``fit`` with augmentation, the code
   ``python -m training`` runs, with the augmentation in the model and on the host;
@@ -29,16 +29,13 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
-
-from bench.common import machine  # noqa: E402
+from bench.common import machine
 
 
 class Throughput:
