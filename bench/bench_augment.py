@@ -37,7 +37,7 @@ def main() -> None:
 
     from radiology.augment import MAX_DEGREES
     from radiology.preprocess import PreprocessSpec
-    from training.trainer import batches
+    from training.data import batches
 
     print(f"machine: {machine()}")
     rng = np.random.default_rng(0)

@@ -121,7 +121,8 @@ def main(argv=None) -> None:
     from radiology.datasets import discover
     from radiology.preprocess import PreprocessSpec
     from training.config import TrainConfig
-    from training.trainer import batches, build_for_training
+    from training.data import batches
+    from training.trainer import build_for_training
 
     print(f"machine: {machine()}")
     try:
@@ -230,7 +231,8 @@ def _notebook_generator(files, names, ds):
 
 def _accuracy(args, config, spec, x_train, y_train, x_val, y_val) -> None:
     """Validation accuracy after the same number of epochs in float32 and in mixed bfloat16."""
-    from training.trainer import batches, build_for_training
+    from training.data import batches
+    from training.trainer import build_for_training
 
     print(f"\nvalidation accuracy after {args.accuracy_epochs} epochs, same seed")
     accs = {}
@@ -266,8 +268,8 @@ def cpu_mode(args) -> None:
     from bench.common import CXR3
     from radiology.registry import new_run_dir
     from training import compute
+    from training.callbacks import RunMonitor
     from training.config import TrainConfig
-    from training.trainer import RunMonitor
 
     print(f"machine: {machine()}; {compute.device_description()}")
     print(f"load average at start: {open('/proc/loadavg').read().split()[:3]} (other processes share the cores)")
@@ -298,7 +300,9 @@ def _real_against_bare(config, run_dir, monitor) -> None:
 
     from radiology.model import ModelMetadata
     from radiology.preprocess import to_model_input
-    from training.trainer import FitContext, _make_callbacks, build_for_training, prepare_data, training_batches
+    from training.callbacks import FitContext, make_callbacks
+    from training.data import prepare_data, training_batches
+    from training.trainer import build_for_training
 
     cfg = config(image_size=224, trainable_layers=6, compute="float32")
     data = prepare_data(cfg, run_dir, monitor)
@@ -311,7 +315,7 @@ def _real_against_bare(config, run_dir, monitor) -> None:
     ctx = FitContext(run_dir, meta, epochs, 32, len(x), 0, "accuracy", 2)
     real = Throughput(len(x))
     train = training_batches(cfg, data, host_augment=False)
-    model.fit(train, epochs=epochs, callbacks=[*_make_callbacks(monitor, ctx), real], verbose=0)
+    model.fit(train, epochs=epochs, callbacks=[*make_callbacks(monitor, ctx), real], verbose=0)
     model = build_for_training(cfg, data.spec)
     bare = Throughput(len(x))
     model.fit(to_model_input(x, data.spec), y, batch_size=32, epochs=epochs, callbacks=[bare], verbose=0)
@@ -334,7 +338,8 @@ def _default_against_chosen(config, run_dir, monitor) -> None:
     import keras
 
     from training import compute
-    from training.trainer import build_for_training, prepare_data, training_batches
+    from training.data import prepare_data, training_batches
+    from training.trainer import build_for_training
 
     for size in (224, 64):
         cfg = config(image_size=size, trainable_layers=6)

@@ -363,7 +363,7 @@ def _tiny_fit(run_dir: Path, cancel_at: tuple[str, int, int], *, epochs: int = 3
 
     from radiology.model import ModelMetadata
     from radiology.registry import CANCEL_FILE
-    from training.trainer import FitContext, RunMonitor, _make_callbacks
+    from training.callbacks import FitContext, RunMonitor, make_callbacks
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(16, 4)).astype("float32"), rng.integers(0, 3, 16)
@@ -388,7 +388,7 @@ def _tiny_fit(run_dir: Path, cancel_at: tuple[str, int, int], *, epochs: int = 3
                 (run_dir / CANCEL_FILE).touch()
 
     ctx = FitContext(run_dir, ModelMetadata(), 8, 2, 16, 16, "val_accuracy", 2)
-    callbacks = [CancelAt(), *_make_callbacks(RunMonitor(run_dir, epochs), ctx)]
+    callbacks = [CancelAt(), *make_callbacks(RunMonitor(run_dir, epochs), ctx)]
     model.fit(x, y, batch_size=2, validation_data=(xv, yv), epochs=epochs, callbacks=callbacks, verbose=0)
     return validated
 

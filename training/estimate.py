@@ -18,9 +18,11 @@ from pathlib import Path
 
 from radiology import jobs
 from radiology.model import ModelMetadata, save_checkpoint, save_model
+from training.callbacks import RunMonitor
 from training.clock import format_duration
 from training.compute import speed_settings, time_training_steps
-from training.trainer import RunMonitor, batches, build_for_training, pick_compute, prepare_data, training_batches
+from training.data import batches, prepare_data, training_batches
+from training.trainer import build_for_training, pick_compute
 
 ESTIMATES = "estimates"
 TIMED_STEPS = 2
