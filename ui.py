@@ -113,7 +113,7 @@ def load_run_model(run: registry.Run) -> RunModel:
     split (``precision`` says which and why). The lock serialises explanations of one model across
     sessions: the explainer builds its sub-models lazily and tf-keras-vis is not thread-safe.
     """
-    return _load(str(run.model_path), run.model_path.stat().st_mtime_ns, (run.metrics or {}).get("bf16_agreement"))
+    return _load(str(run.model_path), run.model_path.stat().st_mtime_ns, run.bf16_agreement)
 
 
 def active_model():
@@ -263,15 +263,15 @@ def _file_view(model_path: str, mtime_ns: int, agreement: float | None, image_pa
         return overlay(view, model.explainer.explain(gray).cam, alpha=0.4)
 
 
-def run_data_root(run: registry.Run) -> Path | None:
-    """The dataset folder a run was evaluated on, or None when its metrics do not name one.
+def run_data_root(metrics: dict) -> Path | None:
+    """The dataset folder an evaluation (its metrics) was measured on, or None when they do not name one.
 
     Raises:
         DatasetError: the folder is outside the app's data root, so the app must not read it.
     """
     from radiology.datasets import resolve_in_root
 
-    stored = (run.metrics or {}).get("data_root")
+    stored = metrics.get("data_root")
     return resolve_in_root(stored, data_root()) if stored else None
 
 
@@ -285,7 +285,7 @@ def file_view(run: registry.Run, image_path: Path, *, with_cam: bool) -> np.ndar
     from radiology.datasets import resolve_in_root
 
     image_path = resolve_in_root(image_path, data_root())
-    agreement = (run.metrics or {}).get("bf16_agreement")
+    agreement = run.bf16_agreement
     return _file_view(str(run.model_path), run.model_path.stat().st_mtime_ns, agreement, str(image_path), with_cam)
 
 
@@ -367,8 +367,13 @@ def import_model_panel(key: str, *, promote_default: bool = False) -> None:
     if upload is None:
         return
     data = upload.getvalue()
+    described = st.session_state.get(f"{key}_described")
     try:
-        info = describe(data, upload.name)
+        if described is None or described[0] != upload.file_id:
+            # checks every entry's checksum: once per upload, not on every rerun while it waits
+            described = (upload.file_id, describe(data, upload.name))
+            st.session_state[f"{key}_described"] = described
+        info = described[1]
     except RadiologyError as exc:
         show_error(exc)
         return

@@ -1,6 +1,6 @@
 """App: time from `streamlit run` to the first prediction shown in Chromium, and a slider rerun.
 
-    python bench/bench_app.py
+    python -m bench.bench_app
 
 Uses an untrained model of the real architecture (timings do not depend on the weights) and a real
 X-ray from ../shared/data/cxr3 when present. Needs Debian's Chromium at /usr/bin/chromium.
@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
-
-from bench.common import CXR3, machine  # noqa: E402
-from tests.factories import CHROMIUM_ARGS, free_port, start_app  # noqa: E402
+from bench.common import CXR3, machine
+from tests.factories import CHROMIUM_ARGS, free_port, start_app
 
 
 def _prepare(base: Path) -> tuple[Path, Path]:

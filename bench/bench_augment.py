@@ -1,7 +1,7 @@
 """Cost of each augmentation in a training step, on the current Keras backend, side by side.
 
-    KERAS_BACKEND=jax python bench/bench_augment.py
-    KERAS_BACKEND=tensorflow python bench/bench_augment.py
+    KERAS_BACKEND=jax python -m bench.bench_augment
+    KERAS_BACKEND=tensorflow python -m bench.bench_augment
 
 A deliberately small model (one strided conv) so that the augmentation, not VGG16, dominates the step:
 it finds which augmentation is the bottleneck on a backend. The host variant flips and rotates in the
@@ -10,15 +10,11 @@ loader with Pillow, as ``python -m training --augment-on host`` does.
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
-
-from bench.common import machine  # noqa: E402
+from bench.common import machine
 
 N, BATCH = 256, 32
 
@@ -41,7 +37,7 @@ def main() -> None:
 
     from radiology.augment import MAX_DEGREES
     from radiology.preprocess import PreprocessSpec
-    from training.trainer import batches
+    from training.data import batches
 
     print(f"machine: {machine()}")
     rng = np.random.default_rng(0)

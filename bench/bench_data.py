@@ -1,6 +1,6 @@
 """Data: decode + resize + hash throughput on the real images, and the second run from the decode cache.
 
-    python bench/bench_data.py [--data DIR]      # default ../shared/data/cxr3
+    python -m bench.bench_data [--data DIR]      # default ../shared/data/cxr3
 
 Both timings run in this one process on the same files.
 """
@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
-
-from bench.common import CXR3, machine  # noqa: E402
+from bench.common import CXR3, machine
 
 
 def main(argv=None) -> None:

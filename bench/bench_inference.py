@@ -1,7 +1,7 @@
 """CPU inference: one image with Grad-CAM against a bare forward pass; the out-of-distribution gate against a
 plain prediction; batch throughput; bf16 against float32.
 
-    python bench/bench_inference.py [--model PATH] [--data DIR] [--gate-only]
+    python -m bench.bench_inference [--model PATH] [--data DIR] [--gate-only]
 
 Prints ratios measured side by side in this one process. ``--data`` (a dataset folder) measures the
 bf16 label agreement on its test split; without it, agreement is measured on synthetic images.
@@ -10,13 +10,10 @@ bf16 label agreement on its test split; without it, agreement is measured on syn
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))  # run from anywhere
-
-from bench.common import machine, median_time, model_for_bench, paired  # noqa: E402
+from bench.common import machine, median_time, model_for_bench, paired
 
 
 def main(argv=None) -> None:

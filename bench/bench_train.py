@@ -1,8 +1,8 @@
 """Training throughput, side by side in one process: the real path, the bare model, the notebook's pipeline.
 
-    KERAS_BACKEND=jax python bench/bench_train.py --packed .device/cxr3-pack.npz       # on a GPU machine
-    python bench/bench_train.py --synthetic 96 --batch-size 16 --epochs 2               # a CPU smoke run
-    python bench/bench_train.py --cpu --images 240                                      # the CPU mode, below
+    KERAS_BACKEND=jax python -m bench.bench_train --packed .device/cxr3-pack.npz       # on a GPU machine
+    python -m bench.bench_train --synthetic 96 --batch-size 16 --epochs 2               # a CPU smoke run
+    python -m bench.bench_train --cpu --images 240                                      # the CPU mode, below
 
 * real: images on disk -> decode cache -> the trainer's loader -> ``fit`` with augmentation, the code
   ``python -m training`` runs, with the augmentation in the model and on the host;
@@ -21,7 +21,7 @@ temporary folder), side by side in one process:
   on in-memory arrays, neither validating;
 * Keras' default compute (float32, XLA left off on a CPU) against the compute the trainer chooses by
   timing, at 224 and at 64 px;
-* the estimate error of the clock: ``training.clock.estimate_run`` against a real 2-epoch run at 64 px.
+* the estimate error of the clock: ``training.estimate.estimate_run`` against a real 2-epoch run at 64 px.
 """
 
 from __future__ import annotations
@@ -29,16 +29,13 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
-
-from bench.common import machine  # noqa: E402
+from bench.common import machine
 
 
 class Throughput:
@@ -124,7 +121,8 @@ def main(argv=None) -> None:
     from radiology.datasets import discover
     from radiology.preprocess import PreprocessSpec
     from training.config import TrainConfig
-    from training.trainer import batches, build_for_training, split_arrays
+    from training.data import batches
+    from training.trainer import build_for_training
 
     print(f"machine: {machine()}")
     try:
@@ -143,8 +141,8 @@ def main(argv=None) -> None:
         decoded, _ = load_or_decode([s.path for s in ds.samples()], spec, tmp / "cache")
         t_cache = time.perf_counter() - start
         names = list(ds.class_names)
-        x_train, y_train = split_arrays(ds, decoded, "train", names)
-        x_val, y_val = split_arrays(ds, decoded, "val", names)
+        x_train, y_train = decoded.arrays(ds.splits["train"], names)
+        x_val, y_val = decoded.arrays(ds.splits["val"], names)
         n = len(x_train)
         print(
             f"data: {len(decoded.paths)} images from disk, decode + cache {len(decoded.paths) / t_cache:.0f} img/s; "
@@ -233,7 +231,8 @@ def _notebook_generator(files, names, ds):
 
 def _accuracy(args, config, spec, x_train, y_train, x_val, y_val) -> None:
     """Validation accuracy after the same number of epochs in float32 and in mixed bfloat16."""
-    from training.trainer import batches, build_for_training
+    from training.data import batches
+    from training.trainer import build_for_training
 
     print(f"\nvalidation accuracy after {args.accuracy_epochs} epochs, same seed")
     accs = {}
@@ -267,12 +266,10 @@ def _subset(data: str, images: int, folder: Path) -> Path:
 def cpu_mode(args) -> None:
     """The real path against a bare fit, default against chosen compute, and the clock's estimate error."""
     from bench.common import CXR3
+    from radiology.registry import new_run_dir
     from training import compute
+    from training.callbacks import RunMonitor
     from training.config import TrainConfig
-    from training.trainer import (
-        RunMonitor,
-        new_run_dir,
-    )
 
     print(f"machine: {machine()}; {compute.device_description()}")
     print(f"load average at start: {open('/proc/loadavg').read().split()[:3]} (other processes share the cores)")
@@ -303,7 +300,9 @@ def _real_against_bare(config, run_dir, monitor) -> None:
 
     from radiology.model import ModelMetadata
     from radiology.preprocess import to_model_input
-    from training.trainer import FitContext, _make_callbacks, build_for_training, prepare_data, training_batches
+    from training.callbacks import FitContext, make_callbacks
+    from training.data import prepare_data, training_batches
+    from training.trainer import build_for_training
 
     cfg = config(image_size=224, trainable_layers=6, compute="float32")
     data = prepare_data(cfg, run_dir, monitor)
@@ -316,7 +315,7 @@ def _real_against_bare(config, run_dir, monitor) -> None:
     ctx = FitContext(run_dir, meta, epochs, 32, len(x), 0, "accuracy", 2)
     real = Throughput(len(x))
     train = training_batches(cfg, data, host_augment=False)
-    model.fit(train, epochs=epochs, callbacks=[*_make_callbacks(monitor, ctx), real], verbose=0)
+    model.fit(train, epochs=epochs, callbacks=[*make_callbacks(monitor, ctx), real], verbose=0)
     model = build_for_training(cfg, data.spec)
     bare = Throughput(len(x))
     model.fit(to_model_input(x, data.spec), y, batch_size=32, epochs=epochs, callbacks=[bare], verbose=0)
@@ -339,7 +338,8 @@ def _default_against_chosen(config, run_dir, monitor) -> None:
     import keras
 
     from training import compute
-    from training.trainer import build_for_training, prepare_data, training_batches
+    from training.data import prepare_data, training_batches
+    from training.trainer import build_for_training
 
     for size in (224, 64):
         cfg = config(image_size=size, trainable_layers=6)
@@ -364,12 +364,12 @@ def _default_against_chosen(config, run_dir, monitor) -> None:
 
 def _estimate_error(config, runs) -> None:
     """The clock's estimate against a real 2-epoch run at 64 px."""
-    from radiology.registry import read_history
-    from training import clock
-    from training.trainer import new_run_dir, run_training
+    from radiology.registry import new_run_dir, read_history
+    from training import estimate as estimate_module
+    from training.trainer import run_training
 
     cfg = config(image_size=64, trainable_layers=6, epochs=2)
-    estimate = clock.estimate_run(cfg)
+    estimate = estimate_module.estimate_run(cfg)
     run_dir = new_run_dir(runs)
     start = time.perf_counter()
     state = run_training(cfg, run_dir)
@@ -378,7 +378,7 @@ def _estimate_error(config, runs) -> None:
     history = read_history(run_dir / "history.csv")
     predicted = estimate.epoch_seconds()
     print(f"64 px, 6 trainable, batch 32, 2 epochs on {estimate.train_images} training images ({state}):")
-    print(f"  estimate: {clock.describe(estimate, 2)}".replace("**", ""))
+    print(f"  estimate: {estimate_module.describe(estimate, 2)}".replace("**", ""))
     for row in history:
         err = (predicted - row["seconds"]) / row["seconds"]
         actual = row["seconds"]

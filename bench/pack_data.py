@@ -1,6 +1,6 @@
 """Packs a stratified subset of a dataset as JPEG bytes in one .npz, small enough to carry to a GPU machine.
 
-    python bench/pack_data.py --out .device/cxr3-pack.npz --per-class 1200 [--data ../shared/data/cxr3]
+    python -m bench.pack_data --out .device/cxr3-pack.npz --per-class 1200 [--data ../shared/data/cxr3]
 
 The images are re-encoded at quality 85 and 224 px; nothing derived from them is ever committed.
 """
@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
-
-from bench.common import CXR3  # noqa: E402
+from bench.common import CXR3
 
 
 def pack(data: str, out: str, per_class: int, seed: int = 0) -> Path:

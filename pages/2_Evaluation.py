@@ -6,6 +6,7 @@ import streamlit as st
 import ui
 from radiology import calibration, charts, evaluation_job, registry
 from radiology.errors import RadiologyError
+from radiology.evaluation import SPLIT_NAMES as SPLITS
 from radiology.evaluation import (
     accuracy_interval,
     by_source_note,
@@ -13,17 +14,18 @@ from radiology.evaluation import (
     comparison_table,
     interval_text,
     macro_f1_interval_text,
+    measured_on,
     misclassified,
     recall_intervals,
     summary_row,
 )
+from radiology.model import read_metadata
 from radiology.ood import UNAVAILABLE
 
-SPLITS = {"test": "test split", "val": "validation split", "train": "training split", "all": "all images"}
 GALLERY = 12  # mistakes drawn at first, each a Grad-CAM; the rest are listed and can be drawn on request
 
 ui.page_header("Evaluation")
-runs = [r for r in registry.list_runs(ui.runs_dir()) if r.metrics or (r.state == "succeeded" and r.has_model)]
+runs = [r for r in registry.list_runs(ui.runs_dir()) if r.has_evaluations() or (r.state == "succeeded" and r.has_model)]
 if not runs:
     st.info("No run with a model yet. Train one on the Training page, then evaluate it here.")
     st.stop()
@@ -42,7 +44,7 @@ elif run.has_model:
     split = st.selectbox("Images", list(SPLITS), format_func=SPLITS.get, key="evaluate_split")
     if folder is not None:
         try:
-            meta = ui.load_run_model(run)[0].metadata
+            meta = read_metadata(run.model_path)  # without building the model or taking a model-cache slot
             matches, note = ui.dataset_overlap(
                 str(folder), meta.train_config, meta.data_fingerprint, split, ui.dataset_key(folder)
             )
@@ -79,30 +81,52 @@ def live_evaluation(run: registry.Run):
 
 
 live_evaluation(run)
-m = run.metrics
-if not m:
+records = run.evaluations()
+if not records:
     st.info("This run has no evaluation yet: pick a dataset above and evaluate it.")
     st.stop()
+
+st.header("Evaluations of this run")
+st.dataframe(
+    pd.DataFrame(
+        [
+            {
+                "evaluation": e.id,
+                "measured on": measured_on(e.metrics),
+                "accuracy": e.metrics.get("accuracy"),
+                "macro F1": e.metrics.get("macro_f1"),
+                "ECE": (e.metrics.get("calibration") or {}).get("ece"),
+            }
+            for e in records
+        ]
+    ),
+    hide_index=True,
+)
+by_id = {e.id: e for e in records}
+newest = 1 if len(records) > 1 and records[0].id == "training" else 0  # the latest evaluation first
+record = by_id[
+    st.selectbox("Show", list(by_id), index=newest, format_func=lambda i: f"{i}: {measured_on(by_id[i].metrics)}")
+]
+m = record.metrics
 names = m["class_names"]
+where = measured_on(m)
+split_name = SPLITS.get(m.get("split"), m.get("split") or "unknown split")
 
 st.header("Summary")
+st.caption(f"Measured on {where} · {m.get('split_method', '')}")
 ci, ci_method = accuracy_interval(m)
 cols = st.columns(4)
 cols[0].metric(
     "Accuracy",
     f"{m['accuracy']:.1%}",
-    help="95% confidence interval below: a bootstrap, or the Wilson interval on fewer than 30 images "
+    help=f"on {where}; 95% confidence interval below: a bootstrap, or the Wilson interval on fewer than 30 images "
     "or where the bootstrap collapses to one value",
 )
 cols[0].caption(f"95% CI {ci[0]:.1%} – {ci[1]:.1%}" + (" (Wilson)" if ci_method == "Wilson" else ""))
-cols[1].metric("Macro F1", f"{m['macro_f1']:.3f}")
+cols[1].metric("Macro F1", f"{m['macro_f1']:.3f}", help=f"on {where}")
 cols[1].caption(macro_f1_interval_text(m))
-cols[2].metric("ECE", f"{m['calibration']['ece']:.3f}", help="expected calibration error, 10 bins")
-cols[3].metric("Images", m["n"], help=SPLITS.get(m.get("split", "test")))
-st.caption(
-    f"{SPLITS.get(m.get('split', 'test'), 'test split').capitalize()} · {m.get('split_method', '')} · "
-    f"data `{m.get('data_root', 'unknown')}`"
-)
+cols[2].metric("ECE", f"{m['calibration']['ece']:.3f}", help=f"expected calibration error, 10 bins, on {where}")
+cols[3].metric("Images", m["n"], help=split_name)
 if m.get("training_overlap"):
     safe = m.get("split_matches_training") is True and m.get("split") == "test"
     (st.info if safe else st.warning)(m["training_overlap"][0].upper() + m["training_overlap"][1:] + ".")
@@ -117,13 +141,13 @@ if gate is None:
 else:
     col, note = st.columns([1, 3])
     col.metric(
-        "Test images flagged",
+        f"Images of the {split_name} flagged",
         f"{gate['flagged_share']:.1%}",
         help="flagged as not looking like a chest X-ray; the threshold lets 99% of validation X-rays pass",
     )
     reasons = ", ".join(f"{k}: {v}" for k, v in gate["by_reason"].items()) or "none"
     note.caption(
-        f"{gate['flagged']} of {gate['n']} test images flagged (by reason: {reasons}). "
+        f"{gate['flagged']} of {gate['n']} images of the {split_name} flagged (by reason: {reasons}). "
         + ("" if gate["available"] else f"The {UNAVAILABLE}: only size and texture were checked. ")
         + "Colour cannot be checked here: the evaluation reads grayscale images from the decode cache."
     )
@@ -168,11 +192,11 @@ else:
 st.plotly_chart(charts.reliability_figure(m["calibration"]), key="rel")
 
 st.header("Misclassified images")
-wrong = misclassified(run.predictions(), names, limit=None)
+wrong = misclassified(record.predictions(), names, limit=None)
 root = refusal = None
 if wrong:
     try:
-        root = ui.run_data_root(run)
+        root = ui.run_data_root(m)
     except RadiologyError as exc:
         refusal = exc
 if not wrong:
@@ -220,14 +244,14 @@ st.header("Compare runs")
 evaluated = [r for r in runs if r.metrics]
 others = [r.id for r in evaluated if r.id != chosen]
 if not others:
-    st.caption("Only one evaluated run so far.")
+    st.caption("No other run has a training-time test evaluation to compare with.")
 else:
-    other_id = st.selectbox("Compare with", others, format_func=labels.get)
+    other_id = st.selectbox("Compare with (its training-time test)", others, format_func=labels.get)
     other = next(r for r in evaluated if r.id == other_id)
-    rows = [summary_row(run.id, m), summary_row(other.id, other.metrics)]
-    st.dataframe(pd.DataFrame(comparison_table(rows)), hide_index=True)
+    pair = ((run.id, m), (other.id, other.metrics))
+    st.dataframe(pd.DataFrame(comparison_table([summary_row(i, metrics) for i, metrics in pair])), hide_index=True)
     c1, c2 = st.columns(2)
-    for col, r in ((c1, run), (c2, other)):
-        col.markdown(f"**{r.id}**")
-        col.plotly_chart(charts.confusion_heatmap(r.metrics["confusion"], normalized=True), key=f"cmp-{r.id}")
-        col.plotly_chart(charts.reliability_figure(r.metrics["calibration"]), key=f"cmp-rel-{r.id}")
+    for col, (i, metrics) in zip((c1, c2), pair):
+        col.markdown(f"**{i}**: {measured_on(metrics)}")
+        col.plotly_chart(charts.confusion_heatmap(metrics["confusion"], normalized=True), key=f"cmp-{i}")
+        col.plotly_chart(charts.reliability_figure(metrics["calibration"]), key=f"cmp-rel-{i}")

@@ -6,18 +6,22 @@ import streamlit as st
 import ui
 from radiology import charts, registry
 from radiology.errors import RadiologyError
-from training import clock, launch
-from training.config import COMPUTE_CHOICES, TrainConfig
-from training.trainer import resumable
+from radiology.jobs import LIVE_STATES
+from training import clock, estimate, launch
+from training.config import COMPUTE_CHOICES, TrainConfig, defaults, field_help
 
 ui.page_header("Training")
+DEFAULT, HELP = defaults(), field_help()  # every default and help below comes from TrainConfig
 
 st.header("Dataset")
 folder = ui.dataset_picker("train")
 c1, c2, c3 = st.columns(3)
-seed = c1.number_input("Seed", 0, 2**31 - 1, 42, help="Seed of the split, shuffling, augmentation and initialisation")
-val_pct = c2.number_input("Validation %", 0, 90, 20, help="Share split off for validation, for class folders only")
-test_pct = c3.number_input("Test %", 0, 90, 10, help="Share split off for testing, for class folders only")
+seed = c1.number_input("Seed", 0, 2**31 - 1, DEFAULT["seed"], help=HELP["seed"])
+_, default_val, default_test = (round(f * 100) for f in DEFAULT["fractions"])
+val_pct = c2.number_input(
+    "Validation %", 0, 90, default_val, help="Share split off for validation, for class folders only"
+)
+test_pct = c3.number_input("Test %", 0, 90, default_test, help="Share split off for testing, for class folders only")
 fractions = ((100 - val_pct - test_pct) / 100, val_pct / 100, test_pct / 100)
 if folder is not None:
     try:
@@ -33,25 +37,30 @@ finished = [r for r in runs if r.state == "succeeded" and r.has_model]
 st.caption(f"Trains with {ui.cached_device()}.")
 with st.form("launch"):
     c1, c2, c3, c4 = st.columns(4)
-    epochs = c1.number_input("Epochs", 1, 500, 20)
-    batch_size = c2.number_input("Batch size", 1, 1024, 64)
-    lr = c3.number_input("Learning rate", 1e-7, 1e-1, 1e-4, format="%.1e")
-    trainable = c4.number_input("Trainable VGG16 layers", 0, 18, 6, help="From the end; the notebook trains 6")
+    epochs = c1.number_input("Epochs", 1, 500, DEFAULT["epochs"], help=HELP["epochs"])
+    batch_size = c2.number_input("Batch size", 1, 1024, DEFAULT["batch_size"], help=HELP["batch_size"])
+    lr = c3.number_input("Learning rate", 1e-7, 1e-1, DEFAULT["lr"], format="%.1e", help=HELP["lr"])
+    trainable = c4.number_input(
+        "Trainable VGG16 layers", 0, 18, DEFAULT["trainable_layers"], help=HELP["trainable_layers"]
+    )
     c1, c2, c3 = st.columns(3)
     starts = {"imagenet": "imagenet", "none": "none", **{f"run {r.id}": str(r.dir) for r in finished}}
     weights = c1.selectbox(
         "Initial weights", list(starts), help="ImageNet needs the network once; a run (of any image size) fine-tunes it"
     )
-    image_size = c2.number_input("Image size (px)", 32, 1024, 224, step=32, help="A multiple of 32; the notebook: 224")
-    augment = c3.toggle("Augmentation (flip, ±15° rotation)", value=True)
-    mixed = c3.toggle("Allow bfloat16", value=False, help="Used only where the device has it and it times faster")
+    image_size = c2.number_input("Image size (px)", 32, 1024, DEFAULT["image_size"], step=32, help=HELP["image_size"])
+    augment = c3.toggle("Augmentation (flip, ±15° rotation)", value=DEFAULT["augment"], help=HELP["augment"])
+    mixed = c3.toggle("Allow bfloat16", value=DEFAULT["mixed_precision"], help=HELP["mixed_precision"])
+    class_weights = c3.toggle("Class weights", value=DEFAULT["class_weights"], help=HELP["class_weights"])
     compute = c1.selectbox(
         "Compute",
         COMPUTE_CHOICES,
-        help="auto times float32 with and without XLA at the start of the first run with these settings and keeps "
-        "the fastest (a few minutes at 224 px; the choice is then reused)",
+        index=COMPUTE_CHOICES.index(DEFAULT["compute"]),
+        help=HELP["compute"] + " The choice is then reused by runs with these settings.",
     )
-    st.caption(clock.size_tradeoff(int(image_size)))
+    workers = c2.number_input("Loader threads", 1, 64, DEFAULT["workers"], help=HELP["workers"])
+    patience = c1.number_input("Plateau patience (epochs)", 1, 50, DEFAULT["lr_patience"], help=HELP["lr_patience"])
+    st.caption(estimate.size_tradeoff(int(image_size)))
     b1, b2 = st.columns(2)
     estimate_clicked = b1.form_submit_button("Estimate duration", disabled=folder is None)
     submitted = b2.form_submit_button("Launch training", type="primary", disabled=folder is None)
@@ -69,6 +78,9 @@ if folder is not None:
             seed=int(seed),
             fractions=fractions,
             augment=augment,
+            workers=int(workers),
+            class_weights=class_weights,
+            lr_patience=int(patience),
             mixed_precision=mixed,
             image_size=int(image_size),
             compute=compute,
@@ -92,12 +104,12 @@ if config is not None and submitted:
 @st.fragment(run_every=2.0)
 def estimate_panel(config: TrainConfig):
     """The duration estimate of these settings on this machine: measured, being measured, or not yet."""
-    record = clock.read_estimate(config)
-    estimate = clock.estimate_from(record)
-    if estimate is not None:
-        st.info(clock.describe(estimate, config.epochs))
-        st.caption(f"How: {estimate.method()}. The run reuses this compute choice.")
-    elif record and record.get("state") == "running":
+    record = estimate.read_estimate(config)
+    measured = estimate.estimate_from(record)
+    if measured is not None:
+        st.info(estimate.describe(measured, config.epochs))
+        st.caption(f"How: {measured.method()}. The run reuses this compute choice.")
+    elif record and record.get("state") in LIVE_STATES:
         st.info(f"Estimating: {record.get('phase', 'starting')}… (a few real training steps; a few minutes at 224 px)")
     elif record and record.get("state") == "failed":
         st.error(f"The estimate failed: {record.get('error')}")
@@ -119,11 +131,10 @@ def live_run():
             st.session_state["_live_run"] = None
             st.rerun()  # refresh the finished-runs table below
         st.caption("No training is running.")
-        trained = (r for r in registry.list_runs(ui.runs_dir(), include_bundled=False) if r.kind == "training")
-        last = next(trained, None)
+        last = registry.last_run(ui.runs_dir(), kind="training")
         if last is not None:
             acc = (last.metrics or {}).get("accuracy")
-            result = f", test accuracy {acc:.1%}" if acc is not None else ""
+            result = f", accuracy {acc:.1%} on its held-out test split" if acc is not None else ""
             message = f"Last run {last.id}: {last.state}{result}" + (f" ({last.error})" if last.error else "")
             (st.success if last.state == "succeeded" else st.info)(message)
         return
@@ -174,15 +185,19 @@ for r in runs:
             "started": (r.status.get("started") or "")[:19].replace("T", " "),
             "epochs": r.config.get("epochs"),
             "data": r.config.get("data"),
-            "test accuracy": m.get("accuracy"),
-            "macro F1": m.get("macro_f1"),
-            "ECE": (m.get("calibration") or {}).get("ece"),
+            "test accuracy (at training)": m.get("accuracy"),
+            "test macro F1 (at training)": m.get("macro_f1"),
+            "test ECE (at training)": (m.get("calibration") or {}).get("ece"),
             "error": r.error or "",
         }
     )
 st.dataframe(pd.DataFrame(rows), hide_index=True)
+st.caption(
+    "Test figures are each run's own evaluation at the end of training, on the test split held out from its "
+    "training data; later evaluations, on other data or splits, are listed on the Evaluation page."
+)
 
-stopped = [r for r in runs if r.id != registry.BUNDLED_ID and resumable(r) is None]
+stopped = [r for r in runs if r.id != registry.BUNDLED_ID and registry.resumable(r) is None]
 if stopped:
     c1, c2 = st.columns([3, 1])
     chosen = c1.selectbox(

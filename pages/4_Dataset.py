@@ -7,7 +7,7 @@ import streamlit as st
 
 import ui
 from radiology import charts
-from radiology.datasets import DEFAULT_FRACTIONS
+from radiology.datasets import DEFAULT_FRACTIONS, DEFAULT_SEED
 from radiology.errors import RadiologyError
 
 ui.page_header("Dataset")
@@ -16,7 +16,7 @@ if folder is None:
     st.info("Pick a dataset folder inside the data root.")
     st.stop()
 try:
-    report = ui.dataset_report(str(folder), 42, DEFAULT_FRACTIONS, ui.dataset_key(folder))
+    report = ui.dataset_report(str(folder), DEFAULT_SEED, DEFAULT_FRACTIONS, ui.dataset_key(folder))
 except RadiologyError as exc:
     ui.show_error(exc)
     st.stop()
@@ -56,7 +56,7 @@ st.markdown(
 )
 if st.button("Measure source predictability"):
     try:
-        sources = ui.source_report(str(folder), 42, DEFAULT_FRACTIONS, ui.dataset_key(folder))
+        sources = ui.source_report(str(folder), DEFAULT_SEED, DEFAULT_FRACTIONS, ui.dataset_key(folder))
     except RadiologyError as exc:
         ui.show_error(exc)
         st.stop()

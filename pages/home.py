@@ -5,7 +5,7 @@ import streamlit as st
 import ui
 from radiology import CLASS_NAMES, calibration
 from radiology.errors import RadiologyError
-from radiology.evaluation import by_source_rows
+from radiology.evaluation import by_source_rows, measured_on
 from radiology.imports import import_record
 
 ui.page_header("RadiologyAI")
@@ -45,12 +45,16 @@ elif model is not None:
         cols[0].metric("Imported", record["imported"][:16].replace("T", " "))
     else:
         cols[0].metric("Trained", (meta.created or "unknown")[:16].replace("T", " "))
-    metrics = run.metrics or {}
+    shown = run.evaluations()[:1]  # the training-time test when there is one, else the newest evaluation
+    metrics = shown[0].metrics if shown else {}
     acc = metrics.get("accuracy")
-    cols[1].metric("Test accuracy", f"{acc:.1%}" if acc is not None else "not evaluated")
+    where = measured_on(metrics) if shown else "no evaluation yet"
+    cols[1].metric("Accuracy", f"{acc:.1%}" if acc is not None else "not evaluated", help=f"on {where}")
     if acc is not None:
         cols[1].caption("95% CI " + " – ".join(f"{v:.1%}" for v in metrics["ci"]["accuracy"]))
-    cols[2].metric("Test images", metrics.get("n", "—"))
+    cols[2].metric("Images evaluated", metrics.get("n", "—"), help=where)
+    if shown:
+        st.caption(f"Measured on {where}.")
     card = run.card
     if card:
         st.markdown(f"**Data:** {card['data']}.  \n**Recipe:** {card['recipe']}.")
@@ -68,7 +72,7 @@ elif model is not None:
         f"input {meta.preprocess.height}×{meta.preprocess.width}."
     )
     if len(metrics.get("by_source") or {}) > 1:
-        st.markdown("**Test accuracy per source collection**")
+        st.markdown("**Accuracy per source collection**")
         st.table(by_source_rows(metrics["by_source"]))
     if card:
         st.markdown("**Limits**\n" + "\n".join(f"- {line}" for line in card["limits"]))

@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 import numpy as np
 
 from radiology.errors import EvaluationError, RadiologyError
-from radiology.registry import now, process_start
+from radiology.jobs import now, process_start
 
 
 def _load(model_arg: str | None):
@@ -77,10 +77,9 @@ def _save_target(model_arg: str | None, *, job: str | None):
     """The run whose folder receives ``--save``'s files.
 
     Raises:
-        EvaluationError: the model is a bare file, the bundled model, has no model, is still training,
-            or (outside a background job) is being evaluated already.
+        EvaluationError: the model is a bare file, the bundled model, has no model, or is still training.
     """
-    from radiology.evaluation_job import check_can_save, is_running
+    from radiology.evaluation_job import check_can_save
     from radiology.registry import active_run, load_run
 
     if model_arg:
@@ -93,8 +92,6 @@ def _save_target(model_arg: str | None, *, job: str | None):
         if run is None:
             raise RadiologyError("no active model: pass --model RUN_DIR")
     check_can_save(run)
-    if job is None and is_running(run.dir):
-        raise EvaluationError(f"run {run.id} is being evaluated already; wait for it to finish")
     return run
 
 
@@ -115,42 +112,44 @@ def _evaluation_reporter(run_dir: Path | None, job: str):
 
 
 def cmd_evaluate(args) -> int:
-    """Evaluates a model on a split of a dataset, split as the model was trained; prints or saves the metrics."""
-    from radiology.evaluation import write_evaluation
-    from radiology.evaluation_job import update_status
+    """Evaluates a model on a split of a dataset, split as the model was trained; prints or saves the metrics.
+
+    With ``--save`` every failure, whatever its type, is recorded in the run's evaluation status with its
+    type and message, then raised again.
+    """
+    from radiology import jobs
+    from radiology.evaluation import save_evaluation
+    from radiology.evaluation_job import STATUS_FILE, queue, update_status
 
     run = _save_target(args.model, job=args.job) if args.save else None
     run_dir = run.dir if run is not None else None
-    job = args.job or f"cli-{os.getpid()}"
-    if run_dir is not None:
-        if not args.job:
-            update_status(run_dir, job, "queued", data=str(args.data), split=args.split)
-        update_status(
-            run_dir,
-            job,
-            "running",
-            pid=os.getpid(),
-            pid_start=process_start(os.getpid()),
-            started=now(),
-            phase="loading the model",
-            progress=0.0,
-        )
-    try:
+    job = args.job or jobs.new_id()
+    if run_dir is not None and not args.job:
+        queue(run, job, data=str(args.data), split=args.split)
+    with jobs.recording(run_dir / STATUS_FILE if run_dir is not None else None, job=job):
+        if run_dir is not None:
+            update_status(
+                run_dir,
+                job,
+                "running",
+                pid=os.getpid(),
+                pid_start=process_start(os.getpid()),
+                started=now(),
+                phase="loading the model",
+                progress=0.0,
+            )
         result, rows, names = _evaluate(args, _evaluation_reporter(run_dir, job))
+        saved_in = None
         if run_dir is not None:
-            write_evaluation(run_dir, result, rows)
-            update_status(run_dir, job, "succeeded", ended=now(), progress=1.0, phase="done")
-    except (RadiologyError, OSError) as exc:
-        if run_dir is not None:
-            update_status(run_dir, job, "failed", ended=now(), error=str(exc))
-        raise
-    _print_evaluation(args, result, names, saved_in=run_dir)
+            saved_in = save_evaluation(run_dir, job, {**result, "source": "evaluate"}, rows)
+            update_status(run_dir, job, "succeeded", ended=now(), progress=1.0, phase="done", evaluation=job)
+    _print_evaluation(args, result, names, saved_in=saved_in)
     return 0
 
 
 def _evaluate(args, report) -> tuple[dict, list[dict], tuple[str, ...]]:
     """Loads the model, checks the dataset split as in training, evaluates; returns metrics, rows, class names."""
-    from radiology.evaluation import bf16_agreement, evaluate_samples
+    from radiology.evaluation import evaluate_samples
     from radiology.splits import check_splits, training_overlap, training_split
 
     loaded = _load(args.model)
@@ -181,6 +180,7 @@ def _evaluate(args, report) -> tuple[dict, list[dict], tuple[str, ...]]:
         checked.decoded,
         root=dataset.root,
         progress=lambda done, total: report("predicting", done, total),
+        bf16=args.save,
     )
     result.update(
         data_root=str(dataset.root),
@@ -193,9 +193,6 @@ def _evaluate(args, report) -> tuple[dict, list[dict], tuple[str, ...]]:
         training_overlap=overlap,
         evaluated=now(),
     )
-    if args.save:
-        report("checking bfloat16", 0, 1)
-        result["bf16_agreement"] = bf16_agreement(loaded, samples, checked.decoded)
     return result, rows, meta.class_names
 
 
@@ -228,7 +225,7 @@ def _print_evaluation(args, result: dict, names, *, saved_in: Path | None) -> No
         print(f"  {name:<12}" + "".join(f"{v:>8d}" for v in row))
     print(_ood_line(result["ood"]))
     if saved_in is not None:
-        print(f"saved metrics.json and predictions.csv in {saved_in}")
+        print(f"saved this evaluation (metrics.json, predictions.csv) in {saved_in}")
 
 
 def cmd_import_model(args) -> int:
@@ -312,13 +309,10 @@ def _model_and_splits(args):
     matches, overlap = training_overlap(meta.data_fingerprint, dataset, "val")
     if matches is not True:
         print(f"warning: {overlap}", file=sys.stderr)
-    names = list(meta.class_names)
-    index = decoded.index()
 
     def split(name):
-        kept = [s for s in dataset.splits[name] if decoded.ok[index[s.path]] and s.label in names]
-        pixels = np.stack([decoded.pixels[index[s.path]] for s in kept]) if kept else None
-        return pixels, np.array([names.index(s.label) for s in kept], dtype=np.int32)
+        pixels, labels = decoded.arrays(dataset.splits[name], meta.class_names)
+        return (pixels if len(labels) else None), labels
 
     return loaded, target, checked, split
 
@@ -326,8 +320,9 @@ def _model_and_splits(args):
 def cmd_fit_ood(args) -> int:
     """Fits the out-of-distribution gate of an existing model on its training data, and stores it in the model file."""
     from radiology import ood
-    from radiology.evaluation import evaluate_samples, write_evaluation
-    from radiology.registry import read_json
+    from radiology.evaluation import evaluate_samples, save_evaluation
+    from radiology.jobs import new_id
+    from radiology.splits import training_overlap
 
     loaded, target, checked, split = _model_and_splits(args)
     x_train, y_train = split("train")
@@ -349,12 +344,21 @@ def cmd_fit_ood(args) -> int:
     if test:
         result, rows = evaluate_samples(loaded, test, checked.decoded, root=checked.dataset.root, n_boot=100)
         print(_ood_line(result["ood"]) + " on the test split")
-        metrics_path = target.parent / "metrics.json"
-        old = read_json(metrics_path, None) if Path(args.model).is_dir() else None
-        if old is not None:
-            # the run's own evaluation stays; only the gate's numbers and the prediction rows are new
-            write_evaluation(target.parent, {**old, "ood": result["ood"]}, rows)
-            print(f"updated {metrics_path}")
+        if Path(args.model).is_dir() and (target.parent / "status.json").is_file():
+            # an evaluation of its own: the run's training-time metrics.json keeps what it measured then
+            matches, overlap = training_overlap(loaded.metadata.data_fingerprint, checked.dataset, "test")
+            result.update(
+                source="fit-ood",
+                data_root=str(checked.dataset.root),
+                split="test",
+                split_method=checked.dataset.split_method,
+                data_fingerprint=checked.dataset.fingerprint(),
+                split_matches_training=matches,
+                training_overlap=overlap,
+                evaluated=now(),
+            )
+            saved = save_evaluation(target.parent, new_id(), result, rows)
+            print(f"stored this evaluation in {saved}")
     return 0
 
 
@@ -408,7 +412,9 @@ def main(argv=None) -> int:
     ev.add_argument("--cache-dir", default="", help="decode cache folder (default: none)")
     ev.add_argument("--json", action="store_true")
     ev.add_argument(
-        "--save", action="store_true", help="write metrics.json and predictions.csv into the --model run folder"
+        "--save",
+        action="store_true",
+        help="store the evaluation in the --model run folder, as evaluations/ID/ (metrics.json, predictions.csv)",
     )
     ev.add_argument("--job", help=argparse.SUPPRESS)  # the job id given by radiology.evaluation_job.start
     ev.set_defaults(func=cmd_evaluate)

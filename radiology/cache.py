@@ -3,6 +3,12 @@
 The cache is keyed by the file list (paths, sizes, modification times) and the preprocessing spec,
 so neither a second epoch nor a second run decodes again. Alongside the pixels it keeps what
 validation needs: which files were unreadable and why, the original sizes, and content hashes.
+
+Every other image size, and every change to one file, makes a new full entry (about 400 MB for 8,000
+images at 224 px), so the cache is bounded by bytes on disk (``settings.cache_max_bytes``, 4 GiB by
+default): after an entry is written, the least recently used entries are deleted until the cache fits.
+Reading an entry marks it used. The in-memory ``radiology.lru`` cache does not fit here: these entries
+live on disk, shared by processes, and are mapped into memory rather than held.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from radiology import settings
 from radiology.errors import ImageDecodeError
 from radiology.fsutil import atomic_folder
 from radiology.images import decode_image, read_bytes
@@ -24,6 +32,7 @@ from radiology.preprocess import PreprocessSpec, resize
 
 CACHE_VERSION = 2
 HASH_BYTES = 32
+ENTRY_NAME = re.compile(r"[0-9a-f]{24}")  # a cache_key(); other folders beside the entries are left alone
 
 
 @dataclass
@@ -51,6 +60,22 @@ class DecodedImages:
     def index(self) -> dict[str, int]:
         """Maps each path to its row."""
         return {p: i for i, p in enumerate(self.paths)}
+
+    def readable(self, samples) -> tuple[list, np.ndarray]:
+        """The readable ones of ``samples`` (``datasets.Sample``) and their pixels, uint8 array of shape (N, H, W)."""
+        index = self.index()
+        kept = [s for s in samples if self.ok[index[s.path]]]
+        return kept, np.asarray(self.pixels[[index[s.path] for s in kept]])
+
+    def arrays(self, samples, class_names) -> tuple[np.ndarray, np.ndarray]:
+        """The readable samples whose label is one of ``class_names``, as model inputs and targets.
+
+        Returns:
+            uint8 array of shape (N, H, W) and their class indices, int32 array of shape (N,).
+        """
+        names = list(class_names)
+        kept, pixels = self.readable([s for s in samples if s.label in names])
+        return pixels, np.array([names.index(s.label) for s in kept], dtype=np.int32)
 
 
 def perceptual_hash(gray: np.ndarray) -> np.ndarray:
@@ -130,7 +155,7 @@ def cache_key(paths: list[str], spec: PreprocessSpec) -> str:
 
 
 def load_or_decode(
-    paths: list[str], spec: PreprocessSpec, cache_dir: str | Path | None, *, progress=None
+    paths: list[str], spec: PreprocessSpec, cache_dir: str | Path | None, *, progress=None, max_bytes: int | None = None
 ) -> tuple[DecodedImages, bool]:
     """Returns the decoded images of ``paths``, from the cache when it holds them.
 
@@ -139,6 +164,7 @@ def load_or_decode(
         spec: the preprocessing spec.
         cache_dir: folder of the cache, or None to decode without caching.
         progress: optional callable ``progress(done, total)`` while decoding.
+        max_bytes: the most bytes the cache keeps after a new entry (default ``settings.cache_max_bytes()``).
 
     Returns:
         the decoded images in sorted path order (find a file's row with ``index()``), and whether they
@@ -150,12 +176,57 @@ def load_or_decode(
     entry = Path(cache_dir) / cache_key(paths, spec)
     if (entry / "meta.json").is_file():
         try:
-            return _read_entry(entry, paths), True
+            decoded = _read_entry(entry, paths)
+            _mark_used(entry)
+            return decoded, True
         except (OSError, ValueError, KeyError):
             shutil.rmtree(entry, ignore_errors=True)  # a damaged entry is rebuilt, never trusted
     decoded = decode_files(paths, spec, progress=progress)
     _write_entry(entry, decoded)
+    evict(Path(cache_dir), max_bytes=settings.cache_max_bytes() if max_bytes is None else max_bytes, keep=entry)
     return decoded, False
+
+
+def _mark_used(entry: Path) -> None:
+    try:
+        os.utime(entry / "meta.json")
+    except OSError:
+        pass  # a read-only cache still serves; it just cannot order its entries
+
+
+def _entry_bytes(entry: Path) -> int:
+    return sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
+
+
+def evict(cache_dir: Path, *, max_bytes: int, keep: Path | None = None) -> list[Path]:
+    """Deletes the least recently used entries until the cache holds at most ``max_bytes``.
+
+    Args:
+        cache_dir: the cache folder; only entry folders (named by :func:`cache_key`) are counted or deleted.
+        max_bytes: the bound.
+        keep: an entry that stays whatever its size (the one just written).
+
+    Returns:
+        the entries deleted, least recently used first.
+    """
+    entries = []
+    for d in cache_dir.iterdir():
+        try:
+            if ENTRY_NAME.fullmatch(d.name) and d.is_dir():
+                entries.append(((d / "meta.json").stat().st_mtime_ns, d, _entry_bytes(d)))
+        except OSError:
+            continue  # an entry another process deleted or is writing
+    total = sum(size for _, _, size in entries)
+    deleted = []
+    for _, d, size in sorted(entries, key=lambda e: e[0]):
+        if total <= max_bytes:
+            break
+        if keep is not None and d == keep:
+            continue
+        shutil.rmtree(d, ignore_errors=True)  # a reader holding its pixels mapped keeps them until it closes
+        total -= size
+        deleted.append(d)
+    return deleted
 
 
 def _write_entry(entry: Path, d: DecodedImages) -> None:

@@ -41,6 +41,7 @@ CLASS_ALIASES = {
     "viral": "pneumonia",
 }
 DEFAULT_FRACTIONS = (0.7, 0.2, 0.1)
+DEFAULT_SEED = 42  # the split seed of every split made without one (training, evaluation, the pages)
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def read_manifest(root: Path) -> dict[str, dict[str, str]]:
         return {row["file"].replace("\\", "/"): row for row in reader}
 
 
-def discover(root: str | Path, *, fractions=DEFAULT_FRACTIONS, seed: int = 42) -> Dataset:
+def discover(root: str | Path, *, fractions=DEFAULT_FRACTIONS, seed: int = DEFAULT_SEED) -> Dataset:
     """Finds the images of a dataset folder and splits them.
 
     Args:
@@ -301,7 +302,9 @@ def _drop_outside(dataset: Dataset, root: Path) -> int:
     return dropped
 
 
-def split_samples(samples: list[Sample], *, fractions=DEFAULT_FRACTIONS, seed: int = 42) -> dict[str, list[Sample]]:
+def split_samples(
+    samples: list[Sample], *, fractions=DEFAULT_FRACTIONS, seed: int = DEFAULT_SEED
+) -> dict[str, list[Sample]]:
     """Splits samples stratified by class, keeping each group in one split.
 
     Groups are assigned whole, per class of their first sample, each to the split that is furthest

@@ -1,37 +1,31 @@
 """Evaluating a run on a dataset in the background, and the status file the app reads while it runs.
 
 A job is a ``python -m radiology evaluate --save`` process. It reports through
-``evaluation_status.json`` in the run folder: state (``queued``, ``running``, ``succeeded``,
-``failed``), pid, phase, progress fraction, error. Its results land in ``metrics.json`` and
-``predictions.csv``, each replaced atomically, so the app never reads a half-written file.
+``evaluation_status.json`` in the run folder, a ``radiology.jobs`` status: state (``queued``,
+``running``, ``succeeded``, ``failed``), pid, phase, progress fraction, error. Its results land in
+a folder of their own, ``RUN/evaluations/JOB/`` (``metrics.json``, ``predictions.csv``), which appears
+whole or not at all; the run's training-time ``metrics.json`` is never touched.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-import secrets
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from radiology import registry
+from radiology import jobs, registry
 from radiology.errors import EvaluationError
-from radiology.registry import LIVE_STATES, STATE_RANK, Run, now, pid_alive, process_start, read_json, write_json_atomic
-from radiology.settings import PROJECT_ROOT
+from radiology.jobs import LIVE_STATES, now
+from radiology.registry import Run
 
 STATUS_FILE = "evaluation_status.json"
-LOCK_FILE = ".evaluation.lock"
-_children: list[subprocess.Popen] = []  # kept so finished children are reaped, not left as zombies
 
 
 def update_status(run_dir: str | Path, job: str, state: str | None = None, **fields) -> dict:
-    """Merges fields into a run's evaluation status, for one job, under a file lock.
+    """Changes a run's evaluation status for one job (see ``radiology.jobs.update_status``).
 
-    A ``queued`` state starts a new job and replaces the record. Otherwise the update applies only
-    while the record belongs to ``job``, and the state never goes backwards (a late ``queued`` or
-    ``running`` never overwrites ``running`` or a final state).
+    A ``queued`` state starts a new job and replaces the record, but only while no other evaluation of the
+    run is live: the check and the write are one step under the status lock. Otherwise the update applies
+    only while the record belongs to ``job``, and the state never goes backwards.
 
     Args:
         run_dir: the run folder.
@@ -40,21 +34,9 @@ def update_status(run_dir: str | Path, job: str, state: str | None = None, **fie
         **fields: pid, phase, progress, error, and so on.
 
     Returns:
-        the status as written (or as found, when the update was stale).
+        the status as written (or as found, when the update was stale or another job is live).
     """
-    run_dir = Path(run_dir)
-    with open(run_dir / LOCK_FILE, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        current = read_json(run_dir / STATUS_FILE, {}) or {}
-        if state == "queued":
-            current = {"job": job}
-        elif current.get("job") != job:
-            return current
-        if state is not None and STATE_RANK[state] >= STATE_RANK.get(current.get("state"), -1):
-            current["state"] = state
-        current.update(fields, updated=now())
-        write_json_atomic(run_dir / STATUS_FILE, current)
-        return current
+    return jobs.update_status(Path(run_dir) / STATUS_FILE, state, job=job, restart=state == "queued", **fields)
 
 
 def read_status(run_dir: str | Path) -> dict | None:
@@ -62,19 +44,25 @@ def read_status(run_dir: str | Path) -> dict | None:
 
     A live status whose process has died reads as ``failed``, with that as its error.
     """
-    status = read_json(Path(run_dir) / STATUS_FILE)
-    if not status:
-        return None
-    pid = status.get("pid")
-    if status.get("state") in LIVE_STATES and pid is not None and not pid_alive(pid, status.get("pid_start")):
-        return {**status, "state": "failed", "error": f"the evaluation process (pid {pid}) died without finishing"}
-    return status
+    return jobs.read_status(Path(run_dir) / STATUS_FILE, what="evaluation")
 
 
 def is_running(run_dir: str | Path) -> bool:
     """Whether an evaluation of this run is queued or running now."""
     status = read_status(run_dir)
     return status is not None and status.get("state") in LIVE_STATES
+
+
+def queue(run: Run, job: str, **fields) -> dict:
+    """Queues evaluation ``job`` of a run, refusing while another evaluation of it is live.
+
+    Raises:
+        EvaluationError: another evaluation of the run is queued or running.
+    """
+    status = update_status(run.dir, job, "queued", queued=now(), **fields)
+    if status.get("job") != job:
+        raise EvaluationError(f"run {run.id} is being evaluated already; wait for it to finish")
+    return status
 
 
 def start(run: Run, data: str | Path, *, split: str = "test", cache_dir: str | Path | None = None) -> str:
@@ -96,34 +84,20 @@ def start(run: Run, data: str | Path, *, split: str = "test", cache_dir: str | P
         EvaluationError: the run is the bundled model, has no model, is still training, or is
             being evaluated already.
     """
-    for p in list(_children):
-        if p.poll() is not None:
-            _children.remove(p)
     check_can_save(run)
-    if is_running(run.dir):
-        raise EvaluationError(f"run {run.id} is being evaluated already; wait for it to finish")
-    job = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-    update_status(run.dir, job, "queued", queued=now(), data=str(data), split=split, progress=0.0, error=None)
-    command = [sys.executable, "-m", "radiology", "evaluate", "--model", str(run.dir), "--data", str(data)]
-    command += ["--split", split, "--save", "--job", job]
+    job = jobs.new_id()
+    queue(run, job, data=str(data), split=split, progress=0.0)
+    argv = ["-m", "radiology", "evaluate", "--model", str(run.dir), "--data", str(data)]
+    argv += ["--split", split, "--save", "--job", job]
     if cache_dir is not None:
-        command += ["--cache-dir", str(cache_dir)]
-    try:
-        with open(run.dir / "evaluation_console.txt", "wb") as console:
-            proc = subprocess.Popen(
-                command,
-                cwd=PROJECT_ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a restart of the app does not take the evaluation down with it
-                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-            )
-    except OSError as exc:
-        update_status(run.dir, job, "failed", error=f"could not start the evaluation: {exc}", ended=now())
-        raise
-    _children.append(proc)
-    update_status(run.dir, job, pid=proc.pid, pid_start=process_start(proc.pid))
+        argv += ["--cache-dir", str(cache_dir)]
+    jobs.start(
+        run.dir / STATUS_FILE,
+        argv,
+        console=run.dir / "evaluation_console.txt",
+        job=job,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     return job
 
 

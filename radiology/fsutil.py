@@ -7,7 +7,9 @@ the same file never share one; a failed write removes its temporary file or fold
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import json
 import os
 import shutil
@@ -42,7 +44,7 @@ def _fsync_file(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
     """Yields a unique temporary path beside ``path`` to write to; on success it replaces ``path``.
 
     For writers that need a file name rather than bytes (Keras saving a ``.keras`` file, a zip
@@ -51,6 +53,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     Args:
         path: the file to write.
+        durable: fsync the file and its folder, so the write survives a power loss; files rewritten
+            many times a second that a crash may lose (progress) pass False and stay atomic.
 
     Yields:
         the temporary path, an existing empty file.
@@ -61,21 +65,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
-        _fsync_file(tmp)
+        if durable:
+            _fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` atomically.
+def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = True) -> None:
+    """Writes ``data`` to ``path`` atomically (see :func:`atomic_path` for ``durable``).
 
     Raises:
         OSError: the file cannot be written; ``path`` is then left as it was.
     """
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path, durable=durable) as tmp, open(tmp, "wb") as fh:
         fh.write(data)
 
 
@@ -88,14 +94,35 @@ def atomic_write_text(path: str | Path, text: str, *, encoding: str = "utf-8") -
     atomic_write_bytes(path, text.encode(encoding))
 
 
-def write_json_atomic(path: str | Path, data) -> None:
-    """Writes ``data`` as indented JSON to ``path`` atomically.
+def write_json_atomic(path: str | Path, data, *, durable: bool = True) -> None:
+    """Writes ``data`` as indented JSON to ``path`` atomically (see :func:`atomic_path` for ``durable``).
 
     Raises:
         TypeError: ``data`` is not JSON-serialisable; nothing is written.
         OSError: the file cannot be written; ``path`` is then left as it was.
     """
-    atomic_write_text(path, json.dumps(data, indent=2))
+    atomic_write_bytes(path, json.dumps(data, indent=2).encode(), durable=durable)
+
+
+def write_csv_atomic(path: str | Path, rows: list[dict]) -> None:
+    """Writes rows of dicts as CSV to ``path`` atomically, with the union of their keys, in first-seen order, as header.
+
+    Raises:
+        OSError: the file cannot be written; ``path`` is then left as it was.
+    """
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_json(path: str | Path, default=None):
+    """Reads JSON, returning ``default`` when the file is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return default
 
 
 @contextmanager

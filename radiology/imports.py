@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import secrets
 import shutil
 import tempfile
 import time
@@ -25,9 +24,10 @@ from pathlib import Path
 
 from radiology import CLASS_NAMES
 from radiology.errors import ModelLoadError
-from radiology.fsutil import atomic_write_bytes, write_json_atomic
+from radiology.fsutil import atomic_write_bytes, read_json, write_json_atomic
+from radiology.jobs import new_id, now
 from radiology.model import METADATA_ENTRY, load_model, save_model
-from radiology.registry import Run, load_run, now, read_json
+from radiology.registry import Run, load_run
 from radiology.settings import runs_dir as default_runs_dir
 
 IMPORT_FILE = "import.json"
@@ -227,7 +227,7 @@ def import_model(
             staging / "status.json",
             {"state": "succeeded", "kind": KIND, "pid": None, "started": stamp, "ended": stamp, "updated": stamp},
         )
-        run_dir = runs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        run_dir = runs_dir / new_id()
         os.rename(staging, run_dir)  # the run appears whole or not at all
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

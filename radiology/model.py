@@ -8,7 +8,6 @@ TensorFlow and JAX backends.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import warnings
@@ -22,6 +21,7 @@ from radiology import CLASS_NAMES
 from radiology.augment import build_augmentation
 from radiology.errors import ModelLoadError
 from radiology.fsutil import atomic_path
+from radiology.jobs import now
 from radiology.preprocess import PreprocessSpec, to_model_input
 
 GRADCAM_LAYER = "block5_conv3"
@@ -82,6 +82,7 @@ class ModelMetadata:
             data_fingerprint=d.get("data_fingerprint"),
             created=d.get("created"),
             name=d.get("name", ""),
+            assumed=bool(d.get("assumed", False)),
             weights_dtype=d.get("weights_dtype", "float32"),
             ood=d.get("ood"),
             temperature=d.get("temperature"),
@@ -232,8 +233,7 @@ def save_model(model, path: str | Path, metadata: ModelMetadata, *, weights_dtyp
     if weights_dtype not in ("float32", "float16"):
         raise ValueError(f"weights_dtype must be float32 or float16, got {weights_dtype!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    metadata = replace(metadata, created=created, weights_dtype=weights_dtype)
+    metadata = replace(metadata, created=now(), weights_dtype=weights_dtype)
     with atomic_path(path) as tmp:
         # an uncompiled copy: no optimizer slots in the file (a third of its size)
         cast_model(model, weights_dtype).save(tmp)
@@ -279,11 +279,10 @@ def save_checkpoint(model, path: str | Path, metadata: ModelMetadata, state: dic
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     with atomic_path(path) as tmp:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as zf:
-            zf.writestr(METADATA_ENTRY, json.dumps(replace(metadata, created=created).to_dict(), indent=2))
+            zf.writestr(METADATA_ENTRY, json.dumps(replace(metadata, created=now()).to_dict(), indent=2))
             zf.writestr(CHECKPOINT_STATE_ENTRY, json.dumps(state))
     return path
 
@@ -344,6 +343,26 @@ def _model_config(path: Path) -> tuple[dict | None, dict | None]:
     if isinstance(meta, bytes):
         meta = meta.decode()
     return (json.loads(raw) if raw else None), (json.loads(meta) if meta else None)
+
+
+def read_metadata(path: str | Path) -> ModelMetadata:
+    """A model file's metadata, read without building the model (a file without any reads as assumed).
+
+    Unlike :func:`load_model`, this does not check the graph or fill in what the file leaves out (the
+    input size, the Grad-CAM layer), so it is for reading what travels with the weights: the training
+    config, the data fingerprint, the class names.
+
+    Raises:
+        ModelLoadError: the file is missing or is not a model file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    try:
+        _, meta = _model_config(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ModelLoadError(f"not a Keras model file: {path.name} ({exc})") from exc
+    return ModelMetadata.from_dict(meta) if meta is not None else ModelMetadata(name=path.stem, assumed=True)
 
 
 def _layer_classes(config) -> set[str]:

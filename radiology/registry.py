@@ -1,25 +1,28 @@
 """The run registry: run folders, their status, and the atomic pointer to the active model.
 
 A run folder holds ``config.json``, ``status.json``, ``history.csv``, ``progress.json``,
-``log.txt``, the best checkpoint ``model.keras``, and after testing ``metrics.json`` and
-``predictions.csv``. The bundled model ships in the same layout. ``active.json`` in the runs
-folder names the active run; it is replaced atomically, so a crash never leaves it half-written.
+``log.txt``, the best checkpoint ``model.keras``, ``last.keras`` while it can be resumed, a ``cancel``
+file while a cancel is asked for, and after testing ``metrics.json`` and ``predictions.csv``: the test
+evaluation made at training time, which nothing later overwrites. Every later evaluation (``python -m
+radiology evaluate --save``, the Evaluation page, ``fit-ood``) is a folder of its own under
+``evaluations/``, named by its id, holding the same two files. The bundled model ships in the same
+layout. ``active.json`` in the runs folder names the active run; it is replaced atomically, so a crash
+never leaves it half-written.
 """
 
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import errno
 import fcntl
-import json
 import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from radiology import settings
-from radiology.fsutil import write_json_atomic
+from radiology import jobs, settings
+from radiology.fsutil import read_json, write_json_atomic
+from radiology.jobs import LIVE_STATES, STATE_RANK, STATES, now, pid_alive, process_start  # noqa: F401
 
 BUNDLED_DIR = Path(
     os.environ.get("RADIOLOGY_BUNDLED_DIR", Path(__file__).resolve().parent.parent / "models" / "default")
@@ -27,80 +30,20 @@ BUNDLED_DIR = Path(
 BUNDLED_ID = "bundled"
 ACTIVE_FILE = "active.json"
 LOCK_FILE = ".training.lock"
-STATUS_LOCK_FILE = ".status.lock"
-STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-LIVE_STATES = ("queued", "running")
-# a status only moves forwards: queued, then running, then one terminal state that is final
-STATE_RANK = {"queued": 0, "running": 1, "succeeded": 2, "failed": 2, "cancelled": 2}
-
-
-def now() -> str:
-    """The current UTC time as an ISO string."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def read_json(path: str | Path, default=None):
-    """Reads JSON, returning ``default`` when the file is missing or unreadable."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return default
-
-
-def process_start(pid) -> int | None:
-    """When a process started, in clock ticks after boot (field 22 of ``/proc/PID/stat``); None if unknown.
-
-    A pid is reused once its process is gone; the pid and this start time together name one process.
-    """
-    if not isinstance(pid, int) or pid <= 0:
-        return None
-    try:
-        # the command name (field 2) may hold spaces and parentheses, so count from its closing one
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def pid_alive(pid, start: int | None = None) -> bool:
-    """Whether the process ``pid`` exists, is not a zombie and, when ``start`` is given, started then.
-
-    A process that reused the pid of a dead one has another start time and reads as not alive.
-    Reaps the process if it is our child.
-    """
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    if start is not None and process_start(pid) not in (start, None):
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+STATUS_FILE = "status.json"
+EVALUATIONS_DIR = "evaluations"
+CANCEL_FILE = "cancel"  # its presence asks the run's process to stop after the current batch
+LAST_CHECKPOINT = "last.keras"  # the checkpoint of the last completed epoch, which a run resumes from
 
 
 def update_status(run_dir: str | Path, state: str | None = None, *, new_attempt: bool = False, **fields) -> dict:
-    """Updates a run's ``status.json`` atomically, keeping the fields written before.
-
-    The read, the change and the write happen under a lock on the run folder, so the launcher and
-    the training process never undo each other's writes. The state only moves forwards (queued,
-    running, then a final state): a write that would move it back, or change a final state,
-    changes nothing. The one exception is a resumed run: ``new_attempt`` moves a run that is not live
-    back to ``queued`` for another attempt, clearing its end time and error.
+    """Updates a run's ``status.json`` through the job state machine (``radiology.jobs.update_status``).
 
     Args:
         run_dir: the run folder.
         state: the new state, or None to add ``fields`` without changing it.
-        new_attempt: start another attempt of a run that is no longer live (``state`` must be ``queued``).
+        new_attempt: start another attempt of a run that is not live (``state`` must be ``queued``):
+            its end time, error and pid are cleared and ``attempt`` counts up.
         **fields: fields to set, such as ``pid``, ``started`` or ``error``.
 
     Returns:
@@ -109,28 +52,31 @@ def update_status(run_dir: str | Path, state: str | None = None, *, new_attempt:
     Raises:
         ValueError: ``state`` is not one of :data:`STATES`.
     """
-    if state is not None and state not in STATE_RANK:
-        raise ValueError(f"state must be one of {STATES}, got {state!r}")
-    run_dir = Path(run_dir)
-    fd = os.open(run_dir / STATUS_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        status = read_json(run_dir / "status.json", {}) or {}
-        current = status.get("state")
-        if new_attempt:
-            if state != "queued" or (current in LIVE_STATES and pid_alive(status.get("pid"), status.get("pid_start"))):
-                return status
-            status.update(ended=None, error=None, attempt=int(status.get("attempt", 1)) + 1)
-        elif state is not None and current in STATE_RANK:
-            if STATE_RANK[state] < STATE_RANK[current] or (STATE_RANK[current] == 2 and state != current):
-                return status
-        status.update(fields, updated=now())
-        if state is not None:
-            status["state"] = state
-        write_json_atomic(run_dir / "status.json", status)
-        return status
-    finally:
-        os.close(fd)
+    return jobs.update_status(Path(run_dir) / STATUS_FILE, state, restart=new_attempt, **fields)
+
+
+@dataclass
+class EvaluationRecord:
+    """One stored evaluation of a run: the training-time test (id ``training``), or a later one.
+
+    Its metrics name what they were measured on (see ``radiology.evaluation.measured_on``).
+    """
+
+    id: str
+    dir: Path
+
+    @cached_property
+    def metrics(self) -> dict:
+        """The evaluation's ``metrics.json`` (empty when unreadable)."""
+        return read_json(self.dir / "metrics.json", {}) or {}
+
+    def predictions(self) -> list[dict]:
+        """Rows of its ``predictions.csv``: path, label and one probability column per class."""
+        try:
+            with open(self.dir / "predictions.csv", newline="") as fh:
+                return list(csv.DictReader(fh))
+        except OSError:
+            return []
 
 
 @dataclass
@@ -143,13 +89,39 @@ class Run:
 
     @cached_property
     def metrics(self) -> dict | None:
-        """The test evaluation (``metrics.json``), or None before it exists."""
+        """The test evaluation made at training time (``metrics.json``), or None when there is none."""
         return read_json(self.dir / "metrics.json")
 
     @cached_property
     def card(self) -> dict | None:
         """The model card's summary (``card.json``: data, recipe, limits, targets) of a bundled model, or None."""
         return read_json(self.dir / "card.json")
+
+    def evaluations(self) -> list[EvaluationRecord]:
+        """The run's stored evaluations: the training-time test first, then later ones newest first."""
+        records = [EvaluationRecord("training", self.dir)] if (self.dir / "metrics.json").is_file() else []
+        folder = self.dir / EVALUATIONS_DIR
+        if folder.is_dir():
+            for d in sorted(folder.iterdir(), reverse=True):
+                if not d.name.startswith(".") and (d / "metrics.json").is_file():
+                    records.append(EvaluationRecord(d.name, d))
+        return records
+
+    def has_evaluations(self) -> bool:
+        """Whether the run has any stored evaluation, read without opening one."""
+        folder = self.dir / EVALUATIONS_DIR
+        return (self.dir / "metrics.json").is_file() or (
+            folder.is_dir() and any(not d.name.startswith(".") for d in folder.iterdir())
+        )
+
+    @property
+    def bf16_agreement(self) -> float | None:
+        """How often bf16 agreed with float32, from the training-time test, else the newest evaluation with it."""
+        for record in self.evaluations():
+            value = record.metrics.get("bf16_agreement")
+            if value is not None:
+                return value
+        return None
 
     @property
     def id(self) -> str:
@@ -164,17 +136,12 @@ class Run:
     @property
     def state(self) -> str:
         """The status, with a live status whose process has died read as ``failed``."""
-        state = self.status.get("state", "failed")
-        if state in LIVE_STATES and not pid_alive(self.status.get("pid"), self.status.get("pid_start")):
-            return "failed"
-        return state
+        return jobs.effective_state(self.status)
 
     @property
     def error(self) -> str | None:
         """Why the run failed, if it did."""
-        if self.status.get("state") in LIVE_STATES and self.state == "failed":
-            return f"the training process (pid {self.status.get('pid')}) died without finishing"
-        return self.status.get("error")
+        return jobs.died_message(self.status, "training") or self.status.get("error")
 
     @property
     def model_path(self) -> Path:
@@ -214,12 +181,8 @@ class Run:
             return ""
 
     def predictions(self) -> list[dict]:
-        """Rows of ``predictions.csv``: path, label and one probability column per class."""
-        try:
-            with open(self.dir / "predictions.csv", newline="") as fh:
-                return list(csv.DictReader(fh))
-        except OSError:
-            return []
+        """Rows of the training-time test's ``predictions.csv``: path, label and one probability column per class."""
+        return EvaluationRecord("training", self.dir).predictions()
 
 
 def read_history(path: Path) -> list[dict]:
@@ -241,7 +204,28 @@ def read_history(path: Path) -> list[dict]:
 def load_run(run_dir: str | Path) -> Run:
     """Reads one run folder; missing files read as empty."""
     run_dir = Path(run_dir).resolve()
-    return Run(run_dir, read_json(run_dir / "status.json", {}) or {}, read_json(run_dir / "config.json", {}) or {})
+    return Run(run_dir, read_json(run_dir / STATUS_FILE, {}) or {}, read_json(run_dir / "config.json", {}) or {})
+
+
+def new_run_dir(runs_dir: str | Path) -> Path:
+    """Creates a new, uniquely named run folder (named by :func:`radiology.jobs.new_id`, so by start time)."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    path = runs_dir / jobs.new_id()
+    path.mkdir()
+    return path
+
+
+def resumable(run: Run) -> str | None:
+    """Why ``run`` cannot be resumed, or None when it can.
+
+    A run can be resumed when it was cancelled, failed or killed after at least one completed epoch.
+    """
+    if run.state in (*LIVE_STATES, "succeeded"):
+        return f"run {run.id} is {run.state}"
+    if not (run.dir / LAST_CHECKPOINT).is_file():
+        return f"run {run.id} has no {LAST_CHECKPOINT}: it stopped before completing an epoch"
+    return None
 
 
 def list_runs(runs_dir: str | Path | None = None, *, include_bundled: bool = True) -> list[Run]:
@@ -331,17 +315,50 @@ class TrainingLock:
             self.fd = None
 
     def held_elsewhere(self) -> bool:
-        """Whether some process holds the lock now."""
-        if self.acquire():
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            self.release()
-            return False
-        return True
+        """Whether some process holds the lock now.
+
+        Probes with a shared lock, held for microseconds, so a launch at that instant is rarely refused.
+        """
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return True
+            raise
+        finally:
+            os.close(fd)
+        return False
+
+
+def _run_dirs_newest_first(runs_dir: Path):
+    if runs_dir.is_dir():
+        for d in sorted(runs_dir.iterdir(), reverse=True):
+            if d.is_dir() and not d.name.startswith("."):
+                yield d
 
 
 def running_run(runs_dir: str | Path | None = None) -> Run | None:
-    """The run that is queued or running now, if any."""
-    for run in list_runs(runs_dir, include_bundled=False):
-        if run.state in LIVE_STATES:
-            return run
+    """The run that is queued or running now, if any, read without reading the other runs.
+
+    A live run's process holds the training lock, so while the lock is free nothing is read; while it is
+    held, run statuses are read newest first until the live one (an estimate holds it too, and then every
+    status is read once).
+    """
+    runs_dir = Path(runs_dir) if runs_dir else settings.runs_dir()
+    if not (runs_dir / LOCK_FILE).exists() or not TrainingLock(runs_dir).held_elsewhere():
+        return None
+    for d in _run_dirs_newest_first(runs_dir):
+        if jobs.is_live(read_json(d / STATUS_FILE)):
+            return load_run(d)
+    return None
+
+
+def last_run(runs_dir: str | Path | None = None, *, kind: str = "training") -> Run | None:
+    """The newest run of ``kind`` (``training`` or ``imported``), reading statuses only until it is found."""
+    runs_dir = Path(runs_dir) if runs_dir else settings.runs_dir()
+    for d in _run_dirs_newest_first(runs_dir):
+        status = read_json(d / STATUS_FILE)
+        if isinstance(status, dict) and status.get("kind", "training") == kind:
+            return load_run(d)
     return None

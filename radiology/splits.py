@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from radiology.cache import DecodedImages, load_or_decode
-from radiology.datasets import DEFAULT_FRACTIONS, Dataset, discover
+from radiology.datasets import DEFAULT_FRACTIONS, DEFAULT_SEED, Dataset, discover
 from radiology.leakage import ValidationReport, validate
 from radiology.preprocess import PreprocessSpec
 
@@ -56,7 +56,7 @@ class CheckedSplits:
 def check_splits(
     root: str | Path,
     *,
-    seed: int = 42,
+    seed: int = DEFAULT_SEED,
     fractions=DEFAULT_FRACTIONS,
     spec: PreprocessSpec | None = None,
     cache_dir: str | Path | None = None,
@@ -93,9 +93,10 @@ def training_split(train_config: dict, *, seed: int | None = None) -> tuple[int,
         seed: a seed the user chose explicitly; it wins over the model's.
 
     Returns:
-        (seed, fractions): the explicit seed, else the model's, else 42; the model's fractions, else the defaults.
+        (seed, fractions): the explicit seed, else the model's, else ``DEFAULT_SEED``; the model's fractions,
+        else the defaults.
     """
-    chosen = seed if seed is not None else train_config.get("seed", 42)
+    chosen = seed if seed is not None else train_config.get("seed", DEFAULT_SEED)
     fractions = tuple(float(f) for f in train_config.get("fractions") or DEFAULT_FRACTIONS)
     return int(chosen), fractions
 

@@ -26,8 +26,9 @@ def dataset_dir(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A finished 1-epoch training run of the real architecture (weights none) on synthetic data."""
+    from radiology.registry import new_run_dir
     from training.config import TrainConfig
-    from training.trainer import new_run_dir, run_training
+    from training.trainer import run_training
 
     base = tmp_path_factory.mktemp("tiny")
     data = make_dataset(base / "data", per_class=8)

@@ -81,11 +81,12 @@ def test_page_runs_and_shows_headings(app_env, page):
 
 
 def test_home_shows_the_active_model(app_env):
-    """Home names the promoted run and its test accuracy."""
+    """Home names the promoted run and its accuracy, labelled by what it was measured on."""
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
     values = {m.label: m.value for m in at.metric}
     assert "Model 20260102-000000-bbbb" in [s.value for s in at.subheader]
-    assert values["Test accuracy"].endswith("%")
+    assert values["Accuracy"].endswith("%")
+    assert any(c.value.startswith("Measured on test split of ") and "at training time" in c.value for c in at.caption)
 
 
 def test_home_shows_the_bundled_card_summary(tiny_run, tmp_path, monkeypatch):
@@ -148,6 +149,24 @@ def test_training_page_refuses_paths_outside_the_data_root(app_env):
     assert any("outside the data root" in e.value for e in at.error)
 
 
+def test_training_page_defaults_are_the_configs(app_env):
+    """Every setting of the launch form starts at TrainConfig's default, workers and class weights included."""
+    from training.config import defaults
+
+    at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
+    d = defaults()
+    numbers = {n.label: n.value for n in at.number_input}
+    assert (
+        numbers["Seed"] == d["seed"] and numbers["Epochs"] == d["epochs"] and numbers["Batch size"] == d["batch_size"]
+    )
+    assert numbers["Loader threads"] == d["workers"] and numbers["Plateau patience (epochs)"] == d["lr_patience"]
+    assert (numbers["Validation %"], numbers["Test %"]) == (
+        round(d["fractions"][1] * 100),
+        round(d["fractions"][2] * 100),
+    )
+    assert {t.label: t.value for t in at.toggle}["Class weights"] is d["class_weights"]
+
+
 def test_training_page_validates_the_dataset(app_env):
     """Choosing the dataset shows its counts and a clean leakage report."""
     at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
@@ -160,16 +179,16 @@ def test_training_page_shows_the_estimate_and_offers_resume(app_env):
     a cancelled run with a last checkpoint can be resumed; the image-size line names the Grad-CAM grid."""
     import json
 
-    from training import clock
+    from training import estimate as estimate_module
     from training.config import TrainConfig
 
     runs = app_env / "runs"
     config = TrainConfig(data=str(app_env / "data" / "tiny"), runs_dir=str(runs))
     device = "TensorFlow on CPU (2 cores)"
-    estimate = clock.Estimate(8, 2, 2, 4.0, 12.0, 1.0, 5.0, "compute: float32", device, 8, 2, "t")
-    path = clock.estimate_path(config)
+    estimate = estimate_module.Estimate(8, 2, 2, 4.0, 12.0, 1.0, 5.0, "compute: float32", device, 8, 2, "t")
+    path = estimate_module.estimate_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"state": "done", "estimate": estimate.to_dict()}))
+    path.write_text(json.dumps({"state": "succeeded", "estimate": estimate.to_dict()}))
     stopped = runs / "20260103-000000-cccc"
     shutil.copytree(runs / "20260101-000000-aaaa", stopped)
     (stopped / "status.json").write_text(json.dumps({"state": "cancelled", "pid": 1}))
@@ -261,8 +280,8 @@ def test_evaluation_shows_the_share_flagged(app_env):
     """The evaluation page shows the share of test images the out-of-distribution gate flagged."""
     at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()
     values = {m.label: m.value for m in at.metric}
-    assert values["Test images flagged"].endswith("%")
-    assert any("test images flagged (by reason" in c.value for c in at.caption)
+    assert values["Images of the test split flagged"].endswith("%")
+    assert any("images of the test split flagged (by reason" in c.value for c in at.caption)
 
 
 def test_dataset_page_measures_source_predictability(app_env):
@@ -297,6 +316,11 @@ def test_session_explanations_are_bounded_by_bytes(tiny_run, tmp_path, monkeypat
     assert len(cache) == 1 and 0 < cache.bytes <= 300_000
 
 
+def status_job(run_dir: Path) -> str:
+    """The job id of a run's last background evaluation."""
+    return evaluation_job.read_status(run_dir)["job"]
+
+
 def test_evaluation_page_evaluates_a_run_in_the_background(app_env):
     """The page warns that another dataset may overlap training, starts a job, then shows its results."""
     run_dir = app_env / "runs" / "20260101-000000-aaaa"
@@ -314,7 +338,10 @@ def test_evaluation_page_evaluates_a_run_in_the_background(app_env):
     at.run()
     assert any(str((app_env / "data" / "tiny").resolve()) in c.value for c in at.caption)
     assert {m.label: m.value for m in at.metric}["Images"] == "12"
-    assert any(c.value.startswith("All images · ") for c in at.caption)
+    assert any(c.value.startswith("Measured on all images of ") for c in at.caption)
+    listed = at.dataframe[0].value  # the run's evaluations: the training-time test kept, the new one beside it
+    assert list(listed["evaluation"]) == ["training", status_job(run_dir)]
+    assert "at training time" in listed["measured on"][0] and "all images of" in listed["measured on"][1]
 
 
 def test_training_page_report_uses_the_chosen_split(app_env):

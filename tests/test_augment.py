@@ -5,7 +5,7 @@ import numpy as np
 from radiology.augment import augment_on_host
 from radiology.preprocess import PreprocessSpec
 from tests.factories import xray
-from training.trainer import batches
+from training.data import batches
 
 
 def test_host_augmentation_flips_and_rotates_within_15_degrees():

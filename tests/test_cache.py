@@ -89,3 +89,47 @@ def test_second_writer_of_the_same_key_uses_the_first_entry(tmp_path, monkeypatc
     monkeypatch.setattr(cache, "decode_files", real_decode)
     again, cached = cache.load_or_decode(paths, spec, tmp_path / "c")
     assert cached and np.array_equal(np.asarray(again.pixels), decoded.pixels)
+
+
+def test_cache_is_bounded_by_bytes_least_recently_used_first(tmp_path):
+    """Past the byte bound, the entries used least recently are deleted; reading an entry marks it used; the
+    entry just written stays even when it alone is over the bound; other folders are left alone."""
+    import os
+
+    make_dataset(tmp_path / "d", per_class=3)
+    paths = sorted(str(p) for p in (tmp_path / "d").rglob("*.png"))
+    root = tmp_path / "cache"
+    (root / "compute").mkdir(parents=True)
+    sizes = [32, 64, 96]
+    for i, side in enumerate(sizes):
+        cache.load_or_decode(paths, PreprocessSpec(height=side, width=side), root, max_bytes=10**9)
+        entry = root / cache.cache_key(paths, PreprocessSpec(height=side, width=side))
+        os.utime(entry / "meta.json", ns=(10**18 + i, 10**18 + i))  # written in this order
+    entries = {side: root / cache.cache_key(paths, PreprocessSpec(height=side, width=side)) for side in sizes}
+    cache.load_or_decode(paths, PreprocessSpec(height=32, width=32), root)  # 32 px is now the most recently used
+    size = {side: sum(f.stat().st_size for f in e.iterdir()) for side, e in entries.items()}
+    new = PreprocessSpec(height=128, width=128)
+    cache.load_or_decode(paths, new, root, max_bytes=size[32] + 2 * size[96])  # 128 px needs less than 2x 96 px
+    kept = {side for side, e in entries.items() if e.exists()}
+    assert kept == {32} and (root / cache.cache_key(paths, new)).is_dir() and (root / "compute").is_dir()
+    cache.load_or_decode(paths, PreprocessSpec(height=160, width=160), root, max_bytes=1)
+    assert [d.name for d in root.iterdir() if d.name != "compute"] == [cache.cache_key(paths, PreprocessSpec(160, 160))]
+
+
+def test_arrays_keep_readable_samples_of_known_classes_in_order(tmp_path):
+    """arrays() gives the pixels and class indices of the readable samples whose label is known, in sample order."""
+    from radiology.datasets import Sample
+
+    make_dataset(tmp_path / "d", per_class=2)
+    (tmp_path / "d" / "covid" / "bad.png").write_bytes(b"garbage")
+    paths = sorted(str(p) for p in (tmp_path / "d").rglob("*.png"))
+    decoded, _ = cache.load_or_decode(paths, PreprocessSpec(height=32, width=32), None)
+    samples = [Sample(p, p.split("/")[-2]) for p in reversed(paths)]
+    pixels, labels = decoded.arrays(samples, ("normal", "covid"))
+    wanted = [s for s in samples if s.label in ("normal", "covid") and "bad" not in s.path]
+    assert pixels.shape == (len(wanted), 32, 32) and pixels.dtype == np.uint8
+    assert labels.dtype == np.int32 and list(labels) == [("normal", "covid").index(s.label) for s in wanted]
+    index = decoded.index()
+    assert np.array_equal(pixels[0], decoded.pixels[index[wanted[0].path]])
+    kept, _ = decoded.readable(samples)
+    assert len(kept) == len(samples) - 1

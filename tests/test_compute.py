@@ -40,7 +40,7 @@ def test_choice_keeps_the_fastest_and_leaves_the_model_as_built(tmp_path):
 
     from radiology.model import build_model, compile_model
     from radiology.preprocess import PreprocessSpec
-    from training.trainer import batches
+    from training.data import batches
 
     spec = PreprocessSpec(height=32, width=32)
     rng = np.random.default_rng(0)

@@ -14,9 +14,11 @@ from radiology.evaluation import (
     comparison_table,
     interval_text,
     macro_f1_interval_text,
+    measured_on,
     misclassified,
     proportion_interval,
     recall_intervals,
+    save_evaluation,
     summary_row,
     write_evaluation,
 )
@@ -163,3 +165,44 @@ def test_misclassified_without_a_limit_keeps_every_mistake():
     """limit=None returns every wrong row, so the page can say how many it does not draw."""
     rows = [_row(f"{i}.png", "covid", "normal", [0.1, 0.8 - i / 100, 0.1]) for i in range(20)]
     assert len(misclassified(rows, NAMES)) == 12 and len(misclassified(rows, NAMES, limit=None)) == 20
+
+
+def test_a_saved_evaluation_is_a_record_of_its_own_beside_the_training_time_test(tmp_path):
+    """save_evaluation writes RUN/evaluations/ID/ and leaves metrics.json alone; the run lists both, training first."""
+    from radiology.registry import load_run
+
+    (tmp_path / "status.json").write_text(json.dumps({"state": "succeeded"}))
+    write_evaluation(
+        tmp_path,
+        {"n": 3, "split": "test", "source": "training", "data_root": "/d"},
+        [_row("a", "covid", "covid", (1, 0, 0))],
+    )
+    later = {"n": 1, "split": "val", "data_root": "/e", "evaluated": "2026-12-02T13:05:00+00:00", "source": "evaluate"}
+    folder = save_evaluation(tmp_path, "20261202-130500-abcd", later, [_row("b", "normal", "covid", (0.6, 0.4, 0))])
+    assert folder == tmp_path / "evaluations" / "20261202-130500-abcd"
+    assert json.loads((tmp_path / "metrics.json").read_text())["n"] == 3
+    records = load_run(tmp_path).evaluations()
+    assert [r.id for r in records] == ["training", "20261202-130500-abcd"]
+    assert records[1].metrics["id"] == records[1].id and records[1].predictions()[0]["path"] == "b"
+
+
+def test_measured_on_names_the_split_data_time_and_overlap():
+    """Every label says which split of which data, how many images, and when or that it was at training time."""
+    assert measured_on({"n": 9, "split": "test", "data_root": "/d", "source": "training"}) == (
+        "test split of /d at training time, 9 images"
+    )
+    later = {
+        "n": 4,
+        "split": "val",
+        "data_root": "/e",
+        "evaluated": "2026-12-02T13:05:00+00:00",
+        "split_matches_training": False,
+        "training_overlap": "this dataset differs from the one the model was trained on",
+    }
+    assert measured_on(later) == (
+        "validation split of /e, 4 images, 2026-12-02 13:05 UTC; "
+        "this dataset differs from the one the model was trained on"
+    )
+    assert "at training time" in measured_on(
+        {"n": 1, "split": "test", "data_root": "/d"}
+    )  # before records had a source

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from radiology import evaluation_job, registry
+from radiology import evaluation_job, jobs, registry
 from radiology.errors import EvaluationError
 from tests.factories import make_dataset
 
@@ -17,7 +17,7 @@ def test_status_never_goes_backwards_and_ignores_stale_jobs(tmp_path):
     evaluation_job.update_status(tmp_path, "a", "queued", pid=None)
     evaluation_job.update_status(tmp_path, "a", "succeeded", progress=1.0)
     status = evaluation_job.update_status(tmp_path, "a", "running", pid=os.getpid())
-    assert status["state"] == "succeeded" and status["pid"] == os.getpid()
+    assert status["state"] == "succeeded" and status["pid"] is None
     assert evaluation_job.update_status(tmp_path, "b", "failed", error="x")["state"] == "succeeded"
     assert evaluation_job.update_status(tmp_path, "c", "queued")["job"] == "c"
     assert evaluation_job.read_status(tmp_path)["state"] == "queued"
@@ -38,7 +38,7 @@ def test_a_reused_pid_reads_as_failed(tmp_path):
     other = subprocess.Popen(["sleep", "30"])
     try:
         evaluation_job.update_status(tmp_path, "a", "queued")
-        start = registry.process_start(other.pid)
+        start = jobs.process_start(other.pid)
         evaluation_job.update_status(tmp_path, "a", "running", pid=other.pid, pid_start=start + 1)
         assert evaluation_job.read_status(tmp_path)["state"] == "failed"
         evaluation_job.update_status(tmp_path, "a", pid_start=start)
@@ -58,7 +58,8 @@ def test_start_refuses_the_bundled_model(tiny_run, tmp_path, monkeypatch):
 
 
 def test_background_evaluation_succeeds_and_writes_metrics(tiny_run, tmp_path):
-    """A job started on a dataset reaches succeeded with progress 1 and leaves the new metrics in the run."""
+    """A job started on a dataset reaches succeeded with progress 1 and stores its metrics as an evaluation of
+    their own in the run, leaving the training-time metrics.json as it was."""
     run_dir = shutil.copytree(tiny_run, tmp_path / "runs" / "20260101-000000-eval")
     data = make_dataset(tmp_path / "data", per_class=3, splits=True)
     before = json.loads((run_dir / "metrics.json").read_text())
@@ -71,6 +72,40 @@ def test_background_evaluation_succeeds_and_writes_metrics(tiny_run, tmp_path):
     status = evaluation_job.read_status(run_dir)
     assert status["state"] == "succeeded", (status, (run_dir / "evaluation_console.txt").read_text()[-2000:])
     assert status["progress"] == 1.0 and isinstance(status["pid"], int)
-    m = registry.load_run(run_dir).metrics
-    assert m["split"] == "val" and m["n"] == 9 and m["data_root"] == str(data) and m != before
-    assert m["split_matches_training"] is False
+    run = registry.load_run(run_dir)
+    assert run.metrics == before  # the training-time test is kept
+    (record,) = [e for e in run.evaluations() if e.id != "training"]
+    m = record.metrics
+    assert record.id == status["job"] == status["evaluation"] and m["source"] == "evaluate"
+    assert m["split"] == "val" and m["n"] == 9 and m["data_root"] == str(data) and m["evaluated"]
+    assert m["split_matches_training"] is False and len(record.predictions()) == 9
+
+
+def test_two_starts_queue_one_evaluation(tmp_path, monkeypatch):
+    """Of two starts that both found no evaluation running (the check raced), only the first is queued and
+    spawned: the check and the queued write are one step under the status lock."""
+    import subprocess
+
+    run_dir = tmp_path / "runs" / "20260101-000000-aaaa"
+    run_dir.mkdir(parents=True)
+    (run_dir / "status.json").write_text(json.dumps({"state": "succeeded"}))
+    (run_dir / "model.keras").write_bytes(b"model")
+    monkeypatch.setattr(evaluation_job, "is_running", lambda _: False)  # both callers checked before either wrote
+    real_popen, spawned = subprocess.Popen, []
+
+    def fake_popen(args, **kwargs):
+        spawned.append(real_popen(["sleep", "30"]))
+        return spawned[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", fake_popen)
+    run = registry.load_run(run_dir)
+    try:
+        job = evaluation_job.start(run, tmp_path / "data")
+        with pytest.raises(EvaluationError, match="being evaluated already"):
+            evaluation_job.start(run, tmp_path / "other")
+        status = evaluation_job.read_status(run_dir)
+        assert status["job"] == job and status["data"] == str(tmp_path / "data") and len(spawned) == 1
+    finally:
+        for proc in spawned:
+            proc.kill()
+            proc.wait()

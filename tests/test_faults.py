@@ -271,8 +271,9 @@ def test_full_disk_fails_cleanly(tmp_path, monkeypatch):
     import errno
     import zipfile
 
+    from radiology.registry import new_run_dir
     from training.config import TrainConfig
-    from training.trainer import new_run_dir, run_training
+    from training.trainer import run_training
 
     data = make_dataset(tmp_path / "data", per_class=6)
 
@@ -400,6 +401,7 @@ def test_every_training_failure_is_recorded(tmp_path, monkeypatch, error):
     """An error of any type ends the run as failed with its type and message in status.json and its traceback
     in the log; run_training returns "failed", and raises again only an interrupt."""
     import training.trainer as trainer
+    from radiology.registry import new_run_dir
     from training.config import TrainConfig
 
     def fail(*a, **k):
@@ -407,7 +409,7 @@ def test_every_training_failure_is_recorded(tmp_path, monkeypatch, error):
 
     monkeypatch.setattr(trainer, "_train", fail)
     config = TrainConfig(data=str(tmp_path / "data"), epochs=1, weights="none", runs_dir=str(tmp_path / "runs"))
-    run_dir = trainer.new_run_dir(config.runs_dir)
+    run_dir = new_run_dir(config.runs_dir)
     if isinstance(error, Exception):
         assert trainer.run_training(config, run_dir) == "failed"
     else:

@@ -77,3 +77,31 @@ def test_atomic_folder_is_created_whole_or_not_at_all(tmp_path):
         (tmp / "a.npy").write_bytes(b"second")
     assert (entry / "a.npy").read_bytes() == b"first"
     assert os.listdir(tmp_path / "cache") == ["key"]
+
+
+def test_a_non_durable_write_is_atomic_without_fsync(tmp_path, monkeypatch):
+    """durable=False (progress, rewritten several times a second) replaces the file whole but never fsyncs."""
+    import json
+
+    from radiology import fsutil
+
+    synced = []
+    monkeypatch.setattr(fsutil, "_fsync_file", lambda p: synced.append(p))
+    monkeypatch.setattr(fsutil, "_fsync_dir", lambda p: synced.append(p))
+    fsutil.write_json_atomic(tmp_path / "progress.json", {"batch": 1}, durable=False)
+    assert synced == [] and json.loads((tmp_path / "progress.json").read_text()) == {"batch": 1}
+    fsutil.write_json_atomic(tmp_path / "status.json", {"state": "running"})
+    assert len(synced) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["progress.json", "status.json"]
+
+
+def test_csv_rows_with_different_keys_share_one_header(tmp_path):
+    """write_csv_atomic heads the file with every key in first-seen order; missing cells are empty."""
+    import csv
+
+    from radiology.fsutil import write_csv_atomic
+
+    write_csv_atomic(tmp_path / "h.csv", [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "val_loss": 0.7, "loss": 0.4}])
+    with open(tmp_path / "h.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["epoch", "loss", "val_loss"] and rows[0]["val_loss"] == "" and rows[1]["loss"] == "0.4"

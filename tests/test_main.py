@@ -75,13 +75,18 @@ def test_unknown_training_data_reads_as_null(capsys, tiny_run, tiny_model, tmp_p
 
 
 def test_save_writes_what_the_evaluation_page_reads(capsys, seed7_run, data):
-    """--save replaces metrics.json and predictions.csv in the run, with the split and the overlap recorded."""
+    """--save stores metrics.json and predictions.csv as an evaluation of its own in the run, naming the split,
+    the overlap with training and the time; the run's training-time metrics.json is kept as it was."""
+    before = (seed7_run / "metrics.json").read_text()
     code, out, _ = _evaluate(capsys, "--model", str(seed7_run), "--data", str(data), "--split", "val", "--save")
     assert code == 0
     run = registry.load_run(seed7_run)
-    m = run.metrics
+    assert (seed7_run / "metrics.json").read_text() == before
+    (record,) = [e for e in run.evaluations() if e.id != "training"]
+    m = record.metrics
     val = discover(data, seed=7, fractions=(0.5, 0.1, 0.4)).splits["val"]
-    assert {r["path"] for r in run.predictions()} == {Path(s.path).relative_to(data).as_posix() for s in val}
+    assert {r["path"] for r in record.predictions()} == {Path(s.path).relative_to(data).as_posix() for s in val}
+    assert m["evaluated"] and m["source"] == "evaluate" and m["id"] == record.id
     assert m["n"] == len(val) and m["split"] == "val"
     for key in ("class_names", "ci", "report", "confusion", "curves", "calibration", "split_method", "data_root"):
         assert key in m, key
@@ -141,3 +146,24 @@ def test_predict_reports_a_bad_image_and_goes_on(capsys, seed7_run, tmp_path):
     assert main(["predict", str(good), str(bad), "--model", str(seed7_run)]) == 1
     out, err = capsys.readouterr()
     assert out.startswith(f"{good}: ") and f"{bad}: error: " in err
+
+
+@pytest.mark.parametrize("error", [KeyError("p_covid"), RuntimeError("boom"), MemoryError()])
+def test_evaluate_save_records_any_failure_then_raises_it(tmp_path, monkeypatch, error):
+    """An unexpected error of --save is recorded in the evaluation status with its type and message, then
+    raised again; the status never stays at running."""
+    import radiology.__main__ as cli
+
+    run_dir = tmp_path / "runs" / "r"
+    run_dir.mkdir(parents=True)
+    (run_dir / "status.json").write_text(json.dumps({"state": "succeeded"}))
+    (run_dir / "model.keras").write_bytes(b"model")
+
+    def fail(*args):
+        raise error
+
+    monkeypatch.setattr(cli, "_evaluate", fail)
+    with pytest.raises(type(error)):
+        main(["evaluate", "--model", str(run_dir), "--data", str(tmp_path), "--save"])
+    status = json.loads((run_dir / "evaluation_status.json").read_text())
+    assert status["state"] == "failed" and status["error"] == (f"{type(error).__name__}: {error}".rstrip(": "))

@@ -15,6 +15,7 @@ from radiology.model import (
     load_model,
     predict_images,
     read_checkpoint_state,
+    read_metadata,
     save_checkpoint,
     save_model,
 )
@@ -245,3 +246,34 @@ def test_a_model_without_an_image_input_is_refused(tmp_path):
     keras.Model(inp, keras.layers.Dense(3, activation="softmax")(inp)).save(tmp_path / "flat.keras")
     with pytest.raises(ModelLoadError, match=r"expected one image input .* got \(None, 8\)"):
         load_model(tmp_path / "flat.keras")
+
+
+def test_metadata_round_trips_through_a_dict():
+    """from_dict(to_dict()) gives back every field, assumed and the gate's statistics included."""
+    meta = ModelMetadata(
+        ("a", "b"),
+        PreprocessSpec(height=64, width=64),
+        train_config={"seed": 7},
+        data_fingerprint="f",
+        created="t",
+        name="n",
+        assumed=True,
+        weights_dtype="float16",
+        ood={"layer": "x"},
+        temperature=1.5,
+    )
+    assert ModelMetadata.from_dict(meta.to_dict()) == meta
+
+
+def test_read_metadata_needs_no_model_build(model, tmp_path, monkeypatch):
+    """read_metadata gives the saved metadata without Keras loading the model; a bare file reads as assumed."""
+    meta = ModelMetadata(("x", "y", "z"), train_config={"seed": 7}, data_fingerprint="f")
+    path = save_model(model, tmp_path / "m.keras", meta)
+    monkeypatch.setattr(keras.saving, "load_model", lambda *a, **k: pytest.fail("built the model"))
+    got = read_metadata(path)
+    assert got.class_names == ("x", "y", "z") and got.train_config == {"seed": 7} and got.data_fingerprint == "f"
+    with pytest.raises(ModelLoadError, match="model file not found"):
+        read_metadata(tmp_path / "none.keras")
+    (tmp_path / "bad.keras").write_bytes(b"not a zip")
+    with pytest.raises(ModelLoadError, match="not a Keras model file"):
+        read_metadata(tmp_path / "bad.keras")

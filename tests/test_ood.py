@@ -289,10 +289,12 @@ def test_predict_cli_reports_the_gate(tiny_run, tmp_path):
 
 
 def test_fit_ood_cli_fits_an_older_run(tiny_run, tmp_path):
-    """fit-ood fits a run saved without statistics on its own split, stores them and adds the share to metrics.json."""
+    """fit-ood fits a run saved without statistics on its own split, stores them, and stores its test-split
+    numbers as an evaluation of their own instead of merging them into the training-time metrics.json."""
     from dataclasses import replace
 
     from radiology.model import save_model
+    from radiology.registry import load_run
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -307,4 +309,7 @@ def test_fit_ood_cli_fits_an_older_run(tiny_run, tmp_path):
     assert "th percentile of" in out.stdout and "on the test split" in out.stdout
     fitted = ood.load_stats(load_model(run / "model.keras").metadata)
     assert np.allclose(fitted.means, ood.load_stats(old.metadata).means, atol=1e-4)
-    assert json.loads((run / "metrics.json").read_text())["ood"]["available"]
+    assert "ood" not in json.loads((run / "metrics.json").read_text())  # the training-time evaluation is kept
+    (record,) = [e for e in load_run(run).evaluations() if e.id != "training"]
+    assert record.metrics["source"] == "fit-ood" and record.metrics["ood"]["available"]
+    assert record.metrics["split"] == "test" and record.metrics["evaluated"]

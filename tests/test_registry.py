@@ -1,13 +1,13 @@
 """Tests for radiology.registry: run status, dead processes, the active pointer and the lock."""
 
 import json
-import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from radiology import fsutil, registry
+from radiology import fsutil, jobs, registry
 
 
 def _run(runs, name, state, pid=None, model=True):
@@ -32,14 +32,50 @@ def test_list_runs_newest_first_and_dead_pid_reads_failed(tmp_path):
 
 
 def test_live_pid_reads_running(tmp_path):
-    """A running run whose process lives reads as running."""
+    """A running run whose process lives, and holds the training lock, reads as running."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    holder = registry.TrainingLock(tmp_path)  # what the run's process holds
     try:
         _run(tmp_path, "r1", "running", pid=proc.pid)
+        assert registry.running_run(tmp_path) is None  # the lock is free: no run can be live
+        assert holder.acquire()
         assert registry.running_run(tmp_path).id == "r1"
     finally:
+        holder.release()
         proc.kill()
         proc.wait()
+
+
+def test_the_live_run_is_found_without_reading_the_others(tmp_path, monkeypatch):
+    """While no training holds the lock no run folder is read; while one does, only statuses are read, newest
+    first, up to the live run; the last training run skips newer imported ones."""
+    proc = subprocess.Popen(["sleep", "30"])
+    for i in range(5):
+        _run(tmp_path, f"2026010{i}-000000-aaaa", "succeeded")
+    live = _run(tmp_path, "20260109-000000-live", "running", pid=proc.pid)
+    (tmp_path / "20260110-000000-impo" / "status.json").parent.mkdir()
+    (tmp_path / "20260110-000000-impo" / "status.json").write_text(
+        json.dumps({"state": "succeeded", "kind": "imported"})
+    )
+    read = []
+    real = registry.read_json
+    monkeypatch.setattr(
+        registry, "read_json", lambda path, default=None: read.append(Path(path)) or real(path, default)
+    )
+    holder = registry.TrainingLock(tmp_path)
+    try:
+        assert registry.running_run(tmp_path) is None and read == []
+        assert holder.acquire()
+        assert registry.running_run(tmp_path).id == live.name
+        assert [p.parent.name for p in read if p.name == "status.json"][:2] == ["20260110-000000-impo", live.name]
+        older = {f"2026010{i}-000000-aaaa" for i in range(5)}
+        assert not any(p.parent.name in older for p in read)
+    finally:
+        holder.release()
+        proc.kill()
+        proc.wait()
+    assert registry.last_run(tmp_path).id == live.name
+    assert registry.last_run(tmp_path, kind="imported").id == "20260110-000000-impo"
 
 
 def test_set_active_is_atomic_and_checked(tmp_path, monkeypatch):
@@ -113,49 +149,19 @@ def test_progress_fractions(tmp_path):
     assert run.progress_fractions() == (0.0, 0.0)
 
 
-def test_status_never_moves_backwards(tmp_path):
-    """queued, running, then a final state: a write that moves back or changes a final state changes nothing."""
-    assert registry.update_status(tmp_path, "queued", pid=1)["state"] == "queued"
-    assert registry.update_status(tmp_path, "running", pid=2)["state"] == "running"
-    assert registry.update_status(tmp_path, "queued", pid=3) == {"state": "running", "pid": 2, **_updated(tmp_path)}
-    assert registry.update_status(tmp_path, pid=4)["state"] == "running"  # fields alone keep the state
-    assert registry.update_status(tmp_path, "failed", error="MemoryError")["state"] == "failed"
-    for later in ("running", "queued", "succeeded", "cancelled"):
-        assert registry.update_status(tmp_path, later, error=None)["state"] == "failed"
-    status = json.loads((tmp_path / "status.json").read_text())
-    assert status["state"] == "failed" and status["error"] == "MemoryError" and status["pid"] == 4
-    with pytest.raises(ValueError, match="state must be one of .* got 'done'"):
-        registry.update_status(tmp_path, "done")
-
-
-def _updated(run_dir):
-    return {"updated": json.loads((run_dir / "status.json").read_text())["updated"]}
-
-
-def test_process_start_names_one_process():
-    """The start time read from /proc is stable for a process and differs for a later one."""
-    me = registry.process_start(os.getpid())
-    assert isinstance(me, int) and me == registry.process_start(os.getpid())
-    proc = subprocess.Popen(["sleep", "30"])
-    try:
-        assert registry.process_start(proc.pid) >= me
-        assert registry.pid_alive(proc.pid, registry.process_start(proc.pid))
-    finally:
-        proc.kill()
-        proc.wait()
-    assert registry.process_start(proc.pid) is None and registry.process_start(None) is None
-
-
 def test_reused_pid_reads_failed(tmp_path):
     """A running run whose pid now belongs to another process (another start time) reads as failed."""
     other = subprocess.Popen(["sleep", "30"])
     try:
-        start = registry.process_start(other.pid)
+        start = jobs.process_start(other.pid)
         d = _run(tmp_path, "reused", "running", pid=other.pid)
         (d / "status.json").write_text(json.dumps({"state": "running", "pid": other.pid, "pid_start": start - 1}))
         run = registry.load_run(d)
         assert run.state == "failed" and "died" in run.error
+        holder = registry.TrainingLock(tmp_path)
+        assert holder.acquire()
         assert registry.running_run(tmp_path) is None
+        holder.release()
         (d / "status.json").write_text(json.dumps({"state": "running", "pid": other.pid, "pid_start": start}))
         assert registry.load_run(d).state == "running"
     finally:

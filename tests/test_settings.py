@@ -88,3 +88,16 @@ def test_command_lines_from_another_folder_share_the_apps_lock_and_active_model(
     probs = json.loads(out.stdout)["probabilities"]
     expected = predict_images(tiny_model, [decode_image(str(image))])[0]
     assert np.allclose([probs[c] for c in tiny_model.metadata.class_names], expected, atol=1e-4)
+
+
+def test_cache_bound_defaults_to_4_gib_and_refuses_nonsense(monkeypatch):
+    """RADIOLOGY_CACHE_MAX_BYTES sets the decode cache's bound; unset it is 4 GiB; a bad value is named."""
+    import pytest
+
+    monkeypatch.delenv("RADIOLOGY_CACHE_MAX_BYTES", raising=False)
+    assert settings.cache_max_bytes() == 4 * 2**30
+    monkeypatch.setenv("RADIOLOGY_CACHE_MAX_BYTES", "1000")
+    assert settings.cache_max_bytes() == 1000
+    monkeypatch.setenv("RADIOLOGY_CACHE_MAX_BYTES", "lots")
+    with pytest.raises(ValueError, match="must be a positive number of bytes, got 'lots'"):
+        settings.cache_max_bytes()

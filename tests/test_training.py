@@ -147,8 +147,8 @@ def test_augmentation_placement_follows_the_backend(monkeypatch):
 def test_run_survives_its_launcher_and_repeats_with_the_same_seed(tmp_path):
     """A run launched by a process that then exits (an app restart) goes on and finishes; it gives the same
     losses and test predictions as a foreground run with the same config and seed."""
-    from radiology.registry import read_history
-    from training.trainer import new_run_dir, run_training
+    from radiology.registry import new_run_dir, read_history
+    from training.trainer import run_training
 
     data = make_dataset(tmp_path / "data", per_class=10)
     runs = tmp_path / "runs"
@@ -169,34 +169,54 @@ def test_run_survives_its_launcher_and_repeats_with_the_same_seed(tmp_path):
     assert (foreground / "predictions.csv").read_text() == (background / "predictions.csv").read_text()
 
 
-def test_cli_defaults_match_the_config():
-    """Every option of python -m training defaults to the TrainConfig default."""
-    from training.__main__ import parse_args
+def test_cli_options_are_the_config_fields_with_their_defaults_and_help():
+    """python -m training has one option per TrainConfig field, defaulting to the field's default and helped by
+    its docstring; the split fractions and lr_patience can be set."""
+    from dataclasses import fields
+
+    from training.__main__ import _config, parse_args
+    from training.config import defaults, field_help
 
     args = parse_args(["--data", "x"])
-    defaults = TrainConfig(data="x")
-    for name in (
-        "epochs",
-        "batch_size",
-        "lr",
-        "trainable_layers",
-        "weights",
-        "seed",
-        "augment",
-        "augment_on",
-        "workers",
-        "class_weights",
-        "mixed_precision",
-        "image_size",
-        "compute",
-    ):
-        assert getattr(args, name) == getattr(defaults, name), name
+    for name, value in defaults().items():
+        assert getattr(args, name) == value, name
+    helps = field_help()
+    assert set(helps) == {f.name for f in fields(TrainConfig)}
+    assert helps["runs_dir"].startswith("where run folders are created") and "``" not in helps["compute"]
+    config = _config(parse_args(["--data", "x", "--fractions", "0.6", "0.2", "0.2", "--lr-patience", "5"]))
+    assert config.fractions == (0.6, 0.2, 0.2) and config.lr_patience == 5
+    assert _config(parse_args(["--data", "x", "--no-augment", "--class-weights"])).augment is False
+    assert _config(args) == TrainConfig(data="x")
+
+
+def test_cli_resume_takes_the_lock_of_the_runs_folder_the_run_is_in(tmp_path, monkeypatch):
+    """A command-line resume locks the folder the run is in, as the app's resume does, not the runs_dir its
+    config named: a training in that folder blocks it."""
+    import training.trainer
+    from radiology.registry import TrainingLock
+    from training.__main__ import main
+
+    stopped = tmp_path / "moved" / "20260101-000000-aaaa"
+    stopped.mkdir(parents=True)
+    TrainConfig(data="x", runs_dir=str(tmp_path / "elsewhere")).save(stopped / "config.json")
+    (stopped / "status.json").write_text(json.dumps({"state": "cancelled", "pid": 1}))
+    (stopped / "last.keras").write_bytes(b"checkpoint")
+    monkeypatch.setattr(training.trainer, "run_training", lambda *a, **k: "succeeded")
+    holder = TrainingLock(tmp_path / "moved")
+    assert holder.acquire()
+    try:
+        assert main(["--resume", str(stopped)]) == 2
+    finally:
+        holder.release()
+    assert main(["--resume", str(stopped)]) == 0
 
 
 def test_launch_writes_queued_before_the_child_starts_and_never_undoes_running(tmp_path, monkeypatch):
     """The run reads queued before its process starts; a child that reports running at once stays running."""
-    import training.launch as launch_module
-    from radiology.registry import process_start, read_json, update_status
+    from radiology import jobs
+    from radiology.fsutil import read_json
+    from radiology.jobs import process_start
+    from radiology.registry import update_status
 
     real_popen = subprocess.Popen
     seen, children = [], []
@@ -209,7 +229,7 @@ def test_launch_writes_queued_before_the_child_starts_and_never_undoes_running(t
         update_status(run_dir, "running", pid=child.pid, pid_start=process_start(child.pid))
         return child
 
-    monkeypatch.setattr(launch_module.subprocess, "Popen", fast_child)
+    monkeypatch.setattr(jobs.subprocess, "Popen", fast_child)
     try:
         run = launch(TrainConfig(data="x", weights="none", runs_dir=str(tmp_path / "runs")))
         assert seen == ["queued"]
@@ -226,7 +246,7 @@ def test_cancel_never_signals_a_process_that_reused_the_pid(tmp_path):
     with the run's own start time it is signalled."""
     import signal
 
-    from radiology.registry import process_start
+    from radiology.jobs import process_start
 
     other = subprocess.Popen(["sleep", "30"])
     try:
@@ -294,7 +314,7 @@ def test_resume_child_trusts_the_launcher(tmp_path, monkeypatch):
     import os
 
     import training.trainer
-    from radiology.registry import process_start
+    from radiology.jobs import process_start
     from training.__main__ import main
 
     stopped = tmp_path / "runs" / "20260101-000000-aaaa"
@@ -363,3 +383,145 @@ def test_training_cli_reports_a_failed_run_in_one_error_line(tmp_path):
     assert len(errors) == 1 and "log.txt" in errors[0], out.stderr
     (log,) = (tmp_path / "runs").glob("*/log.txt")
     assert "Traceback (most recent call last)" in log.read_text()
+
+
+def _tiny_fit(run_dir: Path, cancel_at: tuple[str, int, int], *, epochs: int = 3):
+    """Fits a small dense model with the run's callbacks, writing the cancel file at (phase, epoch, batch).
+
+    Returns:
+        the (epoch, batch) of every validation batch run.
+    """
+    import keras
+    import numpy as np
+
+    from radiology.model import ModelMetadata
+    from radiology.registry import CANCEL_FILE
+    from training.callbacks import FitContext, RunMonitor, make_callbacks
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 4)).astype("float32"), rng.integers(0, 3, 16)
+    xv, yv = rng.normal(size=(16, 4)).astype("float32"), rng.integers(0, 3, 16)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    validated, epoch_now = [], [0]
+    phase, at_epoch, at_batch = cancel_at
+
+    class CancelAt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            epoch_now[0] = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if (phase, epoch_now[0], batch) == ("train", at_epoch, at_batch):
+                (run_dir / CANCEL_FILE).touch()
+
+        def on_test_batch_end(self, batch, logs=None):
+            validated.append((epoch_now[0], batch))
+            if (phase, epoch_now[0], batch) == ("val", at_epoch, at_batch):
+                (run_dir / CANCEL_FILE).touch()
+
+    ctx = FitContext(run_dir, ModelMetadata(), 8, 2, 16, 16, "val_accuracy", 2)
+    callbacks = [CancelAt(), *make_callbacks(RunMonitor(run_dir, epochs), ctx)]
+    model.fit(x, y, batch_size=2, validation_data=(xv, yv), epochs=epochs, callbacks=callbacks, verbose=0)
+    return validated
+
+
+def test_cancel_during_validation_stops_it_and_keeps_the_trained_epoch(tmp_path):
+    """A cancel in the second epoch's validation stops it after the current batch; that epoch's training is
+    kept for a resume (last.keras at epoch 2) but its partial validation is not recorded nor picks the best."""
+    from radiology.model import read_checkpoint_state
+    from radiology.registry import read_history
+
+    validated = _tiny_fit(tmp_path, ("val", 1, 2))
+    assert validated == [(0, b) for b in range(8)] + [(1, 0), (1, 1), (1, 2)]
+    assert read_checkpoint_state(tmp_path / "last.keras")["epoch"] == 2
+    rows = read_history(tmp_path / "history.csv")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert "val_accuracy" in rows[0] and "val_accuracy" not in rows[1] and "loss" in rows[1]
+    # the counted epochs are in the run's TensorBoard event files too
+    assert list((tmp_path / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "tensorboard" / "validation").glob("events.out.tfevents.*"))
+
+
+def test_cancel_during_training_skips_validation_and_does_not_count_the_epoch(tmp_path):
+    """A cancel mid-epoch stops training after the current batch, validates at most one batch, and the cut
+    epoch is not counted: last.keras stays at the epoch before."""
+    from radiology.model import read_checkpoint_state
+    from radiology.registry import read_history
+
+    validated = _tiny_fit(tmp_path, ("train", 1, 3))
+    assert validated == [(0, b) for b in range(8)] + [(1, 0)]
+    assert read_checkpoint_state(tmp_path / "last.keras")["epoch"] == 1
+    assert [r["epoch"] for r in read_history(tmp_path / "history.csv")] == [1]
+
+
+def test_launch_and_resume_never_record_the_apps_pid(tmp_path, monkeypatch):
+    """Until its child starts, a launched or resumed run records no pid, never the app's own: a Cancel in that
+    window cannot send SIGTERM to the app. The child's own pid is recorded once it starts."""
+    import signal
+
+    from radiology.fsutil import read_json
+    from training.launch import resume
+
+    real_popen = subprocess.Popen
+    seen, children, signalled = [], [], []
+
+    def child(args, **kwargs):
+        run_dir = Path(args[args.index("--run-dir" if "--run-dir" in args else "--resume") + 1])
+        seen.append((read_json(run_dir / "status.json") or {}).get("pid"))
+        cancel(load_run(run_dir))  # the user cancels before the child is known
+        proc = real_popen(["sleep", "30"])
+        children.append(proc)
+        return proc
+
+    monkeypatch.setattr(subprocess, "Popen", child)
+    previous = signal.signal(signal.SIGTERM, lambda *_: signalled.append(True))
+    try:
+        run = launch(TrainConfig(data="x", weights="none", runs_dir=str(tmp_path / "runs")))
+        assert run.status["pid"] == children[0].pid
+        children[0].kill()
+        children[0].wait()
+        update = {"state": "cancelled", "pid": children[0].pid}
+        (run.dir / "status.json").write_text(json.dumps(update))
+        (run.dir / "last.keras").write_bytes(b"checkpoint")
+        resumed = resume(load_run(run.dir))
+        assert resumed.status["pid"] == children[1].pid
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for proc in children:
+            proc.kill()
+            proc.wait()
+    assert seen == [None, None] and not signalled
+
+
+def test_training_cli_records_any_failure_then_raises_it(tmp_path, monkeypatch):
+    """The training CLI records every failure of a launched run or estimate in its status, with its type and
+    message: an estimate record without a config (KeyError), an estimate that crashes, an unreadable config."""
+    import training.estimate
+    from radiology import jobs
+    from training.__main__ import main
+
+    record = tmp_path / "estimate.json"
+    jobs.update_status(record, "queued", job="e1", restart=True)
+    with pytest.raises(KeyError):
+        main(["--estimate-file", str(record)])
+    status = jobs.read_status(record)
+    assert status["state"] == "failed" and status["error"] == "KeyError: 'config'"
+
+    def crash(config, progress=None):
+        raise RuntimeError("out of threads")
+
+    monkeypatch.setattr(training.estimate, "estimate_run", crash)
+    config = TrainConfig(data="x", runs_dir=str(tmp_path / "runs"))
+    jobs.update_status(record, "queued", job="e2", restart=True, config=config.to_dict())
+    with pytest.raises(RuntimeError):
+        main(["--estimate-file", str(record)])
+    assert jobs.read_status(record)["error"] == "RuntimeError: out of threads"
+
+    run_dir = tmp_path / "runs" / "20260101-000000-aaaa"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text("{not json")
+    jobs.update_status(run_dir / "status.json", "queued", restart=True)
+    assert main(["--run-dir", str(run_dir), "--lock-fd", "99"]) == 1
+    status = load_run(run_dir).status
+    assert status["state"] == "failed" and status["error"].startswith("JSONDecodeError: ")

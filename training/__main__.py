@@ -21,46 +21,48 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 EXIT = {"succeeded": 0, "failed": 1, "busy": 2, "cancelled": 3}
 
 
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per ``TrainConfig`` field, its default and help taken from the field and its docstring.
+
+    ``--epochs N`` sets ``epochs``; a field that defaults to True is turned off by ``--no-NAME``, one that
+    defaults to False on by ``--NAME``; ``--fractions TRAIN VAL TEST`` takes three numbers.
+    """
+    from dataclasses import fields
+
+    from training.config import CHOICES, TrainConfig, defaults, field_help
+
+    default, helps = defaults(), field_help()
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        text = helps.get(f.name, "")
+        if f.name not in default:  # data: required unless the run or estimate is given otherwise
+            parser.add_argument(flag, help=text)
+        elif isinstance(default[f.name], bool):
+            if default[f.name]:
+                parser.add_argument(f"--no-{flag[2:]}", dest=f.name, action="store_false", help=f"turn off: {text}")
+            else:
+                parser.add_argument(flag, action="store_true", help=text)
+        elif isinstance(default[f.name], tuple):
+            kind = type(default[f.name][0])
+            metavar = ("TRAIN", "VAL", "TEST") if f.name == "fractions" else None
+            parser.add_argument(
+                flag, type=kind, nargs=len(default[f.name]), default=default[f.name], metavar=metavar, help=text
+            )
+        else:
+            parser.add_argument(
+                flag, type=type(default[f.name]), default=default[f.name], choices=CHOICES.get(f.name), help=text
+            )
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """Parses the command line."""
     p = argparse.ArgumentParser(
         prog="python -m training", description="Train the VGG16 transfer model on a dataset folder."
     )
-    p.add_argument("--data", help="dataset folder: class folders, or train/val/test folders of class folders")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--trainable-layers", type=int, default=6, help="VGG16 layers left trainable, from the end")
-    p.add_argument("--weights", default="imagenet", help="imagenet, none, or a path to a weights file")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--no-augment", dest="augment", action="store_false", help="turn off flip and rotation")
-    p.add_argument(
-        "--augment-on",
-        choices=["auto", "model", "host"],
-        default="auto",
-        help="augment in the model (Keras layers) or in loader threads; auto: host on JAX, else model",
-    )
-    p.add_argument("--workers", type=int, default=1, help="loader threads")
-    p.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
-    p.add_argument(
-        "--mixed-precision",
-        action="store_true",
-        help="allow bfloat16 compute; used only where the device has it and it times faster",
-    )
-    p.add_argument("--image-size", type=int, default=224, help="input side in pixels, a multiple of 32 (notebook: 224)")
-    p.add_argument(
-        "--compute",
-        choices=["auto", "float32", "xla"],
-        default="auto",
-        help="auto: time float32 with and without XLA (and bf16 if allowed) at the start and keep the fastest",
-    )
+    add_config_options(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last completed epoch")
     p.add_argument("--estimate", action="store_true", help="time these settings here and print the run's duration")
     p.add_argument("--estimate-file", help=argparse.SUPPRESS)  # an estimate record prepared by training.launch
-    p.add_argument(
-        "--runs-dir", default="", help="where runs live (default: $RADIOLOGY_RUNS_DIR, else runs/ in the project)"
-    )
-    p.add_argument("--cache-dir", default="", help="decode cache (default RUNS_DIR/.cache)")
     p.add_argument("--run-dir", help=argparse.SUPPRESS)  # a run folder prepared by training.launch
     p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # the lock handed over by training.launch
     args = p.parse_args(argv)
@@ -70,54 +72,45 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _config(args) -> TrainConfig:
+    from dataclasses import fields
+
     from training.config import TrainConfig
 
-    return TrainConfig(
-        data=args.data,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        trainable_layers=args.trainable_layers,
-        weights=args.weights,
-        seed=args.seed,
-        augment=args.augment,
-        augment_on=args.augment_on,
-        workers=args.workers,
-        class_weights=args.class_weights,
-        mixed_precision=args.mixed_precision,
-        image_size=args.image_size,
-        compute=args.compute,
-        runs_dir=args.runs_dir,
-        cache_dir=args.cache_dir,
-    )
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
 
 
 def main(argv=None) -> int:
-    """Runs the command; returns the exit status (0 succeeded, 1 failed, 2 busy, 3 cancelled)."""
+    """Runs the command; returns the exit status (0 succeeded, 1 failed, 2 busy, 3 cancelled).
+
+    A failure of a run or estimate that has a status file is recorded there, with its type and message,
+    whatever its type; a user's error (an unreadable config) is then printed, anything else raised again.
+    """
     args = parse_args(argv)
+    from radiology import jobs
     from radiology.errors import RadiologyError
-    from radiology.registry import TrainingLock, load_run
+    from radiology.registry import STATUS_FILE, TrainingLock, load_run, new_run_dir, resumable
     from training.config import TrainConfig
     from training.launch import busy_message
-    from training.trainer import new_run_dir, resumable, run_training
+    from training.trainer import run_training
 
+    if args.estimate_file:
+        return _estimate(args, None)
     run_dir = Path(args.resume or args.run_dir) if (args.resume or args.run_dir) else None
     try:
-        if args.estimate_file:
-            return _estimate(args, None)
-        if run_dir is not None:
-            config = TrainConfig.load(run_dir / "config.json")
-        else:
-            config = _config(args)
+        with jobs.recording(run_dir / STATUS_FILE if run_dir is not None else None):
+            config = TrainConfig.load(run_dir / "config.json") if run_dir is not None else _config(args)
         if args.lock_fd is None:  # a child of the app's launcher records its failure in the run's folder instead
             _check_data(config)
     except (RadiologyError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT["failed"]
     if args.lock_fd is None:
-        lock = TrainingLock(config.runs_dir)
+        # the lock of the runs folder the run is in, as training.launch takes it: a resumed run's own
+        # folder, not the runs_dir its config named when it started
+        runs_dir = run_dir.resolve().parent if args.resume else Path(config.runs_dir)
+        lock = TrainingLock(runs_dir)
         if not lock.acquire():
-            print(f"refused: {busy_message(Path(config.runs_dir))}", file=sys.stderr)
+            print(f"refused: {busy_message(runs_dir)}", file=sys.stderr)
             return EXIT["busy"]
         if args.estimate:
             return _estimate(args, config)
@@ -170,32 +163,41 @@ def _below_error(record: logging.LogRecord) -> bool:
 
 
 def _estimate(args, config) -> int:
-    """Times the settings, prints the estimate, and records it where the Training page finds it."""
+    """Times the settings, prints the estimate, and records it where the Training page finds it.
+
+    With ``--estimate-file`` the record, queued by ``training.launch.estimate``, gives the config and the
+    job; otherwise this process queues a new record itself. Any failure is recorded in it.
+    """
+    from radiology import jobs
     from radiology.errors import RadiologyError
-    from radiology.registry import now, read_json, write_json_atomic
-    from training.clock import describe, estimate_path, estimate_run
+    from radiology.fsutil import read_json
     from training.config import TrainConfig
+    from training.estimate import describe, estimate_path, estimate_run
 
     if args.estimate_file:
         path = Path(args.estimate_file)
-        config = TrainConfig.from_dict(read_json(path, {})["config"])
+        job = (read_json(path, {}) or {}).get("job")
     else:
         path = estimate_path(config)
         path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"state": "running", "pid": os.getpid(), "started": now(), "config": config.to_dict()}
-    write_json_atomic(path, record)
-
-    def say(phase):
-        print(f"{phase}…", flush=True)
-        write_json_atomic(path, {**record, "phase": phase})
-
+        job = jobs.new_id()
+        jobs.update_status(path, "queued", job=job, restart=True, queued=jobs.now(), config=config.to_dict())
+    pid = os.getpid()
     try:
-        estimate = estimate_run(config, progress=say)
+        with jobs.recording(path, job=job):
+            if config is None:
+                config = TrainConfig.from_dict(read_json(path, {})["config"])
+            jobs.update_status(path, "running", job=job, pid=pid, pid_start=jobs.process_start(pid), started=jobs.now())
+
+            def say(phase):
+                print(f"{phase}…", flush=True)
+                jobs.update_status(path, job=job, phase=phase)
+
+            estimate = estimate_run(config, progress=say)
     except (RadiologyError, ValueError, OSError) as exc:
-        write_json_atomic(path, {**record, "state": "failed", "error": f"{type(exc).__name__}: {exc}"})
         print(f"error: {exc}", file=sys.stderr)
         return EXIT["failed"]
-    write_json_atomic(path, {**record, "state": "done", "ended": now(), "estimate": estimate.to_dict()})
+    jobs.update_status(path, "succeeded", job=job, ended=jobs.now(), estimate=estimate.to_dict())
     print(f"{describe(estimate, config.epochs)}\nHow: {estimate.method()}".replace("**", ""), flush=True)
     return EXIT["succeeded"]
 

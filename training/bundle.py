@@ -146,7 +146,7 @@ def bundle(
     """
     from radiology.confounding import source_predictability
     from radiology.datasets import source_counts
-    from radiology.evaluation import bf16_agreement, evaluate_samples, write_evaluation
+    from radiology.evaluation import evaluate_samples, write_evaluation
     from radiology.model import load_model, save_model
     from radiology.splits import check_splits, training_split
 
@@ -169,7 +169,7 @@ def bundle(
     shipped = load_model(out / "model.keras")
     test = dataset.splits["test"]
     progress(f"evaluating the float16 model on {len(test)} test images")
-    result, rows = evaluate_samples(shipped, test, decoded, root=dataset.root)
+    result, rows = evaluate_samples(shipped, test, decoded, root=dataset.root, bf16=True)
     result.update(data_root=data_name, split="test", split_method=dataset.split_method)
     reference = phases[-1]["predictions"] if phases else {}
     for row in rows:  # temperature scaling keeps the argmax, so the trainer's labels compare as they are
@@ -178,7 +178,6 @@ def bundle(
     result["float16_agreement"] = (
         float(np.mean([r["predicted"] == r["predicted_float32"] for r in compared])) if compared else None
     )
-    result["bf16_agreement"] = bf16_agreement(shipped, test, decoded)
     write_evaluation(out, result, rows)
 
     history = merged_history(phases)

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from radiology.registry import now
+from radiology.jobs import now
 
 log = logging.getLogger("training")
 
@@ -290,7 +290,7 @@ def choice_key(settings: dict) -> str:
 
 def load_choice(cache_dir: str | Path, key: str) -> ComputeChoice | None:
     """A cached choice, or None when there is none (or it is unreadable)."""
-    from radiology.registry import read_json
+    from radiology.fsutil import read_json
 
     data = read_json(Path(cache_dir) / "compute" / f"{key}.json")
     if not data:
@@ -310,3 +310,16 @@ def store_choice(cache_dir: str | Path, key: str, choice: ComputeChoice) -> None
     folder = Path(cache_dir) / "compute"
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / f"{key}.json", {**choice.to_dict(), "cached": False})
+
+
+def speed_settings(config) -> dict:
+    """The settings a run's speed depends on (not the epochs, seed, weights or learning rate)."""
+    return {
+        "image_size": config.image_size,
+        "batch_size": config.batch_size,
+        "trainable_layers": config.trainable_layers,
+        "augment": config.augment_where,
+        "workers": config.workers,
+        "mixed_precision": config.mixed_precision,
+        "compute": config.compute,
+    }

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+import re
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from radiology import settings
+from radiology.datasets import DEFAULT_FRACTIONS, DEFAULT_SEED
 from radiology.fsutil import write_json_atomic
 from radiology.preprocess import PreprocessSpec
 
 COMPUTE_CHOICES = ("auto", "float32", "xla")
+AUGMENT_PLACES = ("auto", "model", "host")
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class TrainConfig:
         augment_on: ``model`` (Keras layers), ``host`` (loader threads) or ``auto``: host on the JAX
             backend, whose RandomRotation is the bottleneck of a step (bench/bench_augment.py), else model.
         workers: loader threads feeding batches.
-        fractions: train/val/test fractions when the dataset has class folders only.
+        fractions: train/val/test fractions when the dataset has class folders only; they must sum to 1.
         class_weights: weight the loss by inverse class frequency.
         mixed_precision: allow bfloat16 compute; used only where the device supports it and a timing at the
             start of the run shows it faster (see ``compute``).
@@ -50,11 +53,11 @@ class TrainConfig:
     lr: float = 1e-4
     trainable_layers: int = 6
     weights: str = "imagenet"
-    seed: int = 42
+    seed: int = DEFAULT_SEED
     augment: bool = True
     augment_on: str = "auto"
     workers: int = 1
-    fractions: tuple[float, float, float] = (0.7, 0.2, 0.1)
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
     class_weights: bool = False
     mixed_precision: bool = False
     image_size: int = 224
@@ -73,7 +76,7 @@ class TrainConfig:
             raise ValueError(f"lr must be in (0, 1), got {self.lr}")
         if self.trainable_layers < 0:
             raise ValueError(f"trainable_layers must be >= 0, got {self.trainable_layers}")
-        if self.augment_on not in ("auto", "model", "host"):
+        if self.augment_on not in AUGMENT_PLACES:
             raise ValueError(f"augment_on must be 'auto', 'model' or 'host', got {self.augment_on!r}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
@@ -132,3 +135,20 @@ class TrainConfig:
     def load(cls, path: str | Path) -> TrainConfig:
         """Reads a config written by :meth:`save`."""
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+CHOICES = {"augment_on": AUGMENT_PLACES, "compute": COMPUTE_CHOICES}  # fields that take one of a few values
+
+
+def defaults() -> dict:
+    """Every field's default, by name (``data`` has none): the one source of the CLI's and the page's defaults."""
+    return {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+
+
+def field_help() -> dict[str, str]:
+    """Each field's description, as plain text, from the ``Attributes`` section of :class:`TrainConfig`'s docstring."""
+    text = TrainConfig.__doc__.split("Attributes:", 1)[1]
+    found = re.findall(r"^        (\w+): (.*?)(?=^        \w+: |\Z)", text, flags=re.M | re.S)
+    plain = {name: " ".join(body.split()) for name, body in found}
+    # reStructuredText markup reads badly in --help and on the page
+    return {name: re.sub(r":\w+:`([^`]*)`|``([^`]*)``", lambda m: m[1] or m[2], text) for name, text in plain.items()}

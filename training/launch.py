@@ -3,30 +3,24 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
+from radiology import jobs
 from radiology.errors import ResumeError, TrainingBusyError
-from radiology.fsutil import write_json_atomic
+from radiology.jobs import LIVE_STATES, now
 from radiology.registry import (
-    LIVE_STATES,
+    CANCEL_FILE,
+    STATUS_FILE,
     Run,
     TrainingLock,
     load_run,
-    now,
-    pid_alive,
-    process_start,
+    new_run_dir,
+    resumable,
     running_run,
     update_status,
 )
-from radiology.settings import PROJECT_ROOT
-from training.clock import estimate_path, read_estimate
 from training.config import TrainConfig
-from training.trainer import CANCEL_FILE, new_run_dir, resumable
-
-_children: list[subprocess.Popen] = []  # kept so finished children are reaped, not left as zombies
+from training.estimate import estimate_path, read_estimate
 
 
 def busy_message(runs_dir: Path) -> str:
@@ -49,39 +43,15 @@ def _take_lock(runs_dir: Path) -> TrainingLock:
     return lock
 
 
-def _spawn(args: list[str], lock: TrainingLock, console: Path) -> subprocess.Popen:
-    """Starts ``python -m training ARGS`` in its own session, handing it the lock."""
-    for p in list(_children):
-        if p.poll() is not None:
-            _children.remove(p)
+def _start_child(status: Path, args: list[str], lock: TrainingLock, console: Path, job: str | None = None) -> None:
+    """Starts ``python -m training ARGS`` as the job of ``status``, handing it the lock; records its pid."""
     env = dict(os.environ)
     if os.environ.get("RADIOLOGY_TRAINING_BACKEND"):
         # the runs train on this Keras backend (jax on a GPU) while the app, whose Grad-CAM needs
         # TensorFlow, stays on its own
         env["KERAS_BACKEND"] = os.environ["RADIOLOGY_TRAINING_BACKEND"]
-    with open(console, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "training", *args, "--lock-fd", str(lock.fd)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            pass_fds=(lock.fd,),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a restart of the app does not take the run down with it
-        )
-    _children.append(proc)
-    return proc
-
-
-def _start_child(args: list[str], lock: TrainingLock, run_dir: Path) -> None:
-    """Spawns the training process of a queued run and hands its pid over; a failed start marks the run failed."""
-    try:
-        proc = _spawn(args, lock, run_dir / "console.txt")
-    except OSError as exc:
-        update_status(run_dir, "failed", ended=now(), error=f"the training process did not start: {exc}")
-        raise
-    update_status(run_dir, pid=proc.pid, pid_start=process_start(proc.pid))
+    argv = ["-m", "training", *args, "--lock-fd", str(lock.fd)]
+    jobs.start(status, argv, console=console, job=job, env=env, pass_fds=(lock.fd,))
 
 
 def launch(config: TrainConfig) -> Run:
@@ -98,9 +68,9 @@ def launch(config: TrainConfig) -> Run:
     try:
         run_dir = new_run_dir(runs_dir)
         config.save(run_dir / "config.json")
-        me = os.getpid()
-        update_status(run_dir, "queued", pid=me, pid_start=process_start(me), queued=now(), attempt=1)
-        _start_child(["--run-dir", str(run_dir)], lock, run_dir)
+        # no pid until the child's is known: the launcher's own would let a cancel signal the app
+        update_status(run_dir, "queued", new_attempt=True, queued=now())
+        _start_child(run_dir / STATUS_FILE, ["--run-dir", str(run_dir)], lock, run_dir / "console.txt")
     finally:
         lock.release()
     return load_run(run_dir)
@@ -120,20 +90,17 @@ def resume(run: Run) -> Run:
     lock = _take_lock(runs_dir)
     try:
         (run.dir / CANCEL_FILE).unlink(missing_ok=True)
-        me = os.getpid()
         # a new attempt of the same run: the one write that may leave a final state, back to queued
-        # (this process's pid until the child's is known); the child then writes running
-        update_status(
-            run.dir, "queued", new_attempt=True, pid=me, pid_start=process_start(me), queued=now(), resumed=now()
-        )
-        _start_child(["--resume", str(run.dir)], lock, run.dir)
+        # (with no pid until the child's is known); the child then writes running
+        update_status(run.dir, "queued", new_attempt=True, queued=now(), resumed=now())
+        _start_child(run.dir / STATUS_FILE, ["--resume", str(run.dir)], lock, run.dir / "console.txt")
     finally:
         lock.release()
     return load_run(run.dir)
 
 
 def estimate(config: TrainConfig) -> dict:
-    """Starts timing this config in a background process; its record is then read with ``clock.read_estimate``.
+    """Starts timing this config in a background process; its record is then read with ``estimate.read_estimate``.
 
     The estimate holds the training lock while it times, so no training runs beside it and skews it.
 
@@ -145,10 +112,13 @@ def estimate(config: TrainConfig) -> dict:
     try:
         path = estimate_path(config)
         path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"state": "running", "started": now(), "config": config.to_dict(), "phase": "starting"}
-        write_json_atomic(path, {**record, "pid": os.getpid()})
-        proc = _spawn(["--estimate-file", str(path)], lock, path.with_suffix(".log"))
-        write_json_atomic(path, {**record, "pid": proc.pid})
+        job = jobs.new_id()
+        queued = jobs.update_status(
+            path, "queued", job=job, restart=True, queued=now(), config=config.to_dict(), phase="starting"
+        )
+        if queued.get("job") != job:
+            raise TrainingBusyError("these settings are being estimated already")
+        _start_child(path, ["--estimate-file", str(path)], lock, path.with_suffix(".log"), job=job)
     finally:
         lock.release()
     return read_estimate(config) or {}
@@ -162,38 +132,4 @@ def cancel(run: Run) -> None:
     """
     (run.dir / CANCEL_FILE).touch()
     if run.state in LIVE_STATES:
-        terminate(run.status.get("pid"), run.status.get("pid_start"))
-
-
-def terminate(pid, start: int | None) -> bool:
-    """Sends SIGTERM to process ``pid`` if it lives and, when ``start`` is given, started then.
-
-    On Linux the process is held by a pidfd while its start time is checked, so the pid cannot be
-    reused between the check and the signal.
-
-    Returns:
-        whether the signal was sent.
-    """
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return False
-    except (AttributeError, OSError):  # no pidfds here: check, then signal by pid
-        if not pid_alive(pid, start):
-            return False
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return False
-        return True
-    try:
-        if not pid_alive(pid, start):
-            return False
-        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
-        return True
-    except ProcessLookupError:
-        return False
-    finally:
-        os.close(pidfd)
+        jobs.terminate(run.status.get("pid"), run.status.get("pid_start"))

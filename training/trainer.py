@@ -2,38 +2,36 @@
 
 The run folder is the interface to the app: ``status.json`` and ``progress.json`` are rewritten
 atomically as the run goes, ``history.csv`` grows by one row per epoch, and ``log.txt`` holds the
-log. A cancel request (a ``cancel`` file in the run folder, or SIGTERM) stops training after the
-current batch and keeps the best checkpoint.
+log. A cancel request (a ``cancel`` file in the run folder, or SIGTERM) stops the run after the
+current batch, of training or of validation, and keeps the best checkpoint. An epoch whose training
+a cancel cut short is not counted; one whose validation it cut short keeps its training (``last.keras``)
+but is not validated.
 
 Every completed epoch also writes ``last.keras``: the model with its optimizer state and, inside the
 same file, the epoch, best score, learning-rate schedule and history, so a cancelled, failed or killed
 run resumes from its last completed epoch (``run_training(..., resume=True)``). A run that succeeds
 deletes it.
+
+This module orchestrates the run; the data phase is ``training.data``, progress, cancellation and the
+Keras callbacks are ``training.callbacks``, and the run folder's protocol (the cancel file, new run
+folders, what can be resumed) is ``radiology.registry``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
-import math
 import os
-import secrets
 import signal
-import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from radiology import ood
-from radiology.cache import DecodedImages
 from radiology.calibration import fit_temperature
-from radiology.datasets import Dataset
-from radiology.errors import DatasetError
-from radiology.evaluation import bf16_agreement, evaluate_samples, write_evaluation
-from radiology.fsutil import atomic_write_text, write_json_atomic
+from radiology.evaluation import evaluate_samples, write_evaluation
+from radiology.fsutil import write_csv_atomic
+from radiology.jobs import describe_error, is_live, now, process_start
 from radiology.model import (
     LoadedModel,
     ModelMetadata,
@@ -41,14 +39,11 @@ from radiology.model import (
     compile_model,
     load_model,
     read_checkpoint_state,
-    save_checkpoint,
-    save_model,
     update_metadata,
 )
-from radiology.preprocess import PreprocessSpec, to_model_input
-from radiology.registry import LIVE_STATES, load_run, now, process_start, update_status
-from radiology.splits import check_splits
-from training.clock import RunClock, format_duration, speed_settings
+from radiology.preprocess import PreprocessSpec
+from radiology.registry import CANCEL_FILE, LAST_CHECKPOINT, load_run, update_status
+from training.callbacks import Cancelled, FitContext, RunMonitor, log, make_callbacks, seed_variables
 from training.compute import (
     Compute,
     ComputeChoice,
@@ -57,263 +52,11 @@ from training.compute import (
     device_description,
     forced_compute,
     load_choice,
+    speed_settings,
     store_choice,
 )
 from training.config import TrainConfig
-
-CANCEL_FILE = "cancel"
-LAST_CHECKPOINT = "last.keras"
-LOG_EVERY_S = 60.0  # a progress line in the log at most this often within an epoch
-log = logging.getLogger("training")
-
-
-class Cancelled(Exception):
-    """Raised inside the run when a cancel request arrives outside of fit."""
-
-
-def new_run_dir(runs_dir: str | Path) -> Path:
-    """Creates a new, uniquely named run folder; names sort by start time."""
-    runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = runs_dir / f"{stamp}-{secrets.token_hex(2)}"
-    path.mkdir()
-    return path
-
-
-class RunMonitor:
-    """Progress and cancellation of one run, shared by the data phase and the Keras callback."""
-
-    def __init__(self, run_dir: Path, epochs: int):
-        self.run_dir = run_dir
-        self.epochs = epochs
-        self.cancel_requested = False
-        self._last_write = 0.0
-        self.progress = {"phase": "starting", "epoch": 0, "epochs": epochs, "batch": 0, "batches": 0}
-
-    def check_cancel(self) -> bool:
-        """Whether a cancel was requested by file or signal."""
-        if not self.cancel_requested and (self.run_dir / CANCEL_FILE).exists():
-            self.cancel_requested = True
-        return self.cancel_requested
-
-    def update(self, *, force: bool = False, **fields) -> None:
-        """Records progress; writes it at most every 0.3 s unless forced."""
-        self.progress.update(fields)
-        t = time.monotonic()
-        if force or t - self._last_write > 0.3:
-            self._last_write = t
-            write_json_atomic(self.run_dir / "progress.json", {**self.progress, "updated": now()})
-
-
-@dataclass
-class FitContext:
-    """What the callbacks of one fit need to know about the run.
-
-    Attributes:
-        run_dir: the run folder.
-        metadata: what travels with the saved models.
-        batches: training batches per epoch.
-        batch_size: images per batch.
-        train_images: training images per epoch.
-        val_images: validation images per epoch.
-        monitor_key: the score the best checkpoint is chosen by.
-        patience: ReduceLROnPlateau patience.
-        resume: the state read from ``last.keras`` when resuming, else None.
-    """
-
-    run_dir: Path
-    metadata: ModelMetadata
-    batches: int
-    batch_size: int
-    train_images: int
-    val_images: int
-    monitor_key: str
-    patience: int
-    resume: dict | None = None
-
-
-def _make_callbacks(monitor: RunMonitor, ctx: FitContext):
-    import keras
-
-    resume = ctx.resume or {}
-
-    class PlateauLR(keras.callbacks.ReduceLROnPlateau):
-        """ReduceLROnPlateau whose counters survive a resume."""
-
-        def on_train_begin(self, logs=None):
-            super().on_train_begin(logs)
-            for name, value in resume.get("plateau", {}).items():
-                setattr(self, name, value)
-
-        def state(self) -> dict:
-            return {"wait": self.wait, "best": float(self.best), "cooldown_counter": self.cooldown_counter}
-
-    plateau = PlateauLR(
-        monitor="val_loss" if ctx.monitor_key.startswith("val_") else "loss",
-        factor=0.5,
-        patience=ctx.patience,
-        min_lr=1e-7,
-        verbose=0,
-    )
-    clock = RunClock(
-        epochs=monitor.epochs,
-        batches=ctx.batches,
-        batch_size=ctx.batch_size,
-        train_images=ctx.train_images,
-        val_images=ctx.val_images,
-    )
-
-    class RunCallback(keras.callbacks.Callback):
-        """Writes progress per batch and history per epoch, keeps the best and last checkpoints, honours cancel."""
-
-        def __init__(self):
-            super().__init__()
-            self.best = resume.get("best", -math.inf)
-            self.rows: list[dict] = list(resume.get("history", []))
-            self.lr = None
-            self.train_seconds = None
-            self._last_log = time.monotonic()
-
-        def on_epoch_begin(self, epoch, logs=None):
-            clock.epoch_begin()
-            self.train_seconds = None
-            self.lr = float(np.asarray(self.model.optimizer.learning_rate))
-            monitor.update(force=True, phase="training", epoch=epoch + 1, batch=0, batches=ctx.batches)
-
-        def on_train_batch_end(self, batch, logs=None):
-            clock.batch_end(batch)
-            fields = clock.fields(epoch=monitor.progress["epoch"])
-            monitor.update(batch=batch + 1, **fields)
-            if time.monotonic() - self._last_log >= LOG_EVERY_S:
-                self._last_log = time.monotonic()
-                log.info(
-                    "epoch %d/%d  batch %d/%d  %s img/s  epoch left %s  run left %s",
-                    monitor.progress["epoch"],
-                    monitor.epochs,
-                    batch + 1,
-                    ctx.batches,
-                    fields["images_per_s"],
-                    format_duration(fields["epoch_left_s"]),
-                    format_duration(fields["run_left_s"]),
-                )
-            if monitor.check_cancel():
-                self.model.stop_training = True
-
-        def on_test_begin(self, logs=None):
-            self.train_seconds = clock.train_seconds()
-
-        def on_epoch_end(self, epoch, logs=None):
-            if clock.done < ctx.batches:
-                log.info("epoch %d stopped after %d of %d batches: not counted", epoch + 1, clock.done, ctx.batches)
-                return
-            rate = clock.images_per_s()
-            clock.epoch_end(self.train_seconds)
-            logs = dict(logs or {})
-            row = {
-                "epoch": epoch + 1,
-                **{k: float(v) for k, v in logs.items() if k != "learning_rate"},
-                "lr": self.lr,
-                "seconds": round(clock.epoch_seconds, 2),
-            }
-            self.rows.append(row)
-            score = logs.get(ctx.monitor_key, -math.inf)
-            improved = score > self.best
-            if improved:
-                self.best = score
-                monitor.update(force=True, phase="checkpoint")
-                save_model(self.model, ctx.run_dir / "model.keras", ctx.metadata)
-            state = {
-                "epoch": epoch + 1,
-                "best": self.best,
-                "monitor": ctx.monitor_key,
-                "plateau": plateau.state(),
-                "history": self.rows,
-                "seed_states": [np.asarray(v).tolist() for v in _seed_variables(self.model)],
-            }
-            save_checkpoint(self.model, ctx.run_dir / LAST_CHECKPOINT, ctx.metadata, state)
-            _write_history(ctx.run_dir / "history.csv", self.rows)
-            left = (monitor.epochs - epoch - 1) * clock.epoch_seconds
-            monitor.update(force=True, images_per_s=round(rate, 2) if rate else None, epoch_left_s=0, run_left_s=left)
-            log.info(
-                "epoch %d/%d  %s  %.1fs  %s img/s  run left %s%s",
-                epoch + 1,
-                monitor.epochs,
-                "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "learning_rate"),
-                clock.epoch_seconds,
-                f"{rate:.1f}" if rate else "?",
-                format_duration(left),
-                "  (best, saved)" if improved else "",
-            )
-
-    # the schedule first, so the checkpoint written at the end of an epoch holds its updated state
-    return [plateau, RunCallback()]
-
-
-def _seed_variables(model) -> list:
-    """The states of the model's random generators (dropout, augmentation), which ``.keras`` files leave out."""
-    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
-
-
-def _write_history(path: Path, rows: list[dict]) -> None:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO(newline="")
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
-def batches(
-    pixels: np.ndarray,
-    labels: np.ndarray,
-    spec: PreprocessSpec,
-    batch_size: int,
-    *,
-    seed: int | None,
-    host_augment: bool = False,
-    workers: int = 1,
-):
-    """A Keras PyDataset over uint8 images, reshuffled every epoch when ``seed`` is given.
-
-    With ``host_augment`` the flip and rotation happen here, in ``workers`` threads, instead of in the model.
-    """
-    import keras
-
-    from radiology.augment import augment_on_host
-
-    class Batches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__(workers=workers, use_multiprocessing=False)
-            self.rng = np.random.default_rng(seed) if seed is not None else None
-            self.order = self.rng.permutation(len(labels)) if self.rng is not None else np.arange(len(labels))
-            self.epoch = 0
-
-        def __len__(self):
-            return math.ceil(len(labels) / batch_size)
-
-        def __getitem__(self, i):
-            idx = np.sort(self.order[i * batch_size : (i + 1) * batch_size])
-            images = pixels[idx]
-            if host_augment:
-                # a generator per batch and epoch keeps runs reproducible whatever the thread order
-                images = augment_on_host(images, np.random.default_rng([seed or 0, self.epoch, i]))
-            return to_model_input(images, spec), labels[idx]
-
-        def on_epoch_end(self):
-            self.epoch += 1
-            if self.rng is not None:
-                self.order = self.rng.permutation(len(labels))
-
-    return Batches()
-
-
-def split_arrays(dataset: Dataset, decoded, split: str, class_names) -> tuple[np.ndarray, np.ndarray]:
-    """The readable images of one split as uint8 (N, H, W) and their class indices as int32 (N,)."""
-    index = decoded.index()
-    kept = [(index[s.path], class_names.index(s.label)) for s in dataset.splits[split] if decoded.ok[index[s.path]]]
-    rows = [row for row, _ in kept]
-    return np.asarray(decoded.pixels[rows]), np.array([label for _, label in kept], dtype=np.int32)
+from training.data import TrainingData, batches, prepare_data, training_batches
 
 
 def build_for_training(config: TrainConfig, spec: PreprocessSpec, compute: Compute | None = None):
@@ -339,19 +82,6 @@ def build_for_training(config: TrainConfig, spec: PreprocessSpec, compute: Compu
     )
     compile_model(model, learning_rate=config.lr, jit_compile=compute.jit_compile)
     return model
-
-
-def training_batches(config: TrainConfig, data: TrainingData, *, host_augment: bool):
-    """The run's shuffled training batches, augmented in the loader when ``host_augment``."""
-    return batches(
-        data.x_train,
-        data.y_train,
-        data.spec,
-        config.batch_size,
-        seed=config.seed,
-        host_augment=host_augment,
-        workers=config.workers,
-    )
 
 
 def pick_compute(config: TrainConfig, data: TrainingData) -> tuple[ComputeChoice, object | None]:
@@ -417,7 +147,7 @@ def run_training(config: TrainConfig, run_dir: str | Path, *, resume: bool = Fal
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(monitor, "cancel_requested", True))
     pid = os.getpid()
     if resume:
-        if load_run(run_dir).state not in LIVE_STATES:
+        if not is_live(load_run(run_dir).status):
             # resumed from the command line: this process starts the new attempt itself (launch.resume has
             # already queued it, and cleared the cancel file, when the run was resumed from the app)
             (run_dir / CANCEL_FILE).unlink(missing_ok=True)
@@ -436,7 +166,7 @@ def run_training(config: TrainConfig, run_dir: str | Path, *, resume: bool = Fal
         log.info("cancelled before training started")
         return "cancelled"
     except BaseException as exc:  # every failure is recorded; a status left at running would lie
-        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        message = describe_error(exc)
         log.error("run failed: %s\n%s", message, traceback.format_exc())
         update_status(run_dir, "failed", ended=now(), error=message)
         monitor.update(force=True, phase="failed")
@@ -447,43 +177,6 @@ def run_training(config: TrainConfig, run_dir: str | Path, *, resume: bool = Fal
         signal.signal(signal.SIGTERM, previous)
         log.removeHandler(handler)
         handler.close()
-
-
-def resumable(run) -> str | None:
-    """Why ``run`` (a ``registry.Run``) cannot be resumed, or None when it can.
-
-    A run can be resumed when it was cancelled, failed or killed after at least one completed epoch.
-    """
-    if run.state in (*LIVE_STATES, "succeeded"):
-        return f"run {run.id} is {run.state}"
-    if not (run.dir / LAST_CHECKPOINT).is_file():
-        return f"run {run.id} has no {LAST_CHECKPOINT}: it stopped before completing an epoch"
-    return None
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    """What the fit and evaluation phases need from the data phase.
-
-    Attributes:
-        dataset: the discovered dataset with its splits.
-        decoded: the decoded images of every sample (from the decode cache).
-        spec: the preprocessing the model will carry.
-        class_names: class names in output order.
-        x_train: uint8 array of shape (N, H, W), the readable training images.
-        y_train: int32 array of shape (N,), their class indices.
-        x_val: uint8 array of shape (M, H, W), the readable validation images.
-        y_val: int32 array of shape (M,), their class indices.
-    """
-
-    dataset: Dataset
-    decoded: DecodedImages
-    spec: PreprocessSpec
-    class_names: list[str]
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
 
 
 def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor, *, resume: bool = False) -> str:
@@ -506,49 +199,6 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor, *, resume: b
     _evaluate_test(config, run_dir, monitor, data, best)
     (run_dir / LAST_CHECKPOINT).unlink(missing_ok=True)  # nothing left to resume; it is the largest file
     return "succeeded"
-
-
-def prepare_data(config: TrainConfig, run_dir: Path, monitor: RunMonitor) -> TrainingData:
-    """Discovers, decodes and validates the dataset, writes ``validation.json``, and returns the arrays."""
-    spec = config.spec
-    monitor.update(force=True, phase="caching")
-
-    def decode_progress(done, total):
-        monitor.update(batch=done, batches=total)
-        if monitor.check_cancel():
-            raise Cancelled()
-
-    checked = check_splits(
-        config.data,
-        seed=config.seed,
-        fractions=config.fractions,
-        spec=spec,
-        cache_dir=config.resolved_cache_dir,
-        progress=decode_progress,
-    )
-    dataset, decoded = checked.dataset, checked.decoded
-    for w in dataset.warnings:
-        log.warning(w)
-    log.info(
-        "%d images %s", len(decoded.paths), "loaded from the cache" if checked.from_cache else "decoded and cached"
-    )
-    summary = checked.summary()
-    write_json_atomic(run_dir / "validation.json", {**summary, "duplicates": summary["duplicates"][:200]})
-    for path, err in checked.report.unreadable.items():
-        log.warning("skipped unreadable file %s: %s", path, err)
-    class_names = list(dataset.class_names)
-    x_train, y_train = split_arrays(dataset, decoded, "train", class_names)
-    x_val, y_val = split_arrays(dataset, decoded, "val", class_names)
-    if not len(x_train):
-        raise DatasetError("no readable training images")
-    log.info(
-        "train %d, val %d, test %d images (%s)",
-        len(x_train),
-        len(x_val),
-        len(dataset.splits["test"]),
-        dataset.split_method,
-    )
-    return TrainingData(dataset, decoded, spec, class_names, x_train, y_train, x_val, y_val)
 
 
 def _fit(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data: TrainingData, *, resume: bool = False) -> None:
@@ -575,12 +225,12 @@ def _fit(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data: Training
     if state is not None:
         model.optimizer.build(model.trainable_variables)
         model.load_weights(run_dir / LAST_CHECKPOINT)  # weights, optimizer slots, step count, learning rate
-        for variable, value in zip(_seed_variables(model), state.get("seed_states", [])):
+        for variable, value in zip(seed_variables(model), state.get("seed_states", [])):
             variable.assign(np.asarray(value, dtype=variable.dtype))  # dropout and augmentation go on as they were
         initial_epoch = int(state["epoch"])
         for _ in range(initial_epoch):
             train.on_epoch_end()  # the shuffle order of the epochs already done
-        _write_history(run_dir / "history.csv", state["history"])
+        write_csv_atomic(run_dir / "history.csv", state["history"])
         log.info(
             "resumed after epoch %d of %d: best %s %.4f, learning rate %.2e",
             initial_epoch,
@@ -613,7 +263,7 @@ def _fit(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data: Training
         validation_data=val,
         epochs=config.epochs,
         initial_epoch=initial_epoch,
-        callbacks=_make_callbacks(monitor, ctx),
+        callbacks=make_callbacks(monitor, ctx),
         class_weight=class_weight,
         verbose=0,
     )
@@ -649,9 +299,19 @@ def _evaluate_test(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data
         log.warning("no test split: nothing to evaluate")
         return
     monitor.update(force=True, phase="evaluating")
-    result, rows = evaluate_samples(best, test, decoded, root=dataset.root, n_boot=config.n_boot)
-    result.update(data_root=str(dataset.root), split="test", split_method=dataset.split_method)
-    result["bf16_agreement"] = bf16_agreement(best, test, decoded)
+    result, rows = evaluate_samples(best, test, decoded, root=dataset.root, n_boot=config.n_boot, bf16=True)
+    result.update(
+        source="training",
+        data_root=str(dataset.root),
+        split="test",
+        split_method=dataset.split_method,
+        seed=config.seed,
+        fractions=list(config.fractions),
+        data_fingerprint=dataset.fingerprint(),
+        split_matches_training=True,
+        training_overlap="the test split held out when this model was trained",
+        evaluated=now(),
+    )
     write_evaluation(run_dir, result, rows)
     log.info(
         "test accuracy %.4f (95%% CI %.4f-%.4f), macro F1 %.4f, ECE %.4f on %d images",

@@ -1,0 +1,1 @@
+"""Benchmarks; run each from the project folder as ``python -m bench.NAME``."""
