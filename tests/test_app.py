@@ -520,7 +520,7 @@ def test_evaluation_uses_wilson_on_small_samples_and_a_text_compare_table(app_en
     table holds text only (no raw floats, nothing Arrow refuses)."""
     at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()
     assert not at.exception, at.exception
-    report = at.dataframe[0].value
+    (report,) = [d.value for d in at.dataframe if "recall 95% CI" in d.value.columns]
     assert all(v.endswith("(Wilson)") for v in report.loc[["covid", "normal", "pneumonia"], "recall 95% CI"])
     assert any(c.value.startswith("95% CI") and c.value.endswith("(Wilson)") for c in at.caption)
     compare = at.dataframe[-1].value
