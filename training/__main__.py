@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     try:
         with jobs.recording(run_dir / STATUS_FILE if run_dir is not None else None):
             config = TrainConfig.load(run_dir / "config.json") if run_dir is not None else _config(args)
-        if args.lock_fd is None:  # a child of the app's launcher records its failure in the run's folder instead
+        if run_dir is None:  # a new run from the console; a resumed or launched one records failures in its folder
             _check_data(config)
     except (RadiologyError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
