@@ -195,7 +195,7 @@ def test_train_one_epoch_then_promote(page, server):
     before = {p.name for p in server["runs"].iterdir()}
     _open(page, server, "Training", "Training")
     page.get_by_text("No exact or near-duplicate images across splits.").wait_for()
-    epochs = page.get_by_label("Epochs")
+    epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
     epochs.fill("1")
     epochs.press("Tab")
     _select(page, "Initial weights", "none")

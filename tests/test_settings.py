@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from radiology import registry, settings
-from tests.factories import png_bytes, xray
+from tests.factories import make_dataset, png_bytes, xray
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,7 +73,8 @@ def test_command_lines_from_another_folder_share_the_apps_lock_and_active_model(
     lock = registry.TrainingLock(app_runs)
     assert lock.acquire()
     try:
-        cli = python("-m", "training", "--data", str(tmp_path / "no-data"), "--weights", "none")
+        # a real dataset: the CLI checks the data before it takes the lock
+        cli = python("-m", "training", "--data", str(make_dataset(tmp_path / "data", per_class=2)), "--weights", "none")
     finally:
         lock.release()
     assert cli.returncode == 2 and "refused: another training is running" in cli.stderr, cli.stderr
