@@ -356,13 +356,18 @@ def read_metadata(path: str | Path) -> ModelMetadata:
         ModelLoadError: the file is missing or is not a model file.
     """
     path = Path(path)
+    _, meta = _read_model_file(path)
+    return ModelMetadata.from_dict(meta) if meta is not None else ModelMetadata(name=path.stem, assumed=True)
+
+
+def _read_model_file(path: Path) -> tuple[dict | None, dict | None]:
+    """The architecture config and our metadata of a model file, or ModelLoadError naming what is wrong."""
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
     try:
-        _, meta = _model_config(path)
+        return _model_config(path)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise ModelLoadError(f"not a Keras model file: {path.name} ({exc})") from exc
-    return ModelMetadata.from_dict(meta) if meta is not None else ModelMetadata(name=path.stem, assumed=True)
 
 
 def _layer_classes(config) -> set[str]:
@@ -396,12 +401,7 @@ def load_model(path: str | Path, *, class_names: tuple[str, ...] | None = None) 
     import keras
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"model file not found: {path}")
-    try:
-        config, meta = _model_config(path)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise ModelLoadError(f"not a Keras model file: {path.name} ({exc})") from exc
+    config, meta = _read_model_file(path)
     unsafe = _layer_classes(config) & set(UNSAFE_LAYERS)
     if unsafe:
         raise ModelLoadError(
