@@ -367,7 +367,7 @@ def test_fresh_clone_classifies_with_the_bundled_model(fresh_clone, browser, tmp
     pg.set_default_timeout(120_000)
     pg.goto(fresh_clone)
     pg.get_by_role("heading", name="Model bundled").wait_for()
-    pg.get_by_text("Accuracy per source collection").wait_for()
+    pg.get_by_text("Accuracy per source collection", exact=True).wait_for()
     pg.get_by_text("Limits").first.wait_for()
     assert "No model yet" not in pg.content()
     _shot(pg, "fresh-clone-home")
