@@ -48,7 +48,7 @@ def _distribution(module: str) -> str:
 
 def _app_sources() -> list[Path]:
     return [
-        *(ROOT / "radiology").glob("*.py"),
+        *(ROOT / "radiology").rglob("*.py"),  # with the ood package
         *(ROOT / "training").glob("*.py"),
         *(ROOT / "pages").glob("*.py"),
         ROOT / "ui.py",
