@@ -15,7 +15,7 @@ ui.page_header("Classify")
 try:
     run, model = ui.active_model()
 except RadiologyError as exc:
-    ui.show_error(exc)
+    st.error(str(exc))
     st.stop()
 if run is None:
     st.info(

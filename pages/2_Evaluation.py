@@ -50,13 +50,13 @@ elif run.has_model:
             )
             (st.info if matches is True and split == "test" else st.warning)(note[0].upper() + note[1:] + ".")
         except RadiologyError as exc:
-            ui.show_error(exc)
+            st.error(str(exc))
             folder = None
     if st.button("Evaluate", type="primary", disabled=folder is None or evaluation_job.is_running(run.dir)):
         try:
             evaluation_job.start(run, folder, split=split, cache_dir=ui.runs_dir() / ".cache")
         except RadiologyError as exc:
-            ui.show_error(exc)
+            st.error(str(exc))
 
 
 @st.fragment(run_every=1.0)

@@ -28,7 +28,7 @@ if folder is not None:
         report = ui.dataset_report(str(folder), int(seed), fractions, ui.dataset_key(folder))
         ui.show_validation(report)
     except RadiologyError as exc:
-        ui.show_error(exc)
+        st.error(str(exc))
         folder = None
 
 st.header("Launch")
@@ -87,18 +87,18 @@ if folder is not None:
             runs_dir=str(ui.runs_dir()),
         )
     except ValueError as exc:
-        ui.show_error(exc)
+        st.error(str(exc))
 if config is not None and estimate_clicked:
     try:
         launch.estimate(config)
     except RadiologyError as exc:
-        ui.show_error(exc)
+        st.error(str(exc))
 if config is not None and submitted:
     try:
         started = launch.launch(config)
         st.success(f"Launched run {started.id}.")
     except RadiologyError as exc:
-        ui.show_error(exc)
+        st.error(str(exc))
 
 
 @st.fragment(run_every=2.0)
@@ -208,7 +208,7 @@ if stopped:
             launch.resume(registry.get_run(chosen, ui.runs_dir()))
             st.success(f"Resumed run {chosen}.")
         except (RadiologyError, KeyError) as exc:
-            ui.show_error(exc)
+            st.error(str(exc))
 
 promotable = [r.id for r in finished]
 if promotable:
@@ -219,4 +219,4 @@ if promotable:
             registry.set_active(registry.get_run(chosen, ui.runs_dir()), ui.runs_dir())
             st.success(f"{chosen} is now the active model. Classify uses it from now on.")
         except (KeyError, ValueError) as exc:
-            ui.show_error(exc)
+            st.error(str(exc))

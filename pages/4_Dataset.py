@@ -18,7 +18,7 @@ if folder is None:
 try:
     report = ui.dataset_report(str(folder), DEFAULT_SEED, DEFAULT_FRACTIONS, ui.dataset_key(folder))
 except RadiologyError as exc:
-    ui.show_error(exc)
+    st.error(str(exc))
     st.stop()
 
 st.header("Class balance")
@@ -58,7 +58,7 @@ if st.button("Measure source predictability"):
     try:
         sources = ui.source_report(str(folder), DEFAULT_SEED, DEFAULT_FRACTIONS, ui.dataset_key(folder))
     except RadiologyError as exc:
-        ui.show_error(exc)
+        st.error(str(exc))
         st.stop()
     st.dataframe(pd.DataFrame(sources["by_class"]).fillna(0).astype(int))
     found = sources["predictability"]

@@ -21,7 +21,7 @@ try:
     run, model = ui.active_model()
 except RadiologyError as exc:
     run, model = None, None
-    ui.show_error(exc)
+    st.error(str(exc))
 
 if run is None:
     st.info(

@@ -357,7 +357,7 @@ def test_app_configuration_is_safe():
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["address"] == "localhost" and config["server"]["maxUploadSize"] > 0
     assert config["client"]["showErrorDetails"] == "none"
-    sources = [ROOT / "streamlit_app.py", ROOT / "ui.py", *(ROOT / "pages").glob("*.py")]
+    sources = [ROOT / "streamlit_app.py", *(ROOT / "ui").glob("*.py"), *(ROOT / "pages").glob("*.py")]
     assert all("unsafe_allow_html" not in p.read_text() for p in sources)
 
 

@@ -48,16 +48,16 @@ def _distribution(module: str) -> str:
 
 def _app_sources() -> list[Path]:
     return [
-        *(ROOT / "radiology").glob("*.py"),
+        *(ROOT / "radiology").rglob("*.py"),  # with the ood package
         *(ROOT / "training").glob("*.py"),
         *(ROOT / "pages").glob("*.py"),
-        ROOT / "ui.py",
+        *(ROOT / "ui").glob("*.py"),
         ROOT / "streamlit_app.py",
     ]
 
 
 def test_app_requirements_cover_every_import():
-    """Every third-party module imported by radiology/, training/, pages/ and ui.py is in requirements.txt."""
+    """Every third-party module imported by radiology/, training/, pages/ and ui/ is in requirements.txt."""
     names, _ = _requirements("requirements.txt")
     # other Keras backends are imported only when a run uses them (jax comes with requirements-gpu.txt)
     imports = _third_party_imports(_app_sources()) - OTHER_BACKENDS

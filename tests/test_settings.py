@@ -52,9 +52,8 @@ def test_command_lines_from_another_folder_share_the_apps_lock_and_active_model(
     from radiology.model import predict_images
 
     project = tmp_path / "project"
-    for name in ("radiology", "training"):
+    for name in ("radiology", "training", "ui"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "ui.py", project / "ui.py")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADIOLOGY_")}
