@@ -66,8 +66,9 @@ results, errors = [], []
 progress = st.progress(0.0, text="Classifying…")
 for i, f in enumerate(files):
     try:
-        gray, ex, seconds = ui.explain_cached(run, f.getvalue(), method, layer=None if layer == layers[0] else layer)
-        results.append((f.name, gray, ex, seconds))
+        chosen = None if layer == layers[0] else layer
+        gray, ex, seconds = ui.explain_cached(run, f.getvalue(), method, layer=chosen, upload_id=f.file_id)
+        results.append((f, gray, ex, seconds))
     except RadiologyError as exc:
         errors.append((f.name, str(exc)))
     progress.progress((i + 1) / len(files), text=f"Classified {i + 1} of {len(files)}")
@@ -89,8 +90,8 @@ if len(results) > 1:
     table = pd.DataFrame(
         [
             {
-                "image": ui.thumbnail_uri(gray),
-                "file": name,
+                "image": ui.upload_thumbnail(upload.file_id, gray),
+                "file": upload.name,
                 "in_distribution": not ex.ood.flag,
                 "prediction": (
                     "hidden: not a chest X-ray?"
@@ -103,7 +104,7 @@ if len(results) > 1:
                 "ood_score": ex.ood.score,
                 "ood_reason": ex.ood.reason,
             }
-            for (name, gray, ex, _), sure in zip(results, confident)
+            for (upload, gray, ex, _), sure in zip(results, confident)
         ]
     )
     st.dataframe(
@@ -124,7 +125,8 @@ if len(results) > 1:
     )
     st.download_button("Download CSV", csv.to_csv(index=False), "predictions.csv", "text/csv")
 
-for i, (name, gray, ex, seconds) in enumerate(results):
+for i, (upload, gray, ex, seconds) in enumerate(results):
+    name = upload.name
     verdict = confidence.assess(ex.probs, names)
     label = f"**{names[ex.label]}** ({ex.probs[ex.label]:.1%})" if verdict.confident else "no confident prediction"
     shown = True

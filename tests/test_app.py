@@ -389,6 +389,7 @@ class _Upload:
 
     def __init__(self, name: str, data: bytes):
         self.name, self._data = name, data
+        self.file_id = f"upload-{name}"
 
     def getvalue(self) -> bytes:
         return self._data
@@ -422,13 +423,38 @@ def _fake_explanations(monkeypatch, probs_by_file: dict[bytes, list[float]], *, 
     from radiology.explain import Explanation
     from radiology.ood import OODResult
 
-    def explain(run, data, method, *, layer=None):
+    def explain(run, data, method, *, layer=None, upload_id=None):
         probs = np.asarray(probs_by_file[data], np.float32)
         cam = np.tile(np.linspace(0, 1, 224, dtype=np.float32), (224, 1))
         gate = OODResult(True, None, flag) if flag else OODResult(False, 0.5, "")
         return xray(0, size=(300, 280)), Explanation(probs, int(probs.argmax()), cam, method, ood=gate), 0.01
 
     monkeypatch.setattr(ui, "explain_cached", explain)
+
+
+def test_classify_reruns_neither_hash_the_uploads_nor_encode_their_thumbnails(app_env, monkeypatch):
+    """Moving the opacity slider finds each upload's explanation and thumbnail by its file_id: no upload is
+    hashed and no thumbnail encoded again."""
+    import hashlib
+
+    import ui.models
+
+    hashed, encoded = [], []
+    real_thumbnail = ui.models.thumbnail_uri
+
+    class CountingHashlib:
+        @staticmethod
+        def sha256(data=b""):
+            hashed.append(len(data))
+            return hashlib.sha256(data)
+
+    monkeypatch.setattr(ui.models, "hashlib", CountingHashlib)
+    monkeypatch.setattr(ui.models, "thumbnail_uri", lambda gray: encoded.append(gray.shape) or real_thumbnail(gray))
+    at = _classify(monkeypatch, {"a.png": png_bytes(xray(7)), "b.png": png_bytes(xray(8))})
+    assert len(at.dataframe) == 1 and len(encoded) == 2 and not hashed
+    at.slider[0].set_value(0.7).run()
+    assert not at.exception, at.exception
+    assert len(at.dataframe) == 1 and len(encoded) == 2 and not hashed
 
 
 def test_classify_shows_a_flat_prediction_as_no_confident_prediction(app_env, monkeypatch):
@@ -500,7 +526,7 @@ def test_classify_offers_a_finer_layer(app_env, monkeypatch):
     asked = []
     answer = ui.explain_cached
     monkeypatch.setattr(
-        ui, "explain_cached", lambda run, data, method, **kw: asked.append(kw) or answer(run, data, method)
+        ui, "explain_cached", lambda run, data, method, **kw: asked.append(kw["layer"]) or answer(run, data, method)
     )
     at = _classify(monkeypatch, {"film.png": film})
     layer = next(s for s in at.selectbox if s.label == "Layer")
@@ -511,7 +537,7 @@ def test_classify_offers_a_finer_layer(app_env, monkeypatch):
     ]
     layer.select("block4_conv3").run()
     assert not at.exception, at.exception
-    assert asked[0] == {"layer": None} and asked[-1] == {"layer": "block4_conv3"}
+    assert asked[0] is None and asked[-1] == "block4_conv3"
     assert any(c.value.startswith("The map has 28×28 cells, each 8×8 pixels") for c in at.caption)
 
 

@@ -36,6 +36,7 @@ from ui.models import (  # noqa: E402
     file_view_plain,
     load_run_model,
     thumbnail_uri,
+    upload_thumbnail,
 )
 from ui.navigation import PAGES, navigation, page_header  # noqa: E402
 
@@ -67,4 +68,5 @@ __all__ = [
     "show_validation",
     "source_report",
     "thumbnail_uri",
+    "upload_thumbnail",
 ]

@@ -77,10 +77,14 @@ def active_model():
     return run, load_run_model(run)
 
 
-def explain_cached(run: registry.Run, data: bytes, method: str, *, layer: str | None = None):
-    """Decodes and explains an uploaded file, once per (model, file content, method, layer) per session.
+def explain_cached(
+    run: registry.Run, data: bytes, method: str, *, layer: str | None = None, upload_id: str | None = None
+):
+    """Decodes and explains an uploaded file, once per (model, upload, method, layer) per session.
 
-    ``layer`` is the convolution layer to explain on; None for the model's Grad-CAM layer.
+    ``layer`` is the convolution layer to explain on; None for the model's Grad-CAM layer. ``upload_id`` is
+    the upload's Streamlit ``file_id``: with it a rerun (a slider move) finds the result without hashing the
+    file; without it the file's SHA-256 is the key.
 
     Returns:
         (the image at display size, at most ``DISPLAY_SIDE`` pixels, Explanation with the
@@ -97,8 +101,8 @@ def explain_cached(run: registry.Run, data: bytes, method: str, *, layer: str | 
     if not isinstance(st.session_state.get("_explanations"), LRUCache):
         st.session_state["_explanations"] = LRUCache(max_bytes=ui.SESSION_CACHE_BYTES, max_age_s=ui.SESSION_CACHE_AGE_S)
     cache = st.session_state["_explanations"]
-    digest = hashlib.sha256(data).hexdigest()
-    key = (str(run.model_path), run.model_path.stat().st_mtime_ns, digest, method, layer)
+    upload = ("upload", upload_id) if upload_id else ("sha256", hashlib.sha256(data).hexdigest())
+    key = (str(run.model_path), run.model_path.stat().st_mtime_ns, upload, method, layer)
     hit = cache.get(key)
     if hit is not None:
         gray, explanation = hit
@@ -114,6 +118,19 @@ def explain_cached(run: registry.Run, data: bytes, method: str, *, layer: str | 
     view = fit_within(gray, DISPLAY_SIDE)
     cache.put(key, (view, explanation))
     return view, explanation, seconds
+
+
+THUMBNAILS_KEPT = 256  # about 5 kB each
+
+
+def upload_thumbnail(upload_id: str, gray: np.ndarray) -> str:
+    """:func:`thumbnail_uri` of an upload, encoded once per upload (its ``file_id``) in this session."""
+    kept = st.session_state.setdefault("_thumbnails", {})
+    if upload_id not in kept:
+        kept[upload_id] = thumbnail_uri(gray)
+        while len(kept) > THUMBNAILS_KEPT:
+            del kept[next(iter(kept))]  # the oldest upload first
+    return kept[upload_id]
 
 
 def thumbnail_uri(gray: np.ndarray, size: int = 72) -> str:
