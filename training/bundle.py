@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import sys
 from dataclasses import replace
@@ -23,7 +22,7 @@ import numpy as np
 
 from radiology import calibration
 from radiology.errors import RadiologyError
-from radiology.fsutil import atomic_write_text, write_json_atomic
+from radiology.fsutil import atomic_write_text, write_csv_atomic, write_json_atomic
 
 # what the default model is asked to reach on the test split; the card says by how much it falls short
 TARGETS = {"accuracy": 0.93, "covid recall": 0.95, "macro F1": 0.93, "ECE after calibration": 0.03}
@@ -102,15 +101,6 @@ def merged_history(phases: list[dict]) -> list[dict]:
     return rows
 
 
-def _csv(rows: list[dict]) -> str:
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO(newline="")
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def shortfalls(result: dict) -> list[dict]:
     """Each target with the measured value, its CI where there is one, and whether it is met."""
     ci = result.get("ci", {})
@@ -181,7 +171,7 @@ def bundle(
     write_evaluation(out, result, rows)
 
     history = merged_history(phases)
-    atomic_write_text(out / "history.csv", _csv(history))
+    write_csv_atomic(out / "history.csv", history)
     write_json_atomic(out / "config.json", config)
     seconds = sum(float(r.get("seconds") or 0) for r in history)
     write_json_atomic(
