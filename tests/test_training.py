@@ -126,6 +126,7 @@ def test_launch_refuses_a_second_run_and_cancel_keeps_the_checkpoint(tmp_path):
     done = load_run(run.dir)
     assert done.state == "cancelled", done.log_tail()
     assert done.has_model and done.metrics is None
+    assert "last.keras to resume from" in done.log_tail(), done.log_tail()
     assert (
         len(list((tmp_path / "runs").iterdir())) == 3
     )  # the run, the cache and the lock file: the refusals made no folder

@@ -193,7 +193,10 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor, *, resume: b
     data = prepare_data(config, run_dir, monitor)
     _fit(config, run_dir, monitor, data, resume=resume)
     if monitor.check_cancel():
-        log.info("cancelled; the best checkpoint so far is kept, and %s to resume from", LAST_CHECKPOINT)
+        if (run_dir / LAST_CHECKPOINT).is_file():
+            log.info("cancelled; the best checkpoint so far is kept, and %s to resume from", LAST_CHECKPOINT)
+        else:
+            log.info("cancelled before the first epoch was complete: nothing to resume from, start a new run")
         return "cancelled"
     best = _fit_gate(run_dir, monitor, data)
     _evaluate_test(config, run_dir, monitor, data, best)
