@@ -558,3 +558,52 @@ def test_dataset_page_captions_samples(app_env):
     at = AppTest.from_file(str(ROOT / "pages/4_Dataset.py"), default_timeout=120).run()
     captions = [c for image in at.image for c in image.captions]
     assert captions and all(c.endswith(".png") for c in captions), captions
+
+
+def _run_without_gate(tiny_run, runs: Path, name: str) -> Path:
+    """A promoted copy of the tiny run whose model file carries no gate statistics, as a model fitted before
+    the gate existed."""
+    from dataclasses import replace
+
+    from radiology.model import load_model, save_model
+
+    run = runs / name
+    shutil.copytree(tiny_run, run)
+    old = load_model(run / "model.keras")
+    save_model(old.model, run / "model.keras", replace(old.metadata, ood=None))
+    registry.set_active(registry.load_run(run), runs)
+    return run
+
+
+def test_classify_fits_the_gate_in_the_background(tiny_run, tmp_path, monkeypatch):
+    """A model without gate statistics says so in a full sentence and offers Fit the gate; the job runs in the
+    background on the chosen folder, and when it ends the page loads the model with its gate and says so."""
+    from radiology.model import read_metadata
+    from radiology.ood import load_stats
+
+    runs = tmp_path / "runs"
+    run = _run_without_gate(tiny_run, runs, "20260101-000000-nogate")
+    make_dataset(tmp_path / "data" / "tiny", per_class=8)  # a test split of 3 images, evaluated under the new gate
+    monkeypatch.setenv("RADIOLOGY_RUNS_DIR", str(runs))
+    monkeypatch.setenv("RADIOLOGY_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setattr(registry, "BUNDLED_DIR", tmp_path / "no-bundle")
+    at = AppTest.from_file(str(ROOT / "pages/1_Classify.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert any(c.value.startswith("The out-of-distribution check is unavailable for this model") for c in at.caption)
+    assert any("differs from the one the model was trained on" in w.value for w in at.warning)
+    next(b for b in at.button if b.label == "Fit the gate").click().run()
+    assert not at.exception, at.exception
+    status = evaluation_job.read_status(run)
+    assert status["task"] == "fit-ood" and status["data"] == str((tmp_path / "data" / "tiny").resolve())
+    deadline = time.monotonic() + 400
+    while evaluation_job.is_running(run) and time.monotonic() < deadline:
+        time.sleep(1)
+    status = evaluation_job.read_status(run)
+    assert status["state"] == "succeeded", (status, (run / "evaluation_console.txt").read_text()[-2000:])
+    assert load_stats(read_metadata(run / "model.keras")) is not None
+    assert status["evaluation"] == status["job"] and (run / "evaluations" / status["job"] / "metrics.json").is_file()
+    at.run()
+    assert not at.exception, at.exception
+    assert any("gate of 20260101-000000-nogate is fitted on" in s.value for s in at.success), at.success
+    assert not any("unavailable" in c.value for c in at.caption)
+    assert not [b for b in at.button if b.label == "Fit the gate"]

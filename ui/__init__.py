@@ -3,8 +3,9 @@
 The pages import this package; the library (``radiology``, ``training``) never imports Streamlit.
 
 The package has one module per concept: ``navigation`` (the pages and their header), ``models`` (the model
-cache: cached loaders, explanations, file views), ``datasets`` (dataset widgets) and ``imports`` (the model
-import panel). Everything the pages use is re-exported here, so a page reads ``ui.X``.
+cache: cached loaders, explanations, file views), ``datasets`` (dataset widgets), ``imports`` (the model
+import panel) and ``gate`` (the out-of-distribution gate panel and its background fit). Everything the pages
+use is re-exported here, so a page reads ``ui.X``.
 """
 
 import os
@@ -21,6 +22,7 @@ from ui.datasets import (  # noqa: E402
     show_validation,
     source_report,
 )
+from ui.gate import gate_panel  # noqa: E402
 from ui.imports import import_messages, import_model_panel  # noqa: E402
 from ui.models import (  # noqa: E402
     DISPLAY_SIDE,
@@ -57,6 +59,7 @@ __all__ = [
     "explain_cached",
     "file_view",
     "file_view_plain",
+    "gate_panel",
     "import_messages",
     "import_model_panel",
     "load_run_model",
