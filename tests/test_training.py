@@ -189,6 +189,43 @@ def test_cli_options_are_the_config_fields_with_their_defaults_and_help():
     assert _config(args) == TrainConfig(data="x")
 
 
+def test_trainable_layers_take_one_range_from_0_to_19(capsys):
+    """The config and the CLI accept 0 to 19 trainable layers (19, the README's from-scratch recipe, included)
+    and refuse 20 with the range and its reason in one error line; --help shows the range."""
+    from training.__main__ import add_config_options, main
+    from training.config import TRAINABLE_LAYERS
+
+    assert TRAINABLE_LAYERS == (0, 19)
+    assert TrainConfig(data="x", trainable_layers=19).trainable_layers == 19
+    for bad in (-1, 20):
+        with pytest.raises(ValueError, match=r"trainable_layers must be 0 to 19: VGG16 has 19 layers counting"):
+            TrainConfig(data="x", trainable_layers=bad)
+    assert main(["--data", "x", "--trainable-layers", "20"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: trainable_layers must be 0 to 19") and err.count("\n") == 1, err
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_config_options(parser)
+    assert "--trainable-layers 0-19" in parser.format_help()
+
+
+def test_training_from_scratch_with_frozen_layers_warns(tmp_path, monkeypatch, capsys):
+    """Weights none with fewer than 18 trainable layers is warned about in plain words, on the console too;
+    19 from scratch, or 6 from ImageNet, is not."""
+    import training.__main__ as cli
+
+    assert TrainConfig(data="x", weights="none", trainable_layers=19).warnings() == []
+    assert TrainConfig(data="x", weights="imagenet", trainable_layers=6).warnings() == []
+    (warning,) = TrainConfig(data="x", weights="none", trainable_layers=6).warnings()
+    assert "leaves the first 12 of VGG16's 18 layers frozen at their random weights" in warning
+    assert warning.endswith("Set trainable layers to 19.")
+    data = make_dataset(tmp_path / "data", per_class=3)
+    monkeypatch.setattr(cli, "_estimate", lambda args, config: 0)  # the console's part only, not the timing
+    assert cli.main(["--data", str(data), "--runs-dir", str(tmp_path / "runs"), "--weights", "none", "--estimate"]) == 0
+    assert capsys.readouterr().err == f"warning: {warning}\n"
+
+
 def test_cli_resume_takes_the_lock_of_the_runs_folder_the_run_is_in(tmp_path, monkeypatch):
     """A command-line resume locks the folder the run is in, as the app's resume does, not the runs_dir its
     config named: a training in that folder blocks it."""

@@ -29,7 +29,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     """
     from dataclasses import fields
 
-    from training.config import CHOICES, TrainConfig, defaults, field_help
+    from training.config import CHOICES, RANGES, TrainConfig, defaults, field_help
 
     default, helps = defaults(), field_help()
     for f in fields(TrainConfig):
@@ -49,8 +49,14 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                 flag, type=kind, nargs=len(default[f.name]), default=default[f.name], metavar=metavar, help=text
             )
         else:
+            span = RANGES.get(f.name)
             parser.add_argument(
-                flag, type=type(default[f.name]), default=default[f.name], choices=CHOICES.get(f.name), help=text
+                flag,
+                type=type(default[f.name]),
+                default=default[f.name],
+                choices=CHOICES.get(f.name),
+                metavar=f"{span[0]}-{span[1]}" if span else None,
+                help=text,
             )
 
 
@@ -104,6 +110,9 @@ def main(argv=None) -> int:
     except (RadiologyError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT["failed"]
+    if run_dir is None:
+        for warning in config.warnings():
+            print(f"warning: {warning}", file=sys.stderr)
     if args.lock_fd is None:
         # the lock of the runs folder the run is in, as training.launch takes it: a resumed run's own
         # folder, not the runs_dir its config named when it started
