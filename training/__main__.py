@@ -94,6 +94,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from radiology import jobs
     from radiology.errors import RadiologyError
+    from radiology.pretrained import require_weights
     from radiology.registry import STATUS_FILE, TrainingLock, load_run, new_run_dir, resumable
     from training.config import TrainConfig
     from training.launch import busy_message
@@ -107,6 +108,7 @@ def main(argv=None) -> int:
             config = TrainConfig.load(run_dir / "config.json") if run_dir is not None else _config(args)
         if run_dir is None:  # a new run from the console; a resumed or launched one records failures in its folder
             _check_data(config)
+            require_weights(config.weights)
     except (RadiologyError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT["failed"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from radiology import jobs
 from radiology.errors import ResumeError, TrainingBusyError
 from radiology.jobs import LIVE_STATES, now
+from radiology.pretrained import require_weights
 from radiology.registry import (
     CANCEL_FILE,
     STATUS_FILE,
@@ -61,8 +62,10 @@ def launch(config: TrainConfig) -> Run:
     two launches at once, from the app or the command line, never both run.
 
     Raises:
+        ModelLoadError: the initial weights are ImageNet's, which are neither cached nor downloadable.
         TrainingBusyError: another training holds the lock.
     """
+    require_weights(config.weights)
     runs_dir = Path(config.runs_dir).resolve()
     lock = _take_lock(runs_dir)
     try:
@@ -81,6 +84,8 @@ def resume(run: Run) -> Run:
 
     Raises:
         ResumeError: the run is live, succeeded, or has no completed epoch.
+        ModelLoadError: the run starts from ImageNet (the model is built before its checkpoint is loaded) and
+            those weights are neither cached nor downloadable.
         TrainingBusyError: another training holds the lock.
     """
     why = resumable(run)
@@ -89,6 +94,7 @@ def resume(run: Run) -> Run:
     runs_dir = run.dir.parent
     lock = _take_lock(runs_dir)
     try:
+        require_weights(run.config.get("weights"))
         (run.dir / CANCEL_FILE).unlink(missing_ok=True)
         # a new attempt of the same run: the one write that may leave a final state, back to queued
         # (with no pid until the child's is known); the child then writes running
@@ -105,8 +111,10 @@ def estimate(config: TrainConfig) -> dict:
     The estimate holds the training lock while it times, so no training runs beside it and skews it.
 
     Raises:
+        ModelLoadError: the initial weights are ImageNet's, which are neither cached nor downloadable.
         TrainingBusyError: a training or another estimate holds the lock.
     """
+    require_weights(config.weights)
     runs_dir = Path(config.runs_dir).resolve()
     lock = _take_lock(runs_dir)
     try:
