@@ -16,12 +16,22 @@ DEFAULT, HELP = defaults(), field_help()  # every default and help below comes f
 st.header("Dataset")
 folder = ui.dataset_picker("train")
 c1, c2, c3 = st.columns(3)
-seed = c1.number_input("Seed", 0, 2**31 - 1, DEFAULT["seed"], help=HELP["seed"])
+seed = c1.number_input("Seed", 0, 2**31 - 1, key=ui.remembered("train_seed", DEFAULT["seed"]), help=HELP["seed"])
 _, default_val, default_test = (round(f * 100) for f in DEFAULT["fractions"])
 val_pct = c2.number_input(
-    "Validation %", 0, 90, default_val, help="Share split off for validation, for class folders only"
+    "Validation %",
+    0,
+    90,
+    key=ui.remembered("train_val_pct", default_val),
+    help="Share split off for validation, for class folders only",
 )
-test_pct = c3.number_input("Test %", 0, 90, default_test, help="Share split off for testing, for class folders only")
+test_pct = c3.number_input(
+    "Test %",
+    0,
+    90,
+    key=ui.remembered("train_test_pct", default_test),
+    help="Share split off for testing, for class folders only",
+)
 fractions = ((100 - val_pct - test_pct) / 100, val_pct / 100, test_pct / 100)
 if folder is not None:
     try:
@@ -37,29 +47,65 @@ finished = [r for r in runs if r.state == "succeeded" and r.has_model]
 st.caption(f"Trains with {ui.cached_device()}.")
 with st.form("launch"):
     c1, c2, c3, c4 = st.columns(4)
-    epochs = c1.number_input("Epochs", 1, 500, DEFAULT["epochs"], help=HELP["epochs"])
-    batch_size = c2.number_input("Batch size", 1, 1024, DEFAULT["batch_size"], help=HELP["batch_size"])
-    lr = c3.number_input("Learning rate", 1e-7, 1e-1, DEFAULT["lr"], format="%.1e", help=HELP["lr"])
+    epochs = c1.number_input(
+        "Epochs", 1, 500, key=ui.remembered("train_epochs", DEFAULT["epochs"]), help=HELP["epochs"]
+    )
+    batch_size = c2.number_input(
+        "Batch size", 1, 1024, key=ui.remembered("train_batch_size", DEFAULT["batch_size"]), help=HELP["batch_size"]
+    )
+    lr = c3.number_input(
+        "Learning rate", 1e-7, 1e-1, key=ui.remembered("train_lr", DEFAULT["lr"]), format="%.1e", help=HELP["lr"]
+    )
     trainable = c4.number_input(
-        "Trainable VGG16 layers", 0, 18, DEFAULT["trainable_layers"], help=HELP["trainable_layers"]
+        "Trainable VGG16 layers",
+        0,
+        18,
+        key=ui.remembered("train_trainable", DEFAULT["trainable_layers"]),
+        help=HELP["trainable_layers"],
     )
     c1, c2, c3 = st.columns(3)
     starts = {"imagenet": "imagenet", "none": "none", **{f"run {r.id}": str(r.dir) for r in finished}}
     weights = c1.selectbox(
-        "Initial weights", list(starts), help="ImageNet needs the network once; a run (of any image size) fine-tunes it"
+        "Initial weights",
+        list(starts),
+        key=ui.remembered("train_weights", DEFAULT["weights"], options=list(starts)),
+        help="ImageNet needs the network once; a run (of any image size) fine-tunes it",
     )
-    image_size = c2.number_input("Image size (px)", 32, 1024, DEFAULT["image_size"], step=32, help=HELP["image_size"])
-    augment = c3.toggle("Augmentation (flip, ±15° rotation)", value=DEFAULT["augment"], help=HELP["augment"])
-    mixed = c3.toggle("Allow bfloat16", value=DEFAULT["mixed_precision"], help=HELP["mixed_precision"])
-    class_weights = c3.toggle("Class weights", value=DEFAULT["class_weights"], help=HELP["class_weights"])
+    image_size = c2.number_input(
+        "Image size (px)",
+        32,
+        1024,
+        key=ui.remembered("train_image_size", DEFAULT["image_size"]),
+        step=32,
+        help=HELP["image_size"],
+    )
+    augment = c3.toggle(
+        "Augmentation (flip, ±15° rotation)",
+        key=ui.remembered("train_augment", DEFAULT["augment"]),
+        help=HELP["augment"],
+    )
+    mixed = c3.toggle(
+        "Allow bfloat16", key=ui.remembered("train_mixed", DEFAULT["mixed_precision"]), help=HELP["mixed_precision"]
+    )
+    class_weights = c3.toggle(
+        "Class weights", key=ui.remembered("train_class_weights", DEFAULT["class_weights"]), help=HELP["class_weights"]
+    )
     compute = c1.selectbox(
         "Compute",
         COMPUTE_CHOICES,
-        index=COMPUTE_CHOICES.index(DEFAULT["compute"]),
+        key=ui.remembered("train_compute", DEFAULT["compute"], options=COMPUTE_CHOICES),
         help=HELP["compute"] + " The choice is then reused by runs with these settings.",
     )
-    workers = c2.number_input("Loader threads", 1, 64, DEFAULT["workers"], help=HELP["workers"])
-    patience = c1.number_input("Plateau patience (epochs)", 1, 50, DEFAULT["lr_patience"], help=HELP["lr_patience"])
+    workers = c2.number_input(
+        "Loader threads", 1, 64, key=ui.remembered("train_workers", DEFAULT["workers"]), help=HELP["workers"]
+    )
+    patience = c1.number_input(
+        "Plateau patience (epochs)",
+        1,
+        50,
+        key=ui.remembered("train_patience", DEFAULT["lr_patience"]),
+        help=HELP["lr_patience"],
+    )
     st.caption(estimate.size_tradeoff(int(image_size)))
     b1, b2 = st.columns(2)
     estimate_clicked = b1.form_submit_button("Estimate duration", disabled=folder is None)

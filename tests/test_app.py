@@ -607,3 +607,54 @@ def test_classify_fits_the_gate_in_the_background(tiny_run, tmp_path, monkeypatc
     assert any("gate of 20260101-000000-nogate is fitted on" in s.value for s in at.success), at.success
     assert not any("unavailable" in c.value for c in at.caption)
     assert not [b for b in at.button if b.label == "Fit the gate"]
+
+
+def _submit_estimate(at: AppTest, monkeypatch) -> list:
+    """Clicks Estimate duration with launch.estimate replaced by a recorder; returns the configs it was given."""
+    from training import launch
+
+    asked = []
+    monkeypatch.setattr(launch, "estimate", lambda config: asked.append(config) or {})
+    next(b for b in at.button if b.label == "Estimate duration").click().run()
+    assert not at.exception, at.exception
+    return asked
+
+
+def test_training_form_keeps_its_values_across_pages(app_env):
+    """Going to another page and back, which makes Streamlit drop the form's widget values, finds the launch
+    form as it was left, not at the config's defaults."""
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
+    at.switch_page("pages/3_Training.py").run()
+    # AppTest registers no clicks after switch_page, so the values are put in as a submitted form leaves them
+    for key, value in {"train_epochs": 3, "train_image_size": 64, "train_seed": 7, "train_weights": "none"}.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page("pages/4_Dataset.py").run()
+    assert "train_epochs" not in at.session_state  # what made the form forget
+    at.switch_page("pages/3_Training.py").run()
+    assert not at.exception, at.exception
+    numbers = {n.label: n.value for n in at.number_input}
+    assert (numbers["Epochs"], numbers["Image size (px)"], numbers["Seed"]) == (3, 64, 7)
+    assert next(s for s in at.selectbox if s.label == "Initial weights").value == "none"
+
+
+def test_training_form_submits_and_keeps_the_chosen_run_as_initial_weights(app_env, monkeypatch):
+    """The submitted values reach the estimate; a run that finishes meanwhile, which lengthens the list of
+    initial weights, leaves the chosen one chosen."""
+    runs = app_env / "runs"
+    at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
+    next(n for n in at.number_input if n.label == "Epochs").set_value(3)
+    next(n for n in at.number_input if n.label == "Image size (px)").set_value(64)
+    next(s for s in at.selectbox if s.label == "Initial weights").select("run 20260101-000000-aaaa")
+    assert _submit_estimate(at, monkeypatch)[0].epochs == 3
+    newer = runs / "20260104-000000-dddd"
+    shutil.copytree(runs / "20260101-000000-aaaa", newer)
+    try:
+        at.run()
+        assert not at.exception, at.exception
+        weights = next(s for s in at.selectbox if s.label == "Initial weights")
+        assert weights.value == "run 20260101-000000-aaaa" and "run 20260104-000000-dddd" in weights.options
+        (config,) = _submit_estimate(at, monkeypatch)
+        assert (config.epochs, config.image_size, config.weights) == (3, 64, str(runs / "20260101-000000-aaaa"))
+    finally:
+        shutil.rmtree(newer)

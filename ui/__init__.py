@@ -4,8 +4,8 @@ The pages import this package; the library (``radiology``, ``training``) never i
 
 The package has one module per concept: ``navigation`` (the pages and their header), ``models`` (the model
 cache: cached loaders, explanations, file views), ``datasets`` (dataset widgets), ``imports`` (the model
-import panel) and ``gate`` (the out-of-distribution gate panel and its background fit). Everything the pages
-use is re-exported here, so a page reads ``ui.X``.
+import panel), ``forms`` (widget values that last the session) and ``gate`` (the out-of-distribution gate
+panel and its background fit). Everything the pages use is re-exported here, so a page reads ``ui.X``.
 """
 
 import os
@@ -22,6 +22,7 @@ from ui.datasets import (  # noqa: E402
     show_validation,
     source_report,
 )
+from ui.forms import remembered  # noqa: E402
 from ui.gate import gate_panel  # noqa: E402
 from ui.imports import import_messages, import_model_panel  # noqa: E402
 from ui.models import (  # noqa: E402
@@ -65,6 +66,7 @@ __all__ = [
     "load_run_model",
     "navigation",
     "page_header",
+    "remembered",
     "run_data_root",
     "runs_dir",
     "show_validation",
