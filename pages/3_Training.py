@@ -8,7 +8,7 @@ from radiology import charts, registry
 from radiology.errors import RadiologyError
 from radiology.jobs import LIVE_STATES
 from training import clock, estimate, launch
-from training.config import COMPUTE_CHOICES, TrainConfig, defaults, field_help
+from training.config import COMPUTE_CHOICES, TRAINABLE_LAYERS, TRAINABLE_LAYERS_WHY, TrainConfig, defaults, field_help
 
 ui.page_header("Training")
 DEFAULT, HELP = defaults(), field_help()  # every default and help below comes from TrainConfig
@@ -45,6 +45,31 @@ st.header("Launch")
 runs = registry.list_runs(ui.runs_dir(), include_bundled=True)
 finished = [r for r in runs if r.state == "succeeded" and r.has_model]
 st.caption(f"Trains with {ui.cached_device()}.")
+ALL_LAYERS = TRAINABLE_LAYERS[1]
+
+
+def train_every_layer_from_scratch():
+    """Choosing weights none makes every layer trainable: a frozen layer would keep its random weights."""
+    if st.session_state["train_weights"] == "none":
+        st.session_state["train_trainable"] = ALL_LAYERS
+
+
+starts = {"imagenet": "imagenet", "none": "none", **{f"run {r.id}": str(r.dir) for r in finished}}
+c1, c2 = st.columns([1, 2])
+weights = c1.selectbox(
+    "Initial weights",
+    list(starts),
+    key=ui.remembered("train_weights", DEFAULT["weights"], options=list(starts)),
+    on_change=train_every_layer_from_scratch,
+    help="ImageNet needs the network once; a run (of any image size) fine-tunes it",
+)
+with c2:
+    if starts[weights] == "imagenet":
+        ui.imagenet_panel("train_imagenet")
+    elif starts[weights] == "none":
+        st.caption(f"From scratch: every layer starts random, so all {ALL_LAYERS} layers should train (set below).")
+    else:
+        st.caption("Fine-tunes that run's model: its layers are copied by name, whatever its image size.")
 with st.form("launch"):
     c1, c2, c3, c4 = st.columns(4)
     epochs = c1.number_input(
@@ -58,19 +83,12 @@ with st.form("launch"):
     )
     trainable = c4.number_input(
         "Trainable VGG16 layers",
-        0,
-        18,
+        *TRAINABLE_LAYERS,
         key=ui.remembered("train_trainable", DEFAULT["trainable_layers"]),
         help=HELP["trainable_layers"],
     )
+    c4.caption(TRAINABLE_LAYERS_WHY[0].upper() + TRAINABLE_LAYERS_WHY[1:] + ".")
     c1, c2, c3 = st.columns(3)
-    starts = {"imagenet": "imagenet", "none": "none", **{f"run {r.id}": str(r.dir) for r in finished}}
-    weights = c1.selectbox(
-        "Initial weights",
-        list(starts),
-        key=ui.remembered("train_weights", DEFAULT["weights"], options=list(starts)),
-        help="ImageNet needs the network once; a run (of any image size) fine-tunes it",
-    )
     image_size = c2.number_input(
         "Image size (px)",
         32,
@@ -134,6 +152,8 @@ if folder is not None:
         )
     except ValueError as exc:
         st.error(str(exc))
+for warning in config.warnings() if config is not None else []:
+    st.warning(warning)
 if config is not None and estimate_clicked:
     try:
         launch.estimate(config)

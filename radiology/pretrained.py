@@ -26,17 +26,20 @@ IMAGENET_MD5 = "6d6bbae143d832006294945121d1f1fc"  # the hash keras.applications
 PROBE_TIMEOUT_S = 3.0
 
 
-def keras_cache_dir() -> Path:
-    """The folder Keras downloads into, as ``keras.utils.get_file`` picks it.
-
-    ``$KERAS_HOME``, else ``~/.keras`` (``/tmp/.keras`` when the home folder is not writable); Keras falls back
-    to ``/tmp/.keras`` when that folder is not writable either.
-    """
+def keras_home() -> Path:
+    """Keras' own folder: ``$KERAS_HOME``, else ``~/.keras`` (``/tmp/.keras`` when the home folder is not writable)."""
     home = os.environ.get("KERAS_HOME")
-    if not home:
-        user = os.path.expanduser("~")
-        home = os.path.join(user if os.access(user, os.W_OK) else "/tmp", ".keras")
-    return Path(home) if os.access(home, os.W_OK) else Path("/tmp") / ".keras"
+    if home:
+        return Path(home)
+    user = os.path.expanduser("~")
+    return Path(user if os.access(user, os.W_OK) else "/tmp") / ".keras"
+
+
+def keras_cache_dir() -> Path:
+    """The folder Keras downloads into, as ``keras.utils.get_file`` picks it: :func:`keras_home`, or
+    ``/tmp/.keras`` when that folder is not writable (or missing; Keras makes it when it is imported)."""
+    home = keras_home()
+    return home if os.access(home, os.W_OK) else Path("/tmp") / ".keras"
 
 
 def imagenet_path() -> Path:
@@ -139,6 +142,10 @@ def install_imagenet(data: bytes) -> Path:
             f"this is not {IMAGENET_FILE}: its MD5 is {digest}, and Keras expects {IMAGENET_MD5} "
             f"({len(data) / 1e6:.1f} MB uploaded; the file is about 59 MB)"
         )
+    try:
+        keras_home().mkdir(parents=True, exist_ok=True)  # as importing Keras does, so that Keras looks there too
+    except OSError:
+        pass  # then Keras looks in /tmp/.keras, and so does imagenet_path()
     path = imagenet_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)

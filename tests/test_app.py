@@ -658,3 +658,58 @@ def test_training_form_submits_and_keeps_the_chosen_run_as_initial_weights(app_e
         assert (config.epochs, config.image_size, config.weights) == (3, 64, str(runs / "20260101-000000-aaaa"))
     finally:
         shutil.rmtree(newer)
+
+
+def test_training_page_takes_19_trainable_layers_and_sets_them_from_scratch(app_env, monkeypatch):
+    """The trainable-layers field takes 0 to 19 and says why beside it; choosing weights none sets 19, and
+    lowering it again gets a plain warning with the next estimate."""
+    at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
+    field = next(n for n in at.number_input if n.label == "Trainable VGG16 layers")
+    assert (field.min, field.max) == (0, 19)
+    assert any(c.value.startswith("0 to 19: VGG16 has 19 layers counting its input layer") for c in at.caption)
+    next(s for s in at.selectbox if s.label == "Initial weights").select("none").run()
+    assert next(n for n in at.number_input if n.label == "Trainable VGG16 layers").value == 19
+    assert _submit_estimate(at, monkeypatch)[0].trainable_layers == 19
+    assert not any("frozen at their random weights" in w.value for w in at.warning)
+    next(n for n in at.number_input if n.label == "Trainable VGG16 layers").set_value(6)
+    assert _submit_estimate(at, monkeypatch)[0].trainable_layers == 6
+    assert any("leaves the first 12 of VGG16's 18 layers frozen at their random weights" in w.value for w in at.warning)
+
+
+def test_training_page_offline_imagenet_says_so_and_takes_the_file(app_env, tmp_path, monkeypatch):
+    """Offline without the ImageNet file, the page says so beside Initial weights and offers the upload; Estimate
+    and Launch show that message, not a dead process or a raw URL error; an uploaded copy lands where Keras looks."""
+    import hashlib
+
+    import streamlit as st
+
+    from radiology import pretrained
+
+    (tmp_path / "keras-home").mkdir()  # as importing Keras makes it
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    monkeypatch.setattr(pretrained, "can_download", lambda **_: False)
+    before = sorted(p.name for p in (app_env / "runs").iterdir() if p.name[:1].isdigit())
+    at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
+    assert next(s for s in at.selectbox if s.label == "Initial weights").value == "imagenet"
+    (warning,) = [w.value for w in at.warning if "ImageNet weights" in w.value]
+    assert "not in the Keras cache" in warning and "weights none" in warning and "upload" in warning
+    for button in ("Estimate duration", "Launch training"):
+        next(b for b in at.button if b.label == button).click().run()
+        assert not at.exception, at.exception
+        assert any("cannot be downloaded" in e.value and "weights none" in e.value for e in at.error), at.error
+        assert not any("died" in e.value or "URL fetch" in e.value for e in at.error)
+    assert sorted(p.name for p in (app_env / "runs").iterdir() if p.name[:1].isdigit()) == before  # no run made
+    stand_in = b"the weights file, as far as this test goes"
+    monkeypatch.setattr(pretrained, "IMAGENET_MD5", hashlib.md5(stand_in).hexdigest())
+    monkeypatch.setattr(  # the weights uploader gets the file; the page's other uploader (import a model) none
+        st,
+        "file_uploader",
+        lambda label, *a, **k: (
+            _Upload(pretrained.IMAGENET_FILE, stand_in) if pretrained.IMAGENET_FILE in label else None
+        ),
+    )
+    at.run()
+    assert not at.exception, at.exception
+    assert (tmp_path / "keras-home" / "models" / pretrained.IMAGENET_FILE).read_bytes() == stand_in
+    assert any(s.value.startswith("Saved the ImageNet weights to") for s in at.success)
+    assert any("are in the Keras cache" in c.value for c in at.caption)

@@ -4,8 +4,9 @@ The pages import this package; the library (``radiology``, ``training``) never i
 
 The package has one module per concept: ``navigation`` (the pages and their header), ``models`` (the model
 cache: cached loaders, explanations, file views), ``datasets`` (dataset widgets), ``imports`` (the model
-import panel), ``forms`` (widget values that last the session) and ``gate`` (the out-of-distribution gate
-panel and its background fit). Everything the pages use is re-exported here, so a page reads ``ui.X``.
+import panel), ``forms`` (widget values that last the session), ``weights`` (the ImageNet weights panel) and
+``gate`` (the out-of-distribution gate panel and its background fit). Everything the pages use is
+re-exported here, so a page reads ``ui.X``.
 """
 
 import os
@@ -41,6 +42,7 @@ from ui.models import (  # noqa: E402
     thumbnail_uri,
 )
 from ui.navigation import PAGES, navigation, page_header  # noqa: E402
+from ui.weights import imagenet_panel  # noqa: E402
 
 __all__ = [
     "DISPLAY_SIDE",
@@ -61,6 +63,7 @@ __all__ = [
     "file_view",
     "file_view_plain",
     "gate_panel",
+    "imagenet_panel",
     "import_messages",
     "import_model_panel",
     "load_run_model",
