@@ -70,7 +70,7 @@ with c2:
         st.caption(f"From scratch: every layer starts random, so all {ALL_LAYERS} layers should train (set below).")
     else:
         st.caption("Fine-tunes that run's model: its layers are copied by name, whatever its image size.")
-with st.form("launch"):
+with st.form("launch", enter_to_submit=False):  # Enter in a half-edited number field must not start work
     c1, c2, c3, c4 = st.columns(4)
     epochs = c1.number_input(
         "Epochs", 1, 500, key=ui.remembered("train_epochs", DEFAULT["epochs"]), help=HELP["epochs"]
@@ -196,6 +196,16 @@ def live_run():
         if was_live:
             st.session_state["_live_run"] = None
             st.rerun()  # refresh the finished-runs table below
+        timing = estimate.running_estimate(ui.runs_dir())
+        if timing is not None:
+            cfg = timing.get("config") or {}
+            st.info(
+                f"A duration estimate is running: {timing.get('phase', 'starting')}… (`{cfg.get('data')}`, "
+                f"{cfg.get('image_size')} px, batch {cfg.get('batch_size')}). Launch waits for it: one training or "
+                "estimate runs at a time, so that neither slows the other.",
+                icon=":material/timer:",
+            )
+            return
         st.caption("No training is running.")
         last = registry.last_run(ui.runs_dir(), kind="training")
         if last is not None:

@@ -713,3 +713,48 @@ def test_training_page_offline_imagenet_says_so_and_takes_the_file(app_env, tmp_
     assert (tmp_path / "keras-home" / "models" / pretrained.IMAGENET_FILE).read_bytes() == stand_in
     assert any(s.value.startswith("Saved the ImageNet weights to") for s in at.success)
     assert any("are in the Keras cache" in c.value for c in at.caption)
+
+
+def _forms(node):
+    """The form blocks under an AppTest node."""
+    for child in getattr(node, "children", {}).values():
+        if getattr(child, "type", None) == "form":
+            yield child
+        yield from _forms(child)
+
+
+def test_training_page_shows_a_running_estimate_and_enter_does_not_submit(app_env):
+    """While an estimate holds the training lock, the run panel says so (not "No training is running") and a
+    launch is refused naming it; the launch form does not submit on Enter."""
+    import subprocess
+
+    from radiology import jobs
+    from radiology.registry import TrainingLock
+
+    runs = app_env / "runs"
+    timer = subprocess.Popen(["sleep", "60"])
+    record = runs / ".cache" / "estimates" / "0123456789abcdef.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    config = {"data": str(app_env / "data" / "tiny"), "image_size": 64, "batch_size": 8}
+    jobs.update_status(record, "queued", job="e", restart=True, config=config)
+    jobs.update_status(record, "running", job="e", pid=timer.pid, pid_start=jobs.process_start(timer.pid))
+    jobs.update_status(record, job="e", phase="timing training steps")
+    lock = TrainingLock(runs)
+    assert lock.acquire()
+    try:
+        at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
+        assert not at.exception, at.exception
+        assert any(i.value.startswith("A duration estimate is running: timing training steps…") for i in at.info)
+        assert "64 px, batch 8" in next(i.value for i in at.info if "duration estimate is running" in i.value)
+        assert not any(c.value == "No training is running." for c in at.caption)
+        next(s for s in at.selectbox if s.label == "Initial weights").select("none").run()  # nothing to download
+        next(b for b in at.button if b.label == "Launch training").click().run()
+        errors = [e.value for e in at.error]
+        assert any("a duration estimate is running (timing training steps)" in e for e in errors), errors
+        (form,) = [f.proto.form for f in _forms(at.main) if f.proto.form.form_id == "launch"]
+        assert form.enter_to_submit is False
+    finally:
+        lock.release()
+        timer.kill()
+        timer.wait()
+        record.unlink()

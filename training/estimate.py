@@ -18,6 +18,7 @@ from pathlib import Path
 
 from radiology import jobs
 from radiology.model import ModelMetadata, save_checkpoint, save_model
+from radiology.registry import LOCK_FILE, TrainingLock
 from training.callbacks import RunMonitor
 from training.clock import format_duration
 from training.compute import speed_settings, time_training_steps
@@ -106,6 +107,22 @@ def read_estimate(config) -> dict | None:
         :class:`Estimate`), a ``failed`` one an ``error``; a live record whose process died reads as ``failed``.
     """
     return jobs.read_status(estimate_path(config), what="estimate")
+
+
+def running_estimate(runs_dir: str | Path) -> dict | None:
+    """The record of the estimate running now for the runs folder ``runs_dir``, or None when none runs.
+
+    Only estimates kept in the runs folder's own cache (``RUNS_DIR/.cache``, a config's default) are seen;
+    the folder is read only while some process holds the training lock, as an estimate does.
+    """
+    runs_dir = Path(runs_dir)
+    if not (runs_dir / LOCK_FILE).exists() or not TrainingLock(runs_dir).held_elsewhere():
+        return None
+    for path in sorted((runs_dir / ".cache" / ESTIMATES).glob("*.json")):
+        record = jobs.read_status(path, what="estimate")
+        if record and record.get("state") in jobs.LIVE_STATES:
+            return record
+    return None
 
 
 def estimate_from(record: dict | None) -> Estimate | None:

@@ -21,14 +21,17 @@ from radiology.registry import (
     update_status,
 )
 from training.config import TrainConfig
-from training.estimate import estimate_path, read_estimate
+from training.estimate import estimate_path, read_estimate, running_estimate
 
 
 def busy_message(runs_dir: Path) -> str:
-    """Why a launch is refused, naming the run in progress when it is known."""
+    """Why a launch is refused, naming the run or the estimate in progress when it is known."""
     run = running_run(runs_dir)
     if run:
         return f"another training is running ({run.id}); wait for it or cancel it"
+    timing = running_estimate(runs_dir)
+    if timing:
+        return f"a duration estimate is running ({timing.get('phase', 'starting')}); it takes a few minutes"
     return "another training is running (or a duration estimate, which takes a few minutes)"
 
 
