@@ -6,6 +6,7 @@ import streamlit as st
 import ui
 from radiology import charts, registry
 from radiology.errors import RadiologyError
+from radiology.evaluation import worse_on_the_same_images
 from radiology.jobs import LIVE_STATES
 from training import clock, estimate, launch
 from training.config import COMPUTE_CHOICES, TRAINABLE_LAYERS, TRAINABLE_LAYERS_WHY, TrainConfig, defaults, field_help
@@ -243,6 +244,8 @@ live_run()
 
 st.header("Runs")
 ui.import_messages("runs_import")
+for kind, message in st.session_state.pop("_runs_outcome", []):  # of a promotion or resume, before the rerun
+    getattr(st, kind)(message)
 with st.expander("Import a model file (.keras or Keras 2 .h5) as a run"):
     ui.import_model_panel("runs_import")
 if not runs:
@@ -287,12 +290,38 @@ if stopped:
             st.error(str(exc))
 
 promotable = [r.id for r in finished]
+
+
+def promote(run_id: str) -> None:
+    """Makes the run the active model, then reruns the page, whose runs table then ticks it."""
+    try:
+        registry.set_active(registry.get_run(run_id, ui.runs_dir()), ui.runs_dir())
+    except (KeyError, ValueError) as exc:
+        st.error(str(exc))
+        return
+    st.session_state.pop("_promote_asked", None)
+    st.session_state["_runs_outcome"] = [
+        ("success", f"{run_id} is now the active model. Classify uses it from now on.")
+    ]
+    st.rerun()
+
+
 if promotable:
     c1, c2 = st.columns([3, 1])
     chosen = c1.selectbox("Run to promote", promotable)
     if c2.button("Promote", type="primary"):
-        try:
-            registry.set_active(registry.get_run(chosen, ui.runs_dir()), ui.runs_dir())
-            st.success(f"{chosen} is now the active model. Classify uses it from now on.")
-        except (KeyError, ValueError) as exc:
-            st.error(str(exc))
+        candidate = registry.get_run(chosen, ui.runs_dir())
+        worse = worse_on_the_same_images(candidate, active) if active is not None and active.id != chosen else None
+        if worse is None:
+            promote(chosen)
+        else:
+            st.session_state["_promote_asked"] = (chosen, worse)
+    asked = st.session_state.get("_promote_asked")
+    if asked and asked[0] == chosen and active is not None:
+        st.warning(f"Promote {chosen} in place of {active.id}? It measured worse: {asked[1]}.")
+        b1, b2, _ = st.columns([1, 1, 2])
+        if b1.button(f"Promote {chosen} anyway"):
+            promote(chosen)
+        if b2.button(f"Keep {active.id}"):
+            st.session_state.pop("_promote_asked", None)
+            st.rerun()

@@ -758,3 +758,37 @@ def test_training_page_shows_a_running_estimate_and_enter_does_not_submit(app_en
         timer.kill()
         timer.wait()
         record.unlink()
+
+
+def test_promote_asks_before_a_worse_run_and_the_table_follows(app_env):
+    """Promoting a run that measured worse on the active model's test images asks first, naming both accuracies;
+    confirmed, it becomes active and the runs table ticks it at once. A run not worse is promoted directly."""
+    runs = app_env / "runs"
+    worse = runs / "20260105-000000-eeee"
+    shutil.copytree(runs / "20260101-000000-aaaa", worse)
+    metrics = json.loads((worse / "metrics.json").read_text())
+    (worse / "metrics.json").write_text(json.dumps({**metrics, "accuracy": metrics["accuracy"] / 2}))
+
+    def active_in_table(at):
+        table = next(d.value for d in at.dataframe if "active" in d.value.columns)
+        return list(table.loc[table["active"], "run"])
+
+    try:
+        at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
+        next(s for s in at.selectbox if s.label == "Run to promote").select(worse.name).run()
+        next(b for b in at.button if b.label == "Promote").click().run()
+        assert not at.exception, at.exception
+        (asked,) = [w.value for w in at.warning if w.value.startswith(f"Promote {worse.name} in place of")]
+        assert f"{metrics['accuracy'] / 2:.1%} accuracy on the test split" in asked and "20260102-000000-bbbb" in asked
+        assert registry.active_run(runs).id == "20260102-000000-bbbb"
+        next(b for b in at.button if b.label == f"Promote {worse.name} anyway").click().run()
+        assert not at.exception, at.exception
+        assert registry.active_run(runs).id == worse.name and active_in_table(at) == [worse.name]
+        assert any(s.value.startswith(f"{worse.name} is now the active model") for s in at.success)
+        next(s for s in at.selectbox if s.label == "Run to promote").select("20260102-000000-bbbb").run()
+        next(b for b in at.button if b.label == "Promote").click().run()  # better than the active one: no question
+        assert registry.active_run(runs).id == "20260102-000000-bbbb"
+        assert active_in_table(at) == ["20260102-000000-bbbb"]
+    finally:
+        registry.set_active(registry.load_run(runs / "20260102-000000-bbbb"), runs)
+        shutil.rmtree(worse)
