@@ -217,7 +217,7 @@ def live_run():
         return
     st.session_state["_live_run"] = run.id
     p = run.progress()
-    st.subheader(f"Run {run.id}: {p.get('phase', run.state)}")
+    st.subheader(f"Run {run.id}: {'cancelling…' if run.cancel_requested else p.get('phase', run.state)}")
     if p.get("device"):
         st.caption(f"{p['device']}, computing in {p.get('compute', '…')}")
     overall, within = run.progress_fractions()
@@ -234,9 +234,14 @@ def live_run():
     if history:
         st.plotly_chart(charts.history_figure(history), key=f"live-{run.id}-{len(history)}")
     st.code(run.log_tail(15) or "(no log yet)", language=None)
-    if st.button("Cancel run", key=f"cancel-{run.id}"):
+    if not run.cancel_requested and st.button("Cancel run", key=f"cancel-{run.id}"):
         launch.cancel(run)
-        st.info("Cancel requested: the run stops after its current batch; **Resume** below continues it later.")
+    if run.cancel_requested:  # read from the run folder: it stays until the run has stopped
+        st.info(
+            "Cancelling… the run stops after its current batch and keeps its last completed epoch; **Resume** "
+            "below continues it later.",
+            icon=":material/hourglass_top:",
+        )
 
 
 st.header("Current run")
@@ -262,7 +267,7 @@ for r in runs:
             "status": r.state,
             "active": active is not None and r.id == active.id,
             "started": (r.status.get("started") or "")[:19].replace("T", " "),
-            "epochs": r.config.get("epochs"),
+            "epochs": r.epochs_summary(),
             "data": r.config.get("data"),
             "test accuracy (at training)": m.get("accuracy"),
             "test macro F1 (at training)": m.get("macro_f1"),
@@ -285,9 +290,11 @@ if stopped:
     if c2.button("Resume"):
         try:
             launch.resume(registry.get_run(chosen, ui.runs_dir()))
-            st.success(f"Resumed run {chosen}.")
         except (RadiologyError, KeyError) as exc:
             st.error(str(exc))
+        else:  # its queued state and fresh progress are on disk: the whole page shows them now, not in a second
+            st.session_state["_runs_outcome"] = [("success", f"Resumed run {chosen}.")]
+            st.rerun()
 
 promotable = [r.id for r in finished]
 

@@ -792,3 +792,66 @@ def test_promote_asks_before_a_worse_run_and_the_table_follows(app_env):
     finally:
         registry.set_active(registry.load_run(runs / "20260102-000000-bbbb"), runs)
         shutil.rmtree(worse)
+
+
+def test_resume_shows_the_run_at_once_and_cancel_says_cancelling(app_env, monkeypatch):
+    """Right after Resume the page shows the run queued and resuming after its last epoch, not "cancelled" with
+    the old progress; Cancel then shows "cancelling…" while the current batch finishes."""
+    import subprocess
+
+    runs = app_env / "runs"
+    stopped = runs / "20260106-000000-ffff"
+    shutil.copytree(runs / "20260101-000000-aaaa", stopped)
+    (stopped / "status.json").write_text(json.dumps({"state": "cancelled", "pid": 1}))
+    (stopped / "last.keras").write_bytes(b"checkpoint")
+    (stopped / "progress.json").write_text(json.dumps({"phase": "training", "epoch": 1, "batch": 2, "batches": 3}))
+    real_popen, children = subprocess.Popen, []
+
+    def child(args, **kwargs):  # the resumed run's process: holds the training lock, outlives a cancel's SIGTERM
+        children.append(real_popen(["bash", "-c", "trap '' TERM; sleep 60"], pass_fds=kwargs.get("pass_fds", ())))
+        return children[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", child)
+    try:
+        at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
+        next(s for s in at.selectbox if s.label == "Run to resume").select(stopped.name).run()
+        next(b for b in at.button if b.label == "Resume").click().run()
+        assert not at.exception, at.exception
+        assert f"Run {stopped.name}: resuming after epoch 1 of 1" in [s.value for s in at.subheader]
+        table = next(d.value for d in at.dataframe if "status" in d.value.columns)
+        assert table.loc[table["run"] == stopped.name, "status"].item() == "queued"
+        assert f"Resumed run {stopped.name}." in [s.value for s in at.success]
+        next(b for b in at.button if b.label == "Cancel run").click().run()
+        assert not at.exception, at.exception
+        assert any(i.value.startswith("Cancelling… the run stops after its current batch") for i in at.info)
+        at.run()  # the panel's next tick, while the run finishes its batch
+        assert f"Run {stopped.name}: cancelling…" in [s.value for s in at.subheader]
+        assert any(i.value.startswith("Cancelling…") for i in at.info)
+        assert not [b for b in at.button if b.label == "Cancel run"]
+    finally:
+        for proc in children:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(stopped)
+
+
+def test_home_describes_an_imported_checkpoint_by_its_history(tmp_path, monkeypatch):
+    """An imported last.keras saved at epoch 2 of 9 is described on Home as 'epochs: 2 of 9'."""
+    import keras
+
+    from radiology.imports import import_model
+    from radiology.model import ModelMetadata, save_checkpoint
+
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalMaxPooling2D()(keras.layers.Conv2D(4, 3, name="my_conv")(inp))
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(x))
+    meta = ModelMetadata(train_config={"epochs": 9, "weights": "none", "data": "cxr3"})
+    history = [{"epoch": 1, "loss": 1.1}, {"epoch": 2, "loss": 0.9}]
+    path = save_checkpoint(model, tmp_path / "last.keras", meta, {"epoch": 2, "history": history})
+    registry.set_active(import_model(path, runs_dir=tmp_path / "runs"), tmp_path / "runs")
+    monkeypatch.setenv("RADIOLOGY_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(registry, "BUNDLED_DIR", tmp_path / "none")
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+    assert not at.exception, at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert "epochs: 2 of 9;" in text and "epochs: 9;" not in text

@@ -562,3 +562,36 @@ def test_training_cli_records_any_failure_then_raises_it(tmp_path, monkeypatch):
     assert main(["--run-dir", str(run_dir), "--lock-fd", "99"]) == 1
     status = load_run(run_dir).status
     assert status["state"] == "failed" and status["error"].startswith("JSONDecodeError: ")
+
+
+def test_resume_writes_its_state_before_the_child_starts(tmp_path, monkeypatch):
+    """When the resumed run's process starts, the run already reads queued, with progress that says it resumes
+    after its last epoch, not the cancelled attempt's progress."""
+    from radiology.fsutil import read_json, write_csv_atomic
+    from training.launch import resume
+
+    stopped = tmp_path / "runs" / "20260101-000000-aaaa"
+    stopped.mkdir(parents=True)
+    TrainConfig(data="x", epochs=9, weights="none", runs_dir=str(tmp_path / "runs")).save(stopped / "config.json")
+    (stopped / "status.json").write_text(json.dumps({"state": "cancelled", "pid": 1}))
+    (stopped / "last.keras").write_bytes(b"checkpoint")
+    write_csv_atomic(stopped / "history.csv", [{"epoch": 1}, {"epoch": 2}])
+    (stopped / "progress.json").write_text(json.dumps({"phase": "training", "epoch": 3, "batch": 17, "batches": 30}))
+    (stopped / "cancel").touch()
+    seen, children, real_popen = [], [], subprocess.Popen
+
+    def child(args, **kwargs):
+        seen.append((load_run(stopped).state, read_json(stopped / "progress.json")))
+        children.append(real_popen(["sleep", "30"]))
+        return children[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", child)
+    try:
+        resume(load_run(stopped))
+    finally:
+        for proc in children:
+            proc.kill()
+            proc.wait()
+    ((state, progress),) = seen
+    assert state == "queued" and progress["phase"] == "resuming after epoch 2 of 9"
+    assert (progress["epoch"], progress["batch"]) == (0, 0) and not load_run(stopped).cancel_requested

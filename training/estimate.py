@@ -212,7 +212,8 @@ def size_tradeoff(image_size: int) -> str:
 def describe(estimate: Estimate, epochs: int) -> str:
     """The estimate of a run of ``epochs`` epochs in one sentence."""
     return (
-        f"About **{format_duration(estimate.total_seconds(epochs))}** for {epochs} epochs on this machine: "
+        f"About **{format_duration(estimate.total_seconds(epochs))}** for {epochs} epoch{'' if epochs == 1 else 's'} "
+        "on this machine: "
         f"an epoch {format_duration(estimate.epoch_seconds())} ({estimate.train_images} training images at "
         f"{estimate.train_images_per_s:.1f} img/s, {estimate.val_images} validation images at "
         f"{estimate.val_images_per_s:.1f} img/s, checkpoints {estimate.checkpoint_s:.1f} s), then "

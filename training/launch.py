@@ -7,6 +7,7 @@ from pathlib import Path
 
 from radiology import jobs
 from radiology.errors import ResumeError, TrainingBusyError
+from radiology.fsutil import write_json_atomic
 from radiology.jobs import LIVE_STATES, now
 from radiology.pretrained import require_weights
 from radiology.registry import (
@@ -99,6 +100,10 @@ def resume(run: Run) -> Run:
     try:
         require_weights(run.config.get("weights"))
         (run.dir / CANCEL_FILE).unlink(missing_ok=True)
+        # the last attempt's progress would show until the child writes its own: say what happens instead
+        epochs = run.config.get("epochs", 0)
+        progress = {"phase": f"resuming after epoch {len(run.history())} of {epochs}", "epoch": 0, "epochs": epochs}
+        write_json_atomic(run.dir / "progress.json", {**progress, "batch": 0, "batches": 0, "updated": now()})
         # a new attempt of the same run: the one write that may leave a final state, back to queued
         # (with no pid until the child's is known); the child then writes running
         update_status(run.dir, "queued", new_attempt=True, queued=now(), resumed=now())
