@@ -7,7 +7,6 @@ import ui
 from radiology import calibration, charts, confidence
 from radiology.errors import RadiologyError
 from radiology.explain import METHOD_HELP, METHODS, finer_layers, grid_note, jet_colorscale, layer_grid, overlay
-from radiology.ood import UNAVAILABLE, load_stats
 
 IMAGE_UPLOAD_MB = 50  # a large uncompressed DICOM; the server allows more for model files
 
@@ -29,11 +28,7 @@ st.caption(
     f"Model: **{run.id}** · Grad-CAM layer `{loaded.metadata.gradcam_layer}` · "
     f"probabilities {calibration.describe(loaded.metadata.temperature)}"
 )
-if load_stats(loaded.metadata) is None:
-    st.caption(
-        f"The {UNAVAILABLE}: only colour, size and texture are checked. "
-        "Fit it with `python -m radiology fit-ood --model RUN --data DIR`."
-    )
+ui.gate_panel(run, loaded)
 
 files = st.file_uploader(
     "X-ray images: PNG, JPEG or DICOM (files without an extension are fine)",

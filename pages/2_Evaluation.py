@@ -20,7 +20,6 @@ from radiology.evaluation import (
     summary_row,
 )
 from radiology.model import read_metadata
-from radiology.ood import UNAVAILABLE
 
 GALLERY = 12  # mistakes drawn at first, each a Grad-CAM; the rest are listed and can be drawn on request
 
@@ -66,16 +65,20 @@ def live_evaluation(run: registry.Run):
     key = f"_evaluating_{run.id}"
     if status is None:
         return
+    gate = status.get("task") == "fit-ood"  # a gate fit on the Classify page, which evaluates the test split too
     if status["state"] in evaluation_job.LIVE_STATES:
         st.session_state[key] = True
         done, total = status.get("done", 0), status.get("total", 0)
         text = f"{status.get('phase', status['state'])}" + (f": {done} of {total}" if total else "")
-        st.progress(float(status.get("progress") or 0.0), text=f"Evaluating on {status.get('data')}: {text}")
+        doing = "Fitting the out-of-distribution gate" if gate else "Evaluating"
+        st.progress(float(status.get("progress") or 0.0), text=f"{doing} on {status.get('data')}: {text}")
         return
     if st.session_state.pop(key, False):
         st.rerun()  # show the new results below
     if status["state"] == "failed":
-        st.error(f"The last evaluation failed: {status.get('error')}")
+        st.error(f"The last {'gate fit' if gate else 'evaluation'} failed: {status.get('error')}")
+    elif gate:
+        st.caption(f"Last job: fitted the out-of-distribution gate on {status.get('data')}")
     else:
         st.caption(f"Last evaluation: {SPLITS.get(status.get('split'), status.get('split'))} of {status.get('data')}")
 
@@ -135,8 +138,8 @@ st.subheader("Out-of-distribution gate")
 gate = m.get("ood")
 if gate is None:
     st.caption(
-        "This run was evaluated before the gate existed. Fit it with "
-        f"`python -m radiology fit-ood --model {run.dir} --data DIR`, which also adds its share here."
+        "This run was evaluated before the gate existed. Fit it with **Fit the gate** on the Classify page (for "
+        f"the active model) or `python -m radiology fit-ood --model {run.dir} --data DIR`; either adds its share here."
     )
 else:
     col, note = st.columns([1, 3])
@@ -148,7 +151,7 @@ else:
     reasons = ", ".join(f"{k}: {v}" for k, v in gate["by_reason"].items()) or "none"
     note.caption(
         f"{gate['flagged']} of {gate['n']} images of the {split_name} flagged (by reason: {reasons}). "
-        + ("" if gate["available"] else f"The {UNAVAILABLE}: only size and texture were checked. ")
+        + ("" if gate["available"] else "The model had no gate statistics: only size and texture were checked. ")
         + "Colour cannot be checked here: the evaluation reads grayscale images from the decode cache."
     )
 

@@ -6,9 +6,10 @@ import streamlit as st
 import ui
 from radiology import charts, registry
 from radiology.errors import RadiologyError
+from radiology.evaluation import worse_on_the_same_images
 from radiology.jobs import LIVE_STATES
 from training import clock, estimate, launch
-from training.config import COMPUTE_CHOICES, TrainConfig, defaults, field_help
+from training.config import COMPUTE_CHOICES, TRAINABLE_LAYERS, TRAINABLE_LAYERS_WHY, TrainConfig, defaults, field_help
 
 ui.page_header("Training")
 DEFAULT, HELP = defaults(), field_help()  # every default and help below comes from TrainConfig
@@ -16,12 +17,22 @@ DEFAULT, HELP = defaults(), field_help()  # every default and help below comes f
 st.header("Dataset")
 folder = ui.dataset_picker("train")
 c1, c2, c3 = st.columns(3)
-seed = c1.number_input("Seed", 0, 2**31 - 1, DEFAULT["seed"], help=HELP["seed"])
+seed = c1.number_input("Seed", 0, 2**31 - 1, key=ui.remembered("train_seed", DEFAULT["seed"]), help=HELP["seed"])
 _, default_val, default_test = (round(f * 100) for f in DEFAULT["fractions"])
 val_pct = c2.number_input(
-    "Validation %", 0, 90, default_val, help="Share split off for validation, for class folders only"
+    "Validation %",
+    0,
+    90,
+    key=ui.remembered("train_val_pct", default_val),
+    help="Share split off for validation, for class folders only",
 )
-test_pct = c3.number_input("Test %", 0, 90, default_test, help="Share split off for testing, for class folders only")
+test_pct = c3.number_input(
+    "Test %",
+    0,
+    90,
+    key=ui.remembered("train_test_pct", default_test),
+    help="Share split off for testing, for class folders only",
+)
 fractions = ((100 - val_pct - test_pct) / 100, val_pct / 100, test_pct / 100)
 if folder is not None:
     try:
@@ -35,31 +46,85 @@ st.header("Launch")
 runs = registry.list_runs(ui.runs_dir(), include_bundled=True)
 finished = [r for r in runs if r.state == "succeeded" and r.has_model]
 st.caption(f"Trains with {ui.cached_device()}.")
-with st.form("launch"):
+ALL_LAYERS = TRAINABLE_LAYERS[1]
+
+
+def train_every_layer_from_scratch():
+    """Choosing weights none makes every layer trainable: a frozen layer would keep its random weights."""
+    if st.session_state["train_weights"] == "none":
+        st.session_state["train_trainable"] = ALL_LAYERS
+
+
+starts = {"imagenet": "imagenet", "none": "none", **{f"run {r.id}": str(r.dir) for r in finished}}
+c1, c2 = st.columns([1, 2])
+weights = c1.selectbox(
+    "Initial weights",
+    list(starts),
+    key=ui.remembered("train_weights", DEFAULT["weights"], options=list(starts)),
+    on_change=train_every_layer_from_scratch,
+    help="ImageNet needs the network once; a run (of any image size) fine-tunes it",
+)
+with c2:
+    if starts[weights] == "imagenet":
+        ui.imagenet_panel("train_imagenet")
+    elif starts[weights] == "none":
+        st.caption(f"From scratch: every layer starts random, so all {ALL_LAYERS} layers should train (set below).")
+    else:
+        st.caption("Fine-tunes that run's model: its layers are copied by name, whatever its image size.")
+with st.form("launch", enter_to_submit=False):  # Enter in a half-edited number field must not start work
     c1, c2, c3, c4 = st.columns(4)
-    epochs = c1.number_input("Epochs", 1, 500, DEFAULT["epochs"], help=HELP["epochs"])
-    batch_size = c2.number_input("Batch size", 1, 1024, DEFAULT["batch_size"], help=HELP["batch_size"])
-    lr = c3.number_input("Learning rate", 1e-7, 1e-1, DEFAULT["lr"], format="%.1e", help=HELP["lr"])
+    epochs = c1.number_input(
+        "Epochs", 1, 500, key=ui.remembered("train_epochs", DEFAULT["epochs"]), help=HELP["epochs"]
+    )
+    batch_size = c2.number_input(
+        "Batch size", 1, 1024, key=ui.remembered("train_batch_size", DEFAULT["batch_size"]), help=HELP["batch_size"]
+    )
+    lr = c3.number_input(
+        "Learning rate", 1e-7, 1e-1, key=ui.remembered("train_lr", DEFAULT["lr"]), format="%.1e", help=HELP["lr"]
+    )
     trainable = c4.number_input(
-        "Trainable VGG16 layers", 0, 18, DEFAULT["trainable_layers"], help=HELP["trainable_layers"]
+        "Trainable VGG16 layers",
+        *TRAINABLE_LAYERS,
+        key=ui.remembered("train_trainable", DEFAULT["trainable_layers"]),
+        help=HELP["trainable_layers"],
     )
+    c4.caption(TRAINABLE_LAYERS_WHY[0].upper() + TRAINABLE_LAYERS_WHY[1:] + ".")
     c1, c2, c3 = st.columns(3)
-    starts = {"imagenet": "imagenet", "none": "none", **{f"run {r.id}": str(r.dir) for r in finished}}
-    weights = c1.selectbox(
-        "Initial weights", list(starts), help="ImageNet needs the network once; a run (of any image size) fine-tunes it"
+    image_size = c2.number_input(
+        "Image size (px)",
+        32,
+        1024,
+        key=ui.remembered("train_image_size", DEFAULT["image_size"]),
+        step=32,
+        help=HELP["image_size"],
     )
-    image_size = c2.number_input("Image size (px)", 32, 1024, DEFAULT["image_size"], step=32, help=HELP["image_size"])
-    augment = c3.toggle("Augmentation (flip, ±15° rotation)", value=DEFAULT["augment"], help=HELP["augment"])
-    mixed = c3.toggle("Allow bfloat16", value=DEFAULT["mixed_precision"], help=HELP["mixed_precision"])
-    class_weights = c3.toggle("Class weights", value=DEFAULT["class_weights"], help=HELP["class_weights"])
+    augment = c3.toggle(
+        "Augmentation (flip, ±15° rotation)",
+        key=ui.remembered("train_augment", DEFAULT["augment"]),
+        help=HELP["augment"],
+    )
+    mixed = c3.toggle(
+        "Allow bfloat16", key=ui.remembered("train_mixed", DEFAULT["mixed_precision"]), help=HELP["mixed_precision"]
+    )
+    class_weights = c3.toggle(
+        "Class weights", key=ui.remembered("train_class_weights", DEFAULT["class_weights"]), help=HELP["class_weights"]
+    )
     compute = c1.selectbox(
         "Compute",
         COMPUTE_CHOICES,
-        index=COMPUTE_CHOICES.index(DEFAULT["compute"]),
+        key=ui.remembered("train_compute", DEFAULT["compute"], options=COMPUTE_CHOICES),
         help=HELP["compute"] + " The choice is then reused by runs with these settings.",
     )
-    workers = c2.number_input("Loader threads", 1, 64, DEFAULT["workers"], help=HELP["workers"])
-    patience = c1.number_input("Plateau patience (epochs)", 1, 50, DEFAULT["lr_patience"], help=HELP["lr_patience"])
+    workers = c2.number_input(
+        "Loader threads", 1, 64, key=ui.remembered("train_workers", DEFAULT["workers"]), help=HELP["workers"]
+    )
+    patience = c1.number_input(
+        "Plateau patience (epochs)",
+        1,
+        50,
+        key=ui.remembered("train_patience", DEFAULT["lr_patience"]),
+        help=HELP["lr_patience"],
+    )
     st.caption(estimate.size_tradeoff(int(image_size)))
     b1, b2 = st.columns(2)
     estimate_clicked = b1.form_submit_button("Estimate duration", disabled=folder is None)
@@ -88,6 +153,8 @@ if folder is not None:
         )
     except ValueError as exc:
         st.error(str(exc))
+for warning in config.warnings() if config is not None else []:
+    st.warning(warning)
 if config is not None and estimate_clicked:
     try:
         launch.estimate(config)
@@ -130,6 +197,16 @@ def live_run():
         if was_live:
             st.session_state["_live_run"] = None
             st.rerun()  # refresh the finished-runs table below
+        timing = estimate.running_estimate(ui.runs_dir())
+        if timing is not None:
+            cfg = timing.get("config") or {}
+            st.info(
+                f"A duration estimate is running: {timing.get('phase', 'starting')}… (`{cfg.get('data')}`, "
+                f"{cfg.get('image_size')} px, batch {cfg.get('batch_size')}). Launch waits for it: one training or "
+                "estimate runs at a time, so that neither slows the other.",
+                icon=":material/timer:",
+            )
+            return
         st.caption("No training is running.")
         last = registry.last_run(ui.runs_dir(), kind="training")
         if last is not None:
@@ -140,7 +217,7 @@ def live_run():
         return
     st.session_state["_live_run"] = run.id
     p = run.progress()
-    st.subheader(f"Run {run.id}: {p.get('phase', run.state)}")
+    st.subheader(f"Run {run.id}: {'cancelling…' if run.cancel_requested else p.get('phase', run.state)}")
     if p.get("device"):
         st.caption(f"{p['device']}, computing in {p.get('compute', '…')}")
     overall, within = run.progress_fractions()
@@ -157,9 +234,14 @@ def live_run():
     if history:
         st.plotly_chart(charts.history_figure(history), key=f"live-{run.id}-{len(history)}")
     st.code(run.log_tail(15) or "(no log yet)", language=None)
-    if st.button("Cancel run", key=f"cancel-{run.id}"):
+    if not run.cancel_requested and st.button("Cancel run", key=f"cancel-{run.id}"):
         launch.cancel(run)
-        st.info("Cancel requested: the run stops after its current batch; **Resume** below continues it later.")
+    if run.cancel_requested:  # read from the run folder: it stays until the run has stopped
+        st.info(
+            "Cancelling… the run stops after its current batch and keeps its last completed epoch; **Resume** "
+            "below continues it later.",
+            icon=":material/hourglass_top:",
+        )
 
 
 st.header("Current run")
@@ -167,6 +249,8 @@ live_run()
 
 st.header("Runs")
 ui.import_messages("runs_import")
+for kind, message in st.session_state.pop("_runs_outcome", []):  # of a promotion or resume, before the rerun
+    getattr(st, kind)(message)
 with st.expander("Import a model file (.keras or Keras 2 .h5) as a run"):
     ui.import_model_panel("runs_import")
 if not runs:
@@ -183,7 +267,7 @@ for r in runs:
             "status": r.state,
             "active": active is not None and r.id == active.id,
             "started": (r.status.get("started") or "")[:19].replace("T", " "),
-            "epochs": r.config.get("epochs"),
+            "epochs": r.epochs_summary(),
             "data": r.config.get("data"),
             "test accuracy (at training)": m.get("accuracy"),
             "test macro F1 (at training)": m.get("macro_f1"),
@@ -206,17 +290,45 @@ if stopped:
     if c2.button("Resume"):
         try:
             launch.resume(registry.get_run(chosen, ui.runs_dir()))
-            st.success(f"Resumed run {chosen}.")
         except (RadiologyError, KeyError) as exc:
             st.error(str(exc))
+        else:  # its queued state and fresh progress are on disk: the whole page shows them now, not in a second
+            st.session_state["_runs_outcome"] = [("success", f"Resumed run {chosen}.")]
+            st.rerun()
 
 promotable = [r.id for r in finished]
+
+
+def promote(run_id: str) -> None:
+    """Makes the run the active model, then reruns the page, whose runs table then ticks it."""
+    try:
+        registry.set_active(registry.get_run(run_id, ui.runs_dir()), ui.runs_dir())
+    except (KeyError, ValueError) as exc:
+        st.error(str(exc))
+        return
+    st.session_state.pop("_promote_asked", None)
+    st.session_state["_runs_outcome"] = [
+        ("success", f"{run_id} is now the active model. Classify uses it from now on.")
+    ]
+    st.rerun()
+
+
 if promotable:
     c1, c2 = st.columns([3, 1])
     chosen = c1.selectbox("Run to promote", promotable)
     if c2.button("Promote", type="primary"):
-        try:
-            registry.set_active(registry.get_run(chosen, ui.runs_dir()), ui.runs_dir())
-            st.success(f"{chosen} is now the active model. Classify uses it from now on.")
-        except (KeyError, ValueError) as exc:
-            st.error(str(exc))
+        candidate = registry.get_run(chosen, ui.runs_dir())
+        worse = worse_on_the_same_images(candidate, active) if active is not None and active.id != chosen else None
+        if worse is None:
+            promote(chosen)
+        else:
+            st.session_state["_promote_asked"] = (chosen, worse)
+    asked = st.session_state.get("_promote_asked")
+    if asked and asked[0] == chosen and active is not None:
+        st.warning(f"Promote {chosen} in place of {active.id}? It measured worse: {asked[1]}.")
+        b1, b2, _ = st.columns([1, 1, 2])
+        if b1.button(f"Promote {chosen} anyway"):
+            promote(chosen)
+        if b2.button(f"Keep {active.id}"):
+            st.session_state.pop("_promote_asked", None)
+            st.rerun()

@@ -62,7 +62,7 @@ elif model is not None:
         trained = (
             f"Trained on `{cfg.get('data', 'unknown data')}` "
             f"(data fingerprint `{meta.data_fingerprint or 'unknown'}`); "
-            f"epochs: {cfg.get('epochs', '?')}; initial weights: `{cfg.get('weights', '?')}`. "
+            f"epochs: {run.epochs_summary() or '?'}; initial weights: `{cfg.get('weights', '?')}`. "
             if cfg or not record  # a file imported without its training config: nothing to say
             else ""
         )

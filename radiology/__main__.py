@@ -285,8 +285,10 @@ def _ood_line(summary: dict) -> str:
     return f"out-of-distribution: {share} flagged" + (f" ({reasons})" if reasons else "")
 
 
-def _model_and_splits(args):
+def _model_and_splits(args, report=None):
     """Loads ``--model`` and splits ``--data`` as the model was trained.
+
+    ``report(phase, done, total)``, when given, is told how the image reading goes.
 
     Returns:
         the loaded model, the ``.keras`` file to write it back to, the checked dataset, and a function
@@ -303,7 +305,12 @@ def _model_and_splits(args):
     meta = loaded.metadata
     seed, fractions = training_split(meta.train_config, seed=args.seed)
     checked = check_splits(
-        args.data, seed=seed, fractions=fractions, spec=meta.preprocess, cache_dir=args.cache_dir or None
+        args.data,
+        seed=seed,
+        fractions=fractions,
+        spec=meta.preprocess,
+        cache_dir=args.cache_dir or None,
+        progress=None if report is None else lambda done, total: report("reading images", done, total),
     )
     dataset, decoded = checked.dataset, checked.decoded
     matches, overlap = training_overlap(meta.data_fingerprint, dataset, "val")
@@ -318,18 +325,55 @@ def _model_and_splits(args):
 
 
 def cmd_fit_ood(args) -> int:
-    """Fits the out-of-distribution gate of an existing model on its training data, and stores it in the model file."""
+    """Fits the out-of-distribution gate of an existing model on its training data, and stores it in the model file.
+
+    With ``--job`` (a job queued by ``radiology.evaluation_job.start_gate_fit``) it reports its phase and
+    progress in the run's job status, and records any failure there, whatever its type, before raising it again.
+    """
+    from radiology import jobs
+    from radiology.evaluation_job import STATUS_FILE, update_status
+
+    run_dir = Path(args.model) if args.job else None
+    with jobs.recording(run_dir / STATUS_FILE if run_dir is not None else None, job=args.job):
+        if run_dir is not None:
+            update_status(
+                run_dir,
+                args.job,
+                "running",
+                pid=os.getpid(),
+                pid_start=process_start(os.getpid()),
+                started=now(),
+                phase="loading the model",
+                progress=0.0,
+            )
+        saved = _fit_ood(args, _evaluation_reporter(run_dir, args.job or ""))
+        if run_dir is not None:
+            update_status(
+                run_dir, args.job, "succeeded", ended=now(), progress=1.0, phase="done", evaluation=saved and saved.name
+            )
+    return 0
+
+
+def _fit_ood(args, report) -> Path | None:
+    """Fits and stores the gate, then evaluates the test split under it; returns where that evaluation was saved."""
     from radiology import ood
     from radiology.evaluation import evaluate_samples, save_evaluation
     from radiology.jobs import new_id
     from radiology.splits import training_overlap
 
-    loaded, target, checked, split = _model_and_splits(args)
+    loaded, target, checked, split = _model_and_splits(args, report)
     x_train, y_train = split("train")
     x_val, _ = split("val")
     if x_train is None:
         raise RadiologyError(f"no readable training images in {args.data}")
-    stats = ood.fit_for_model(loaded, x_train, y_train, x_val, percentile=args.percentile)
+    stats = ood.fit_for_model(
+        loaded,
+        x_train,
+        y_train,
+        x_val,
+        percentile=args.percentile,
+        progress=lambda done, total: report("fitting the gate on the training and validation images", done, total),
+    )
     loaded = ood.store_stats(loaded, target, stats)
     pixels = stats.pixels
     print(
@@ -341,25 +385,34 @@ def cmd_fit_ood(args) -> int:
     )
     print(f"stored in {target}")
     test = checked.dataset.splits["test"]
-    if test:
-        result, rows = evaluate_samples(loaded, test, checked.decoded, root=checked.dataset.root, n_boot=100)
-        print(_ood_line(result["ood"]) + " on the test split")
-        if Path(args.model).is_dir() and (target.parent / "status.json").is_file():
-            # an evaluation of its own: the run's training-time metrics.json keeps what it measured then
-            matches, overlap = training_overlap(loaded.metadata.data_fingerprint, checked.dataset, "test")
-            result.update(
-                source="fit-ood",
-                data_root=str(checked.dataset.root),
-                split="test",
-                split_method=checked.dataset.split_method,
-                data_fingerprint=checked.dataset.fingerprint(),
-                split_matches_training=matches,
-                training_overlap=overlap,
-                evaluated=now(),
-            )
-            saved = save_evaluation(target.parent, new_id(), result, rows)
-            print(f"stored this evaluation in {saved}")
-    return 0
+    if not test:
+        return None
+    result, rows = evaluate_samples(
+        loaded,
+        test,
+        checked.decoded,
+        root=checked.dataset.root,
+        n_boot=100,
+        progress=lambda done, total: report("evaluating the test split under the new gate", done, total),
+    )
+    print(_ood_line(result["ood"]) + " on the test split")
+    if not (Path(args.model).is_dir() and (target.parent / "status.json").is_file()):
+        return None
+    # an evaluation of its own: the run's training-time metrics.json keeps what it measured then
+    matches, overlap = training_overlap(loaded.metadata.data_fingerprint, checked.dataset, "test")
+    result.update(
+        source="fit-ood",
+        data_root=str(checked.dataset.root),
+        split="test",
+        split_method=checked.dataset.split_method,
+        data_fingerprint=checked.dataset.fingerprint(),
+        split_matches_training=matches,
+        training_overlap=overlap,
+        evaluated=now(),
+    )
+    saved = save_evaluation(target.parent, args.job or new_id(), result, rows)
+    print(f"stored this evaluation in {saved}")
+    return saved
 
 
 def cmd_calibrate(args) -> int:
@@ -437,6 +490,7 @@ def main(argv=None) -> int:
     fo.add_argument("--seed", type=int, default=None, help="split seed (default: the model's training seed)")
     fo.add_argument("--percentile", type=float, default=99.0, help="share of validation images that pass, percent")
     fo.add_argument("--cache-dir", default="")
+    fo.add_argument("--job", help=argparse.SUPPRESS)  # the job id given by radiology.evaluation_job.start_gate_fit
     fo.set_defaults(func=cmd_fit_ood)
     ca = sub.add_parser("calibrate", help="fit a model's temperature on its validation split")
     ca.add_argument("--model", required=True, help="run folder or .keras file; the temperature is written into it")

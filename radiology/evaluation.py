@@ -12,7 +12,7 @@ from radiology.datasets import Sample
 from radiology.errors import EvaluationError
 from radiology.fsutil import atomic_folder, write_csv_atomic, write_json_atomic
 from radiology.model import LoadedModel, predict_images
-from radiology.registry import EVALUATIONS_DIR
+from radiology.registry import EVALUATIONS_DIR, Run
 
 PROGRESS_CHUNK = 256  # images predicted between two progress reports
 SMALL_SAMPLE = 30  # below this many images a percentile bootstrap of a proportion is unreliable: Wilson instead
@@ -310,3 +310,47 @@ def _cell(key: str, value) -> str:
     if key.startswith(PERCENT_KEYS):
         return f"{value:.1%}"
     return f"{value:.3f}"
+
+
+def _accuracies_by_split(run: Run) -> dict[tuple[str, str], dict]:
+    """A run's evaluations by the images they measured, ``(data fingerprint, split)``: the training-time test
+    first, then the newest of each other. An evaluation that names no fingerprint cannot be matched and is left
+    out; the training-time test of an older run is matched by its model's fingerprint, whose test split it is.
+    """
+    from radiology.errors import ModelLoadError
+    from radiology.model import read_metadata
+
+    found: dict[tuple[str, str], dict] = {}
+    for record in run.evaluations():
+        m = record.metrics
+        fingerprint = m.get("data_fingerprint")
+        if fingerprint is None and record.id == "training" and run.has_model:
+            try:
+                fingerprint = read_metadata(run.model_path).data_fingerprint
+            except ModelLoadError:
+                fingerprint = None
+        if fingerprint and m.get("split") and m.get("accuracy") is not None:
+            found.setdefault((fingerprint, m["split"]), m)
+    return found
+
+
+def worse_on_the_same_images(candidate: Run, reference: Run) -> str | None:
+    """Why promoting ``candidate`` in place of ``reference`` needs a confirmation, or None when it does not.
+
+    It does when the two were measured on the same images (the same split of the same data, by fingerprint)
+    and ``candidate``'s accuracy was lower there; runs never measured on the same images are not compared.
+
+    Returns:
+        the comparison in one sentence, naming both accuracies and the images, or None.
+    """
+    theirs = _accuracies_by_split(reference)
+    for key, mine in _accuracies_by_split(candidate).items():
+        other = theirs.get(key)
+        if other is not None and mine["accuracy"] < other["accuracy"]:
+            split = SPLIT_NAMES.get(key[1], key[1])
+            return (
+                f"run {candidate.id} measured {mine['accuracy']:.1%} accuracy on the {split} of "
+                f"{mine.get('data_root', 'the same data')} ({mine.get('n', '?')} images), below the "
+                f"{other['accuracy']:.1%} of {reference.id} on the same images"
+            )
+    return None

@@ -1,10 +1,13 @@
-"""Evaluating a run on a dataset in the background, and the status file the app reads while it runs.
+"""Background jobs on a run's model: evaluating it on a dataset, or fitting its out-of-distribution gate.
 
-A job is a ``python -m radiology evaluate --save`` process. It reports through
-``evaluation_status.json`` in the run folder, a ``radiology.jobs`` status: state (``queued``,
-``running``, ``succeeded``, ``failed``), pid, phase, progress fraction, error. Its results land in
-a folder of their own, ``RUN/evaluations/JOB/`` (``metrics.json``, ``predictions.csv``), which appears
-whole or not at all; the run's training-time ``metrics.json`` is never touched.
+A job is a ``python -m radiology evaluate --save`` or ``python -m radiology fit-ood`` process (its
+``task``: ``evaluate`` or ``fit-ood``). It reports through ``evaluation_status.json`` in the run folder,
+a ``radiology.jobs`` status: task, state (``queued``, ``running``, ``succeeded``, ``failed``), pid,
+phase, progress fraction, error. One job per run at a time, so an evaluation never reads a model file
+that a gate fit is rewriting. An evaluation's results land in a folder of their own,
+``RUN/evaluations/JOB/`` (``metrics.json``, ``predictions.csv``), which appears whole or not at all; the
+run's training-time ``metrics.json`` is never touched. A gate fit stores the statistics in the run's
+``model.keras`` and its test-split numbers under the new gate as an evaluation of their own.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from radiology.jobs import LIVE_STATES, now
 from radiology.registry import Run
 
 STATUS_FILE = "evaluation_status.json"
+TASKS = {"evaluate": "being evaluated", "fit-ood": "having its out-of-distribution gate fitted"}
 
 
 def update_status(run_dir: str | Path, job: str, state: str | None = None, **fields) -> dict:
@@ -48,20 +52,27 @@ def read_status(run_dir: str | Path) -> dict | None:
 
 
 def is_running(run_dir: str | Path) -> bool:
-    """Whether an evaluation of this run is queued or running now."""
+    """Whether a job on this run's model (an evaluation or a gate fit) is queued or running now."""
     status = read_status(run_dir)
     return status is not None and status.get("state") in LIVE_STATES
 
 
-def queue(run: Run, job: str, **fields) -> dict:
-    """Queues evaluation ``job`` of a run, refusing while another evaluation of it is live.
+def queue(run: Run, job: str, *, task: str = "evaluate", **fields) -> dict:
+    """Queues ``job`` on a run's model, refusing while another job on it is live.
+
+    Args:
+        run: the run.
+        job: the new job's id.
+        task: ``evaluate`` or ``fit-ood``.
+        **fields: data, split, progress, and so on.
 
     Raises:
-        EvaluationError: another evaluation of the run is queued or running.
+        EvaluationError: another job on the run's model (an evaluation or a gate fit) is queued or running.
     """
-    status = update_status(run.dir, job, "queued", queued=now(), **fields)
+    status = update_status(run.dir, job, "queued", queued=now(), task=task, **fields)
     if status.get("job") != job:
-        raise EvaluationError(f"run {run.id} is being evaluated already; wait for it to finish")
+        busy = TASKS.get(status.get("task", "evaluate"), "busy")
+        raise EvaluationError(f"run {run.id} is {busy} already; wait for it to finish")
     return status
 
 
@@ -88,7 +99,40 @@ def start(run: Run, data: str | Path, *, split: str = "test", cache_dir: str | P
     job = jobs.new_id()
     queue(run, job, data=str(data), split=split, progress=0.0)
     argv = ["-m", "radiology", "evaluate", "--model", str(run.dir), "--data", str(data)]
-    argv += ["--split", split, "--save", "--job", job]
+    _spawn(run, job, argv + ["--split", split, "--save"], cache_dir)
+    return job
+
+
+def start_gate_fit(run: Run, data: str | Path, *, cache_dir: str | Path | None = None) -> str:
+    """Starts ``python -m radiology fit-ood`` for a run in a background process: the out-of-distribution gate.
+
+    The gate's statistics are fitted on the training split of ``data`` and its thresholds on the validation
+    split, both split with the model's own seed and fractions, and stored in the run's ``model.keras``; its
+    test-split numbers under the new gate are stored as an evaluation of their own.
+
+    Args:
+        run: a run with a model; not the bundled model, whose folder is read-only.
+        data: the dataset folder, best the one the model was trained on (the caller checks it is inside the
+            data root).
+        cache_dir: the decode cache folder, or None for none.
+
+    Returns:
+        the job id.
+
+    Raises:
+        EvaluationError: the run is the bundled model, has no model, is still training, or another job on
+            its model is live.
+    """
+    check_can_save(run)
+    job = jobs.new_id()
+    queue(run, job, task="fit-ood", data=str(data), split="train", progress=0.0)
+    _spawn(run, job, ["-m", "radiology", "fit-ood", "--model", str(run.dir), "--data", str(data)], cache_dir)
+    return job
+
+
+def _spawn(run: Run, job: str, argv: list[str], cache_dir: str | Path | None) -> None:
+    """Starts the queued ``job``'s process, ``python ARGV --job JOB [--cache-dir DIR]``, through ``radiology.jobs``."""
+    argv = [*argv, "--job", job]
     if cache_dir is not None:
         argv += ["--cache-dir", str(cache_dir)]
     jobs.start(
@@ -98,7 +142,6 @@ def start(run: Run, data: str | Path, *, split: str = "test", cache_dir: str | P
         job=job,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
-    return job
 
 
 def check_can_save(run: Run) -> None:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 from radiology import CLASS_NAMES
 from radiology.errors import ModelLoadError
-from radiology.fsutil import atomic_write_bytes, read_json, write_json_atomic
+from radiology.fsutil import atomic_write_bytes, read_json, write_csv_atomic, write_json_atomic
 from radiology.jobs import new_id, now
-from radiology.model import METADATA_ENTRY, load_model, save_model
+from radiology.model import METADATA_ENTRY, load_model, read_checkpoint_state, save_model
 from radiology.registry import Run, load_run
 from radiology.settings import runs_dir as default_runs_dir
 
@@ -157,7 +157,8 @@ def import_model(
     The run folder holds the original bytes (``source.keras`` or ``source.h5``), the model saved with
     its metadata (``model.keras``, carrying the class order), ``import.json`` (original file name,
     SHA-256, size, class order and where it came from, the warnings raised while loading),
-    ``config.json`` (the training config the file carries, if any) and ``status.json``.
+    ``config.json`` (the training config the file carries, if any), ``history.csv`` when the file is a training
+    checkpoint (``last.keras``) that carries its run's history, and ``status.json``.
 
     Args:
         source: a file path, or the file's bytes (an upload).
@@ -207,6 +208,9 @@ def import_model(
         meta.name = name or (meta.name if info.has_metadata and meta.name else Path(filename).stem)
         warnings = [w.replace(source_path.name, filename) for w in loaded.warnings]
         save_model(loaded.model, staging / "model.keras", meta, weights_dtype=meta.weights_dtype)
+        checkpoint = _checkpoint_state(source_path) if info.format == "keras" else {}
+        if checkpoint.get("history"):  # a training checkpoint (last.keras) says how far its run had gone
+            write_csv_atomic(staging / "history.csv", checkpoint["history"])
         stamp = now()
         record = {
             "kind": KIND,
@@ -219,6 +223,7 @@ def import_model(
             "class_names": list(meta.class_names),
             "class_order": _order_origin(info, order),
             "gradcam_layer": meta.gradcam_layer,
+            "checkpoint_epoch": checkpoint.get("epoch"),
             "warnings": warnings,
         }
         write_json_atomic(staging / IMPORT_FILE, record)
@@ -233,6 +238,14 @@ def import_model(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return load_run(run_dir)
+
+
+def _checkpoint_state(path: Path) -> dict:
+    """The training state a ``.keras`` training checkpoint carries (epoch, history…), or {} for a plain model."""
+    try:
+        return read_checkpoint_state(path)
+    except ModelLoadError:
+        return {}
 
 
 def _too_large(filename: str, size: int, max_bytes: int) -> str:

@@ -9,7 +9,6 @@ TensorFlow and JAX backends.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field, replace
@@ -23,10 +22,10 @@ from radiology.errors import ModelLoadError
 from radiology.fsutil import atomic_path
 from radiology.jobs import now
 from radiology.preprocess import PreprocessSpec, to_model_input
+from radiology.pretrained import fetch_imagenet
 
 GRADCAM_LAYER = "block5_conv3"
 METADATA_ENTRY = "radiology.json"
-IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 UNSAFE_LAYERS = ("Lambda", "TFOpLambda")
 
 
@@ -108,15 +107,11 @@ class LoadedModel:
 def _vgg16(x, weights):
     import keras
 
+    if weights == "imagenet":
+        fetch_imagenet()  # a failed download as a ModelLoadError that says what to do, not Keras' bare Exception
     try:
         return keras.applications.VGG16(include_top=False, weights=weights, input_tensor=x)
-    except (OSError, ValueError) as exc:  # urllib errors are OSErrors; a bad weights file is a ValueError
-        if weights == "imagenet":
-            cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / IMAGENET_FILE
-            raise ModelLoadError(
-                f"could not download the ImageNet weights for VGG16 ({exc}). Without network access, place "
-                f"{IMAGENET_FILE} at {cache}, or train with weights 'none'."
-            ) from exc
+    except (OSError, ValueError) as exc:  # a missing or bad weights file
         raise ModelLoadError(f"cannot load VGG16 weights from {weights}: {exc}") from exc
 
 

@@ -153,6 +153,28 @@ class Run:
         """Whether the run has a checkpoint file."""
         return self.model_path.is_file()
 
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether a cancel has been asked for (the ``cancel`` file is there) and the run not resumed since."""
+        return (self.dir / CANCEL_FILE).is_file()
+
+    def epochs_summary(self) -> str:
+        """The epochs the run went through, from the history it carries, against those its config planned.
+
+        ``9`` for a complete run, ``2 of 9`` for one stopped or imported after its second epoch, ``17 in 3
+        phases`` for a bundled model trained in phases, ``9 planned (no history)`` for an imported file that
+        carries a config but no history, empty when nothing is known.
+        """
+        history, planned = self.history(), self.config.get("epochs")
+        done, phases = len(history), {row["phase"] for row in history if "phase" in row}
+        if len(phases) > 1:
+            return f"{done} in {len(phases)} phases"
+        if done:
+            return str(done) if planned is None or done >= planned else f"{done} of {planned}"
+        if planned is None:
+            return ""
+        return f"{planned} planned (no history)" if self.kind == "imported" else f"0 of {planned}"
+
     def progress(self) -> dict:
         """The latest progress record: phase, epoch, epochs, batch, batches."""
         return read_json(self.dir / "progress.json", {}) or {}

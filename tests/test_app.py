@@ -584,3 +584,300 @@ def test_dataset_page_captions_samples(app_env):
     at = AppTest.from_file(str(ROOT / "pages/4_Dataset.py"), default_timeout=120).run()
     captions = [c for image in at.image for c in image.captions]
     assert captions and all(c.endswith(".png") for c in captions), captions
+
+
+def _run_without_gate(tiny_run, runs: Path, name: str) -> Path:
+    """A promoted copy of the tiny run whose model file carries no gate statistics, as a model fitted before
+    the gate existed."""
+    from dataclasses import replace
+
+    from radiology.model import load_model, save_model
+
+    run = runs / name
+    shutil.copytree(tiny_run, run)
+    old = load_model(run / "model.keras")
+    save_model(old.model, run / "model.keras", replace(old.metadata, ood=None))
+    registry.set_active(registry.load_run(run), runs)
+    return run
+
+
+def test_classify_fits_the_gate_in_the_background(tiny_run, tmp_path, monkeypatch):
+    """A model without gate statistics says so in a full sentence and offers Fit the gate; the job runs in the
+    background on the chosen folder, and when it ends the page loads the model with its gate and says so."""
+    from radiology.model import read_metadata
+    from radiology.ood import load_stats
+
+    runs = tmp_path / "runs"
+    run = _run_without_gate(tiny_run, runs, "20260101-000000-nogate")
+    make_dataset(tmp_path / "data" / "tiny", per_class=8)  # a test split of 3 images, evaluated under the new gate
+    monkeypatch.setenv("RADIOLOGY_RUNS_DIR", str(runs))
+    monkeypatch.setenv("RADIOLOGY_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setattr(registry, "BUNDLED_DIR", tmp_path / "no-bundle")
+    at = AppTest.from_file(str(ROOT / "pages/1_Classify.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert any(c.value.startswith("The out-of-distribution check is unavailable for this model") for c in at.caption)
+    assert any("differs from the one the model was trained on" in w.value for w in at.warning)
+    next(b for b in at.button if b.label == "Fit the gate").click().run()
+    assert not at.exception, at.exception
+    status = evaluation_job.read_status(run)
+    assert status["task"] == "fit-ood" and status["data"] == str((tmp_path / "data" / "tiny").resolve())
+    deadline = time.monotonic() + 400
+    while evaluation_job.is_running(run) and time.monotonic() < deadline:
+        time.sleep(1)
+    status = evaluation_job.read_status(run)
+    assert status["state"] == "succeeded", (status, (run / "evaluation_console.txt").read_text()[-2000:])
+    assert load_stats(read_metadata(run / "model.keras")) is not None
+    assert status["evaluation"] == status["job"] and (run / "evaluations" / status["job"] / "metrics.json").is_file()
+    at.run()
+    assert not at.exception, at.exception
+    assert any("gate of 20260101-000000-nogate is fitted on" in s.value for s in at.success), at.success
+    assert not any("unavailable" in c.value for c in at.caption)
+    assert not [b for b in at.button if b.label == "Fit the gate"]
+
+
+def _submit_estimate(at: AppTest, monkeypatch) -> list:
+    """Clicks Estimate duration with launch.estimate replaced by a recorder; returns the configs it was given."""
+    from training import launch
+
+    asked = []
+    monkeypatch.setattr(launch, "estimate", lambda config: asked.append(config) or {})
+    next(b for b in at.button if b.label == "Estimate duration").click().run()
+    assert not at.exception, at.exception
+    return asked
+
+
+def test_training_form_keeps_its_values_across_pages(app_env):
+    """Going to another page and back, which makes Streamlit drop the form's widget values, finds the launch
+    form as it was left, not at the config's defaults."""
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
+    at.switch_page("pages/3_Training.py").run()
+    # AppTest registers no clicks after switch_page, so the values are put in as a submitted form leaves them
+    for key, value in {"train_epochs": 3, "train_image_size": 64, "train_seed": 7, "train_weights": "none"}.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page("pages/4_Dataset.py").run()
+    assert "train_epochs" not in at.session_state  # what made the form forget
+    at.switch_page("pages/3_Training.py").run()
+    assert not at.exception, at.exception
+    numbers = {n.label: n.value for n in at.number_input}
+    assert (numbers["Epochs"], numbers["Image size (px)"], numbers["Seed"]) == (3, 64, 7)
+    assert next(s for s in at.selectbox if s.label == "Initial weights").value == "none"
+
+
+def test_training_form_submits_and_keeps_the_chosen_run_as_initial_weights(app_env, monkeypatch):
+    """The submitted values reach the estimate; a run that finishes meanwhile, which lengthens the list of
+    initial weights, leaves the chosen one chosen."""
+    runs = app_env / "runs"
+    at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
+    next(n for n in at.number_input if n.label == "Epochs").set_value(3)
+    next(n for n in at.number_input if n.label == "Image size (px)").set_value(64)
+    next(s for s in at.selectbox if s.label == "Initial weights").select("run 20260101-000000-aaaa")
+    assert _submit_estimate(at, monkeypatch)[0].epochs == 3
+    newer = runs / "20260104-000000-dddd"
+    shutil.copytree(runs / "20260101-000000-aaaa", newer)
+    try:
+        at.run()
+        assert not at.exception, at.exception
+        weights = next(s for s in at.selectbox if s.label == "Initial weights")
+        assert weights.value == "run 20260101-000000-aaaa" and "run 20260104-000000-dddd" in weights.options
+        (config,) = _submit_estimate(at, monkeypatch)
+        assert (config.epochs, config.image_size, config.weights) == (3, 64, str(runs / "20260101-000000-aaaa"))
+    finally:
+        shutil.rmtree(newer)
+
+
+def test_training_page_takes_19_trainable_layers_and_sets_them_from_scratch(app_env, monkeypatch):
+    """The trainable-layers field takes 0 to 19 and says why beside it; choosing weights none sets 19, and
+    lowering it again gets a plain warning with the next estimate."""
+    at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
+    field = next(n for n in at.number_input if n.label == "Trainable VGG16 layers")
+    assert (field.min, field.max) == (0, 19)
+    assert any(c.value.startswith("0 to 19: VGG16 has 19 layers counting its input layer") for c in at.caption)
+    next(s for s in at.selectbox if s.label == "Initial weights").select("none").run()
+    assert next(n for n in at.number_input if n.label == "Trainable VGG16 layers").value == 19
+    assert _submit_estimate(at, monkeypatch)[0].trainable_layers == 19
+    assert not any("frozen at their random weights" in w.value for w in at.warning)
+    next(n for n in at.number_input if n.label == "Trainable VGG16 layers").set_value(6)
+    assert _submit_estimate(at, monkeypatch)[0].trainable_layers == 6
+    assert any("leaves the first 12 of VGG16's 18 layers frozen at their random weights" in w.value for w in at.warning)
+
+
+def test_training_page_offline_imagenet_says_so_and_takes_the_file(app_env, tmp_path, monkeypatch):
+    """Offline without the ImageNet file, the page says so beside Initial weights and offers the upload; Estimate
+    and Launch show that message, not a dead process or a raw URL error; an uploaded copy lands where Keras looks."""
+    import hashlib
+
+    import streamlit as st
+
+    from radiology import pretrained
+
+    (tmp_path / "keras-home").mkdir()  # as importing Keras makes it
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    monkeypatch.setattr(pretrained, "can_download", lambda **_: False)
+    before = sorted(p.name for p in (app_env / "runs").iterdir() if p.name[:1].isdigit())
+    at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
+    assert next(s for s in at.selectbox if s.label == "Initial weights").value == "imagenet"
+    (warning,) = [w.value for w in at.warning if "ImageNet weights" in w.value]
+    assert "not in the Keras cache" in warning and "weights none" in warning and "upload" in warning
+    for button in ("Estimate duration", "Launch training"):
+        next(b for b in at.button if b.label == button).click().run()
+        assert not at.exception, at.exception
+        assert any("cannot be downloaded" in e.value and "weights none" in e.value for e in at.error), at.error
+        assert not any("died" in e.value or "URL fetch" in e.value for e in at.error)
+    assert sorted(p.name for p in (app_env / "runs").iterdir() if p.name[:1].isdigit()) == before  # no run made
+    stand_in = b"the weights file, as far as this test goes"
+    monkeypatch.setattr(pretrained, "IMAGENET_MD5", hashlib.md5(stand_in).hexdigest())
+    monkeypatch.setattr(  # the weights uploader gets the file; the page's other uploader (import a model) none
+        st,
+        "file_uploader",
+        lambda label, *a, **k: (
+            _Upload(pretrained.IMAGENET_FILE, stand_in) if pretrained.IMAGENET_FILE in label else None
+        ),
+    )
+    at.run()
+    assert not at.exception, at.exception
+    assert (tmp_path / "keras-home" / "models" / pretrained.IMAGENET_FILE).read_bytes() == stand_in
+    assert any(s.value.startswith("Saved the ImageNet weights to") for s in at.success)
+    assert any("are in the Keras cache" in c.value for c in at.caption)
+
+
+def _forms(node):
+    """The form blocks under an AppTest node."""
+    for child in getattr(node, "children", {}).values():
+        if getattr(child, "type", None) == "form":
+            yield child
+        yield from _forms(child)
+
+
+def test_training_page_shows_a_running_estimate_and_enter_does_not_submit(app_env):
+    """While an estimate holds the training lock, the run panel says so (not "No training is running") and a
+    launch is refused naming it; the launch form does not submit on Enter."""
+    import subprocess
+
+    from radiology import jobs
+    from radiology.registry import TrainingLock
+
+    runs = app_env / "runs"
+    timer = subprocess.Popen(["sleep", "60"])
+    record = runs / ".cache" / "estimates" / "0123456789abcdef.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    config = {"data": str(app_env / "data" / "tiny"), "image_size": 64, "batch_size": 8}
+    jobs.update_status(record, "queued", job="e", restart=True, config=config)
+    jobs.update_status(record, "running", job="e", pid=timer.pid, pid_start=jobs.process_start(timer.pid))
+    jobs.update_status(record, job="e", phase="timing training steps")
+    lock = TrainingLock(runs)
+    assert lock.acquire()
+    try:
+        at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
+        assert not at.exception, at.exception
+        assert any(i.value.startswith("A duration estimate is running: timing training steps…") for i in at.info)
+        assert "64 px, batch 8" in next(i.value for i in at.info if "duration estimate is running" in i.value)
+        assert not any(c.value == "No training is running." for c in at.caption)
+        next(s for s in at.selectbox if s.label == "Initial weights").select("none").run()  # nothing to download
+        next(b for b in at.button if b.label == "Launch training").click().run()
+        errors = [e.value for e in at.error]
+        assert any("a duration estimate is running (timing training steps)" in e for e in errors), errors
+        (form,) = [f.proto.form for f in _forms(at.main) if f.proto.form.form_id == "launch"]
+        assert form.enter_to_submit is False
+    finally:
+        lock.release()
+        timer.kill()
+        timer.wait()
+        record.unlink()
+
+
+def test_promote_asks_before_a_worse_run_and_the_table_follows(app_env):
+    """Promoting a run that measured worse on the active model's test images asks first, naming both accuracies;
+    confirmed, it becomes active and the runs table ticks it at once. A run not worse is promoted directly."""
+    runs = app_env / "runs"
+    worse = runs / "20260105-000000-eeee"
+    shutil.copytree(runs / "20260101-000000-aaaa", worse)
+    metrics = json.loads((worse / "metrics.json").read_text())
+    (worse / "metrics.json").write_text(json.dumps({**metrics, "accuracy": metrics["accuracy"] / 2}))
+
+    def active_in_table(at):
+        table = next(d.value for d in at.dataframe if "active" in d.value.columns)
+        return list(table.loc[table["active"], "run"])
+
+    try:
+        at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
+        next(s for s in at.selectbox if s.label == "Run to promote").select(worse.name).run()
+        next(b for b in at.button if b.label == "Promote").click().run()
+        assert not at.exception, at.exception
+        (asked,) = [w.value for w in at.warning if w.value.startswith(f"Promote {worse.name} in place of")]
+        assert f"{metrics['accuracy'] / 2:.1%} accuracy on the test split" in asked and "20260102-000000-bbbb" in asked
+        assert registry.active_run(runs).id == "20260102-000000-bbbb"
+        next(b for b in at.button if b.label == f"Promote {worse.name} anyway").click().run()
+        assert not at.exception, at.exception
+        assert registry.active_run(runs).id == worse.name and active_in_table(at) == [worse.name]
+        assert any(s.value.startswith(f"{worse.name} is now the active model") for s in at.success)
+        next(s for s in at.selectbox if s.label == "Run to promote").select("20260102-000000-bbbb").run()
+        next(b for b in at.button if b.label == "Promote").click().run()  # better than the active one: no question
+        assert registry.active_run(runs).id == "20260102-000000-bbbb"
+        assert active_in_table(at) == ["20260102-000000-bbbb"]
+    finally:
+        registry.set_active(registry.load_run(runs / "20260102-000000-bbbb"), runs)
+        shutil.rmtree(worse)
+
+
+def test_resume_shows_the_run_at_once_and_cancel_says_cancelling(app_env, monkeypatch):
+    """Right after Resume the page shows the run queued and resuming after its last epoch, not "cancelled" with
+    the old progress; Cancel then shows "cancelling…" while the current batch finishes."""
+    import subprocess
+
+    runs = app_env / "runs"
+    stopped = runs / "20260106-000000-ffff"
+    shutil.copytree(runs / "20260101-000000-aaaa", stopped)
+    (stopped / "status.json").write_text(json.dumps({"state": "cancelled", "pid": 1}))
+    (stopped / "last.keras").write_bytes(b"checkpoint")
+    (stopped / "progress.json").write_text(json.dumps({"phase": "training", "epoch": 1, "batch": 2, "batches": 3}))
+    real_popen, children = subprocess.Popen, []
+
+    def child(args, **kwargs):  # the resumed run's process: holds the training lock, outlives a cancel's SIGTERM
+        children.append(real_popen(["bash", "-c", "trap '' TERM; sleep 60"], pass_fds=kwargs.get("pass_fds", ())))
+        return children[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", child)
+    try:
+        at = AppTest.from_file(str(ROOT / "pages/3_Training.py"), default_timeout=120).run()
+        next(s for s in at.selectbox if s.label == "Run to resume").select(stopped.name).run()
+        next(b for b in at.button if b.label == "Resume").click().run()
+        assert not at.exception, at.exception
+        assert f"Run {stopped.name}: resuming after epoch 1 of 1" in [s.value for s in at.subheader]
+        table = next(d.value for d in at.dataframe if "status" in d.value.columns)
+        assert table.loc[table["run"] == stopped.name, "status"].item() == "queued"
+        assert f"Resumed run {stopped.name}." in [s.value for s in at.success]
+        next(b for b in at.button if b.label == "Cancel run").click().run()
+        assert not at.exception, at.exception
+        assert any(i.value.startswith("Cancelling… the run stops after its current batch") for i in at.info)
+        at.run()  # the panel's next tick, while the run finishes its batch
+        assert f"Run {stopped.name}: cancelling…" in [s.value for s in at.subheader]
+        assert any(i.value.startswith("Cancelling…") for i in at.info)
+        assert not [b for b in at.button if b.label == "Cancel run"]
+    finally:
+        for proc in children:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(stopped)
+
+
+def test_home_describes_an_imported_checkpoint_by_its_history(tmp_path, monkeypatch):
+    """An imported last.keras saved at epoch 2 of 9 is described on Home as 'epochs: 2 of 9'."""
+    import keras
+
+    from radiology.imports import import_model
+    from radiology.model import ModelMetadata, save_checkpoint
+
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalMaxPooling2D()(keras.layers.Conv2D(4, 3, name="my_conv")(inp))
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(x))
+    meta = ModelMetadata(train_config={"epochs": 9, "weights": "none", "data": "cxr3"})
+    history = [{"epoch": 1, "loss": 1.1}, {"epoch": 2, "loss": 0.9}]
+    path = save_checkpoint(model, tmp_path / "last.keras", meta, {"epoch": 2, "history": history})
+    registry.set_active(import_model(path, runs_dir=tmp_path / "runs"), tmp_path / "runs")
+    monkeypatch.setenv("RADIOLOGY_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(registry, "BUNDLED_DIR", tmp_path / "none")
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+    assert not at.exception, at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert "epochs: 2 of 9;" in text and "epochs: 9;" not in text

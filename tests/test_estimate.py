@@ -12,12 +12,14 @@ from training.estimate import Estimate
 
 
 def test_estimate_arithmetic():
-    """An epoch is its training, validation and checkpoint time; a run adds setup, the gate's fit and the test."""
+    """An epoch is its training, validation and checkpoint time; a run adds setup, the gate's fit and the test;
+    one epoch is "1 epoch"."""
     e = Estimate(100, 20, 10, 10.0, 40.0, 2.0, 15.0, "compute: float32", "TensorFlow on CPU (2 cores)", 8, 2, "t")
     assert e.epoch_seconds() == pytest.approx(10 + 0.5 + 2)
     assert e.after_seconds() == pytest.approx((100 + 20 + 10) / 40)  # forward passes: gate fit on train+val, test
     assert e.total_seconds(4) == pytest.approx(15 + 4 * 12.5 + 3.25)
     assert "About **1 min 08 s** for 4 epochs" in estimate_module.describe(e, 4)
+    assert "for 1 epoch on this machine" in estimate_module.describe(e, 1)
     assert "then 3 s to fit the out-of-distribution gate" in estimate_module.describe(e, 4)
     assert "TensorFlow on CPU (2 cores)" in e.method()
 

@@ -206,3 +206,48 @@ def test_measured_on_names_the_split_data_time_and_overlap():
     assert "at training time" in measured_on(
         {"n": 1, "split": "test", "data_root": "/d"}
     )  # before records had a source
+
+
+def _run_measured(folder, accuracy: float, fingerprint: str, *, later: dict | None = None):
+    """A run folder whose training-time test measured ``accuracy`` on data ``fingerprint``, optionally with a
+    later evaluation (``{"id": ..., "metrics": ...}``)."""
+    from radiology.registry import load_run
+
+    folder.mkdir(parents=True)
+    (folder / "status.json").write_text(json.dumps({"state": "succeeded"}))
+    metrics = {"accuracy": accuracy, "n": 120, "split": "test", "data_fingerprint": fingerprint, "data_root": "/d"}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    if later:
+        (folder / "evaluations" / later["id"]).mkdir(parents=True)
+        (folder / "evaluations" / later["id"] / "metrics.json").write_text(json.dumps(later["metrics"]))
+    return load_run(folder)
+
+
+def test_a_run_worse_on_the_same_images_is_named_with_both_accuracies(tmp_path):
+    """Measured on the same split of the same data, a lower accuracy gives a sentence naming both; a higher one,
+    or numbers from other data, give None."""
+    from radiology.evaluation import worse_on_the_same_images
+
+    active = _run_measured(tmp_path / "active", 0.756, "abc")
+    worse = _run_measured(tmp_path / "worse", 0.5, "abc")
+    better = _run_measured(tmp_path / "better", 0.8, "abc")
+    elsewhere = _run_measured(tmp_path / "elsewhere", 0.3, "other")
+    assert worse_on_the_same_images(worse, active) == (
+        "run worse measured 50.0% accuracy on the test split of /d (120 images), below the 75.6% of active "
+        "on the same images"
+    )
+    assert worse_on_the_same_images(better, active) is None
+    assert worse_on_the_same_images(elsewhere, active) is None
+
+
+def test_a_later_evaluation_on_the_active_models_data_counts_too(tmp_path):
+    """An imported run evaluated later on the active model's test split is compared on those images."""
+    from radiology.evaluation import worse_on_the_same_images
+
+    active = _run_measured(tmp_path / "active", 0.9, "abc")
+    later = {
+        "id": "20260101-000000-e",
+        "metrics": {"accuracy": 0.6, "n": 120, "split": "test", "data_fingerprint": "abc"},
+    }
+    imported = _run_measured(tmp_path / "imported", 0.95, "its-own", later=later)
+    assert "measured 60.0% accuracy on the test split" in worse_on_the_same_images(imported, active)

@@ -109,3 +109,35 @@ def test_two_starts_queue_one_evaluation(tmp_path, monkeypatch):
         for proc in spawned:
             proc.kill()
             proc.wait()
+
+
+def test_a_gate_fit_and_an_evaluation_of_one_run_exclude_each_other(tmp_path, monkeypatch):
+    """A gate fit is a job of the run's model like an evaluation: queued as fit-ood with its own command, and
+    an evaluation asked for meanwhile is refused, naming the fit."""
+    import subprocess
+
+    run_dir = tmp_path / "runs" / "20260101-000000-gate"
+    run_dir.mkdir(parents=True)
+    (run_dir / "status.json").write_text(json.dumps({"state": "succeeded"}))
+    (run_dir / "model.keras").write_bytes(b"model")
+    real_popen, spawned = subprocess.Popen, []
+
+    def fake_popen(args, **kwargs):
+        spawned.append((args, real_popen(["sleep", "30"])))
+        return spawned[-1][1]
+
+    monkeypatch.setattr(subprocess, "Popen", fake_popen)
+    run = registry.load_run(run_dir)
+    try:
+        job = evaluation_job.start_gate_fit(run, tmp_path / "data", cache_dir=tmp_path / "cache")
+        with pytest.raises(EvaluationError, match="having its out-of-distribution gate fitted already"):
+            evaluation_job.start(run, tmp_path / "data")
+        status = evaluation_job.read_status(run_dir)
+        assert status["task"] == "fit-ood" and status["job"] == job and evaluation_job.is_running(run_dir)
+        ((argv, _),) = spawned
+        assert argv[1:4] == ["-m", "radiology", "fit-ood"] and argv[argv.index("--job") + 1] == job
+        assert argv[argv.index("--model") + 1] == str(run_dir) and "--cache-dir" in argv
+    finally:
+        for _, proc in spawned:
+            proc.kill()
+            proc.wait()

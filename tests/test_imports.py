@@ -185,3 +185,18 @@ def test_server_upload_limit_admits_model_files():
 
     config = tomllib.loads((Path(__file__).resolve().parent.parent / ".streamlit" / "config.toml").read_text())
     assert config["server"]["maxUploadSize"] >= MAX_UPLOAD_MB
+
+
+def test_an_imported_checkpoint_is_described_by_its_history(tmp_path):
+    """A last.keras saved at epoch 2 of a 9-epoch run brings its history: the run reads '2 of 9', not 9."""
+    from radiology.model import save_checkpoint
+
+    small = keras.saving.load_model(_small_conv(tmp_path / "small.keras"))
+    history = [{"epoch": e, "loss": 1.0 / e, "val_accuracy": 0.3 * e} for e in (1, 2)]
+    meta = ModelMetadata(train_config={"epochs": 9, "weights": "none"})
+    path = save_checkpoint(small, tmp_path / "last.keras", meta, {"epoch": 2, "history": history})
+    run = import_model(path, runs_dir=tmp_path / "runs")
+    assert [row["epoch"] for row in run.history()] == [1, 2]
+    assert run.epochs_summary() == "2 of 9" and import_record(run)["checkpoint_epoch"] == 2
+    plain = import_model(_small_conv(tmp_path / "plain.keras"), runs_dir=tmp_path / "runs")
+    assert plain.history() == [] and import_record(plain)["checkpoint_epoch"] is None

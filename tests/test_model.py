@@ -119,12 +119,11 @@ def test_bad_model_files(tmp_path):
 
 def test_imagenet_download_failure_says_where_to_put_the_file(monkeypatch):
     """Without network, the ImageNet path names the weights file and where to place it."""
-    import keras.src.applications.vgg16 as vgg_module
 
     def offline(*args, **kwargs):
         raise OSError("URL fetch failure: no network")
 
-    monkeypatch.setattr(vgg_module.file_utils, "get_file", offline)
+    monkeypatch.setattr(keras.utils, "get_file", offline)  # what radiology.pretrained.fetch_imagenet calls
     with pytest.raises(ModelLoadError, match="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"):
         build_model(weights="imagenet")
 

@@ -167,3 +167,30 @@ def test_reused_pid_reads_failed(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_epochs_summary_reads_the_history_against_the_config(tmp_path):
+    """Complete, stopped, phased and history-less imported runs are described by what their history holds."""
+
+    def run(name, epochs, rows, kind="training"):
+        d = _run(tmp_path, name, "succeeded")
+        (d / "config.json").write_text(json.dumps({"epochs": epochs} if epochs else {}))
+        (d / "status.json").write_text(json.dumps({"state": "cancelled", "kind": kind}))
+        if rows:
+            fsutil.write_csv_atomic(d / "history.csv", rows)
+        return registry.load_run(d)
+
+    assert run("complete", 3, [{"epoch": e} for e in (1, 2, 3)]).epochs_summary() == "3"
+    assert run("stopped", 9, [{"epoch": 1}, {"epoch": 2}]).epochs_summary() == "2 of 9"
+    phased = [{"phase": p, "epoch": e} for p, e in ((1, 1), (1, 2), (2, 1))]
+    assert run("phased", 1, phased).epochs_summary() == "3 in 2 phases"
+    assert run("imported", 9, [], kind="imported").epochs_summary() == "9 planned (no history)"
+    assert run("notebook", None, [], kind="imported").epochs_summary() == ""
+
+
+def test_cancel_requested_while_the_cancel_file_is_there(tmp_path):
+    """A run reads as cancelling from the cancel request until a resume removes the file."""
+    d = _run(tmp_path, "20260101-000000-aaaa", "running")
+    assert not registry.load_run(d).cancel_requested
+    (d / registry.CANCEL_FILE).touch()
+    assert registry.load_run(d).cancel_requested

@@ -190,6 +190,43 @@ def test_cli_options_are_the_config_fields_with_their_defaults_and_help():
     assert _config(args) == TrainConfig(data="x")
 
 
+def test_trainable_layers_take_one_range_from_0_to_19(capsys):
+    """The config and the CLI accept 0 to 19 trainable layers (19, the README's from-scratch recipe, included)
+    and refuse 20 with the range and its reason in one error line; --help shows the range."""
+    from training.__main__ import add_config_options, main
+    from training.config import TRAINABLE_LAYERS
+
+    assert TRAINABLE_LAYERS == (0, 19)
+    assert TrainConfig(data="x", trainable_layers=19).trainable_layers == 19
+    for bad in (-1, 20):
+        with pytest.raises(ValueError, match=r"trainable_layers must be 0 to 19: VGG16 has 19 layers counting"):
+            TrainConfig(data="x", trainable_layers=bad)
+    assert main(["--data", "x", "--trainable-layers", "20"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: trainable_layers must be 0 to 19") and err.count("\n") == 1, err
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_config_options(parser)
+    assert "--trainable-layers 0-19" in parser.format_help()
+
+
+def test_training_from_scratch_with_frozen_layers_warns(tmp_path, monkeypatch, capsys):
+    """Weights none with fewer than 18 trainable layers is warned about in plain words, on the console too;
+    19 from scratch, or 6 from ImageNet, is not."""
+    import training.__main__ as cli
+
+    assert TrainConfig(data="x", weights="none", trainable_layers=19).warnings() == []
+    assert TrainConfig(data="x", weights="imagenet", trainable_layers=6).warnings() == []
+    (warning,) = TrainConfig(data="x", weights="none", trainable_layers=6).warnings()
+    assert "leaves the first 12 of VGG16's 18 layers frozen at their random weights" in warning
+    assert warning.endswith("Set trainable layers to 19.")
+    data = make_dataset(tmp_path / "data", per_class=3)
+    monkeypatch.setattr(cli, "_estimate", lambda args, config: 0)  # the console's part only, not the timing
+    assert cli.main(["--data", str(data), "--runs-dir", str(tmp_path / "runs"), "--weights", "none", "--estimate"]) == 0
+    assert capsys.readouterr().err == f"warning: {warning}\n"
+
+
 def test_cli_resume_takes_the_lock_of_the_runs_folder_the_run_is_in(tmp_path, monkeypatch):
     """A command-line resume locks the folder the run is in, as the app's resume does, not the runs_dir its
     config named: a training in that folder blocks it."""
@@ -526,3 +563,36 @@ def test_training_cli_records_any_failure_then_raises_it(tmp_path, monkeypatch):
     assert main(["--run-dir", str(run_dir), "--lock-fd", "99"]) == 1
     status = load_run(run_dir).status
     assert status["state"] == "failed" and status["error"].startswith("JSONDecodeError: ")
+
+
+def test_resume_writes_its_state_before_the_child_starts(tmp_path, monkeypatch):
+    """When the resumed run's process starts, the run already reads queued, with progress that says it resumes
+    after its last epoch, not the cancelled attempt's progress."""
+    from radiology.fsutil import read_json, write_csv_atomic
+    from training.launch import resume
+
+    stopped = tmp_path / "runs" / "20260101-000000-aaaa"
+    stopped.mkdir(parents=True)
+    TrainConfig(data="x", epochs=9, weights="none", runs_dir=str(tmp_path / "runs")).save(stopped / "config.json")
+    (stopped / "status.json").write_text(json.dumps({"state": "cancelled", "pid": 1}))
+    (stopped / "last.keras").write_bytes(b"checkpoint")
+    write_csv_atomic(stopped / "history.csv", [{"epoch": 1}, {"epoch": 2}])
+    (stopped / "progress.json").write_text(json.dumps({"phase": "training", "epoch": 3, "batch": 17, "batches": 30}))
+    (stopped / "cancel").touch()
+    seen, children, real_popen = [], [], subprocess.Popen
+
+    def child(args, **kwargs):
+        seen.append((load_run(stopped).state, read_json(stopped / "progress.json")))
+        children.append(real_popen(["sleep", "30"]))
+        return children[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", child)
+    try:
+        resume(load_run(stopped))
+    finally:
+        for proc in children:
+            proc.kill()
+            proc.wait()
+    ((state, progress),) = seen
+    assert state == "queued" and progress["phase"] == "resuming after epoch 2 of 9"
+    assert (progress["epoch"], progress["batch"]) == (0, 0) and not load_run(stopped).cancel_requested

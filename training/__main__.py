@@ -29,7 +29,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     """
     from dataclasses import fields
 
-    from training.config import CHOICES, TrainConfig, defaults, field_help
+    from training.config import CHOICES, RANGES, TrainConfig, defaults, field_help
 
     default, helps = defaults(), field_help()
     for f in fields(TrainConfig):
@@ -49,8 +49,14 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                 flag, type=kind, nargs=len(default[f.name]), default=default[f.name], metavar=metavar, help=text
             )
         else:
+            span = RANGES.get(f.name)
             parser.add_argument(
-                flag, type=type(default[f.name]), default=default[f.name], choices=CHOICES.get(f.name), help=text
+                flag,
+                type=type(default[f.name]),
+                default=default[f.name],
+                choices=CHOICES.get(f.name),
+                metavar=f"{span[0]}-{span[1]}" if span else None,
+                help=text,
             )
 
 
@@ -88,6 +94,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from radiology import jobs
     from radiology.errors import RadiologyError
+    from radiology.pretrained import require_weights
     from radiology.registry import STATUS_FILE, TrainingLock, load_run, new_run_dir, resumable
     from training.config import TrainConfig
     from training.launch import busy_message
@@ -101,9 +108,13 @@ def main(argv=None) -> int:
             config = TrainConfig.load(run_dir / "config.json") if run_dir is not None else _config(args)
         if run_dir is None:  # a new run from the console; a resumed or launched one records failures in its folder
             _check_data(config)
+            require_weights(config.weights)
     except (RadiologyError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT["failed"]
+    if run_dir is None:
+        for warning in config.warnings():
+            print(f"warning: {warning}", file=sys.stderr)
     if args.lock_fd is None:
         # the lock of the runs folder the run is in, as training.launch takes it: a resumed run's own
         # folder, not the runs_dir its config named when it started

@@ -14,6 +14,15 @@ from radiology.preprocess import PreprocessSpec
 
 COMPUTE_CHOICES = ("auto", "float32", "xla")
 AUGMENT_PLACES = ("auto", "model", "host")
+# VGG16 without its top has 19 layers counting its input layer, as the notebook counts them (the input holds no
+# weights, so 18 and 19 both train the whole network): the one range of trainable_layers, in the CLI and the page
+TRAINABLE_LAYERS = (0, 19)
+ALL_LAYERS_FROM = 18  # from this many on, every VGG16 layer with weights trains
+TRAINABLE_LAYERS_WHY = (
+    f"{TRAINABLE_LAYERS[0]} to {TRAINABLE_LAYERS[1]}: VGG16 has {TRAINABLE_LAYERS[1]} layers counting its input "
+    f"layer, so {ALL_LAYERS_FROM} or {TRAINABLE_LAYERS[1]} trains all of them; from scratch (weights none) train "
+    "all, since a frozen layer keeps its random weights"
+)
 
 
 @dataclass(frozen=True)
@@ -25,7 +34,9 @@ class TrainConfig:
         epochs: number of epochs.
         batch_size: images per batch.
         lr: Adam learning rate (amsgrad, as in the notebook).
-        trainable_layers: VGG16 layers left trainable, counted from the end (notebook: 6).
+        trainable_layers: VGG16 layers left trainable, counted from the end (notebook: 6); 0 to 19. VGG16
+            has 19 layers counting its input layer, so 18 or 19 trains all of them, which training from
+            scratch (weights none) needs: a frozen layer keeps its random weights.
         weights: ``imagenet``, ``none`` or a path to a weights file or ``.keras`` model.
         seed: seed of the split, shuffling, augmentation and initialisation.
         augment: horizontal flip and rotation of up to 15 degrees while training.
@@ -74,8 +85,9 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0 < self.lr < 1:
             raise ValueError(f"lr must be in (0, 1), got {self.lr}")
-        if self.trainable_layers < 0:
-            raise ValueError(f"trainable_layers must be >= 0, got {self.trainable_layers}")
+        low, high = TRAINABLE_LAYERS
+        if not low <= self.trainable_layers <= high:
+            raise ValueError(f"trainable_layers must be {TRAINABLE_LAYERS_WHY}; got {self.trainable_layers}")
         if self.augment_on not in AUGMENT_PLACES:
             raise ValueError(f"augment_on must be 'auto', 'model' or 'host', got {self.augment_on!r}")
         if self.workers < 1:
@@ -90,6 +102,19 @@ class TrainConfig:
         object.__setattr__(self, "runs_dir", str(runs))
         if self.cache_dir:
             object.__setattr__(self, "cache_dir", str(Path(self.cache_dir).resolve()))
+
+    def warnings(self) -> list[str]:
+        """What in these settings wastes a run without being an error, in plain words (empty when nothing)."""
+        found = []
+        if self.weights in ("none", "None") and self.trainable_layers < ALL_LAYERS_FROM:
+            frozen = ALL_LAYERS_FROM - self.trainable_layers
+            found.append(
+                f"Training from scratch (weights none) with {self.trainable_layers} trainable layers leaves the "
+                f"first {frozen} of VGG16's {ALL_LAYERS_FROM} layers frozen at their random weights: the model "
+                "learns little or nothing (the loss stays where it starts and every image gets the same class). "
+                f"Set trainable layers to {TRAINABLE_LAYERS[1]}."
+            )
+        return found
 
     @property
     def augment_where(self) -> str | None:
@@ -138,6 +163,7 @@ class TrainConfig:
 
 
 CHOICES = {"augment_on": AUGMENT_PLACES, "compute": COMPUTE_CHOICES}  # fields that take one of a few values
+RANGES = {"trainable_layers": TRAINABLE_LAYERS}  # fields whose range the CLI and the page show
 
 
 def defaults() -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from radiology import jobs
 from radiology.model import ModelMetadata, save_checkpoint, save_model
+from radiology.registry import LOCK_FILE, TrainingLock
 from training.callbacks import RunMonitor
 from training.clock import format_duration
 from training.compute import speed_settings, time_training_steps
@@ -108,6 +109,22 @@ def read_estimate(config) -> dict | None:
     return jobs.read_status(estimate_path(config), what="estimate")
 
 
+def running_estimate(runs_dir: str | Path) -> dict | None:
+    """The record of the estimate running now for the runs folder ``runs_dir``, or None when none runs.
+
+    Only estimates kept in the runs folder's own cache (``RUNS_DIR/.cache``, a config's default) are seen;
+    the folder is read only while some process holds the training lock, as an estimate does.
+    """
+    runs_dir = Path(runs_dir)
+    if not (runs_dir / LOCK_FILE).exists() or not TrainingLock(runs_dir).held_elsewhere():
+        return None
+    for path in sorted((runs_dir / ".cache" / ESTIMATES).glob("*.json")):
+        record = jobs.read_status(path, what="estimate")
+        if record and record.get("state") in jobs.LIVE_STATES:
+            return record
+    return None
+
+
 def estimate_from(record: dict | None) -> Estimate | None:
     """The estimate inside a record from :func:`read_estimate`, when it is done."""
     if not record or record.get("state") != "succeeded":
@@ -195,7 +212,8 @@ def size_tradeoff(image_size: int) -> str:
 def describe(estimate: Estimate, epochs: int) -> str:
     """The estimate of a run of ``epochs`` epochs in one sentence."""
     return (
-        f"About **{format_duration(estimate.total_seconds(epochs))}** for {epochs} epochs on this machine: "
+        f"About **{format_duration(estimate.total_seconds(epochs))}** for {epochs} epoch{'' if epochs == 1 else 's'} "
+        "on this machine: "
         f"an epoch {format_duration(estimate.epoch_seconds())} ({estimate.train_images} training images at "
         f"{estimate.train_images_per_s:.1f} img/s, {estimate.val_images} validation images at "
         f"{estimate.val_images_per_s:.1f} img/s, checkpoints {estimate.checkpoint_s:.1f} s), then "

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from radiology import jobs
 from radiology.errors import ResumeError, TrainingBusyError
+from radiology.fsutil import write_json_atomic
 from radiology.jobs import LIVE_STATES, now
+from radiology.pretrained import require_weights
 from radiology.registry import (
     CANCEL_FILE,
     STATUS_FILE,
@@ -20,14 +22,17 @@ from radiology.registry import (
     update_status,
 )
 from training.config import TrainConfig
-from training.estimate import estimate_path, read_estimate
+from training.estimate import estimate_path, read_estimate, running_estimate
 
 
 def busy_message(runs_dir: Path) -> str:
-    """Why a launch is refused, naming the run in progress when it is known."""
+    """Why a launch is refused, naming the run or the estimate in progress when it is known."""
     run = running_run(runs_dir)
     if run:
         return f"another training is running ({run.id}); wait for it or cancel it"
+    timing = running_estimate(runs_dir)
+    if timing:
+        return f"a duration estimate is running ({timing.get('phase', 'starting')}); it takes a few minutes"
     return "another training is running (or a duration estimate, which takes a few minutes)"
 
 
@@ -61,8 +66,10 @@ def launch(config: TrainConfig) -> Run:
     two launches at once, from the app or the command line, never both run.
 
     Raises:
+        ModelLoadError: the initial weights are ImageNet's, which are neither cached nor downloadable.
         TrainingBusyError: another training holds the lock.
     """
+    require_weights(config.weights)
     runs_dir = Path(config.runs_dir).resolve()
     lock = _take_lock(runs_dir)
     try:
@@ -81,6 +88,8 @@ def resume(run: Run) -> Run:
 
     Raises:
         ResumeError: the run is live, succeeded, or has no completed epoch.
+        ModelLoadError: the run starts from ImageNet (the model is built before its checkpoint is loaded) and
+            those weights are neither cached nor downloadable.
         TrainingBusyError: another training holds the lock.
     """
     why = resumable(run)
@@ -89,7 +98,12 @@ def resume(run: Run) -> Run:
     runs_dir = run.dir.parent
     lock = _take_lock(runs_dir)
     try:
+        require_weights(run.config.get("weights"))
         (run.dir / CANCEL_FILE).unlink(missing_ok=True)
+        # the last attempt's progress would show until the child writes its own: say what happens instead
+        epochs = run.config.get("epochs", 0)
+        progress = {"phase": f"resuming after epoch {len(run.history())} of {epochs}", "epoch": 0, "epochs": epochs}
+        write_json_atomic(run.dir / "progress.json", {**progress, "batch": 0, "batches": 0, "updated": now()})
         # a new attempt of the same run: the one write that may leave a final state, back to queued
         # (with no pid until the child's is known); the child then writes running
         update_status(run.dir, "queued", new_attempt=True, queued=now(), resumed=now())
@@ -105,8 +119,10 @@ def estimate(config: TrainConfig) -> dict:
     The estimate holds the training lock while it times, so no training runs beside it and skews it.
 
     Raises:
+        ModelLoadError: the initial weights are ImageNet's, which are neither cached nor downloadable.
         TrainingBusyError: a training or another estimate holds the lock.
     """
+    require_weights(config.weights)
     runs_dir = Path(config.runs_dir).resolve()
     lock = _take_lock(runs_dir)
     try:

@@ -3,8 +3,10 @@
 The pages import this package; the library (``radiology``, ``training``) never imports Streamlit.
 
 The package has one module per concept: ``navigation`` (the pages and their header), ``models`` (the model
-cache: cached loaders, explanations, file views), ``datasets`` (dataset widgets) and ``imports`` (the model
-import panel). Everything the pages use is re-exported here, so a page reads ``ui.X``.
+cache: cached loaders, explanations, file views), ``datasets`` (dataset widgets), ``imports`` (the model
+import panel), ``forms`` (widget values that last the session), ``weights`` (the ImageNet weights panel) and
+``gate`` (the out-of-distribution gate panel and its background fit). Everything the pages use is
+re-exported here, so a page reads ``ui.X``.
 """
 
 import os
@@ -21,6 +23,8 @@ from ui.datasets import (  # noqa: E402
     show_validation,
     source_report,
 )
+from ui.forms import remembered  # noqa: E402
+from ui.gate import gate_panel  # noqa: E402
 from ui.imports import import_messages, import_model_panel  # noqa: E402
 from ui.models import (  # noqa: E402
     DISPLAY_SIDE,
@@ -39,6 +43,7 @@ from ui.models import (  # noqa: E402
     upload_thumbnail,
 )
 from ui.navigation import PAGES, navigation, page_header  # noqa: E402
+from ui.weights import imagenet_panel  # noqa: E402
 
 __all__ = [
     "DISPLAY_SIDE",
@@ -58,11 +63,14 @@ __all__ = [
     "explain_cached",
     "file_view",
     "file_view_plain",
+    "gate_panel",
+    "imagenet_panel",
     "import_messages",
     "import_model_panel",
     "load_run_model",
     "navigation",
     "page_header",
+    "remembered",
     "run_data_root",
     "runs_dir",
     "show_validation",

@@ -8,10 +8,14 @@ import streamlit as st
 
 from radiology.errors import RadiologyError
 from radiology.settings import data_root, runs_dir
+from ui.forms import remembered
 
 
 def dataset_picker(key: str) -> Path | None:
-    """A dataset folder chooser limited to the data root; shows the refusal for paths outside it."""
+    """A dataset folder chooser limited to the data root; shows the refusal for paths outside it.
+
+    The choice lasts the session (``ui.forms.remembered``): coming back to the page finds the same folder.
+    """
     from radiology.datasets import resolve_in_root
 
     root = data_root()
@@ -20,11 +24,12 @@ def dataset_picker(key: str) -> Path | None:
     choice = st.selectbox(
         "Dataset folder",
         found,
-        index=0 if found else None,
-        key=f"{key}_choice",
+        key=remembered(f"{key}_choice", found[0] if found else None, options=found or [None]),
         placeholder="no folders in the data root",
     )
-    typed = st.text_input("…or a path inside the data root", key=f"{key}_typed", placeholder="e.g. cxr3 or /data/cxr3")
+    typed = st.text_input(
+        "…or a path inside the data root", key=remembered(f"{key}_typed", ""), placeholder="e.g. cxr3 or /data/cxr3"
+    )
     wanted = typed.strip() or choice
     if not wanted:
         return None

@@ -38,7 +38,13 @@ def feature_model(model, layer: str):
 
 
 def predict_with_features(
-    loaded: LoadedModel, pixels: np.ndarray, *, layer: str | None = None, batch_size: int = 64, calibrated: bool = True
+    loaded: LoadedModel,
+    pixels: np.ndarray,
+    *,
+    layer: str | None = None,
+    batch_size: int = 64,
+    calibrated: bool = True,
+    progress=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and features of resized images, from one forward pass per batch.
 
@@ -48,6 +54,7 @@ def predict_with_features(
         layer: the feature layer; the stored statistics' layer, else the last global pooling layer.
         batch_size: images per forward pass.
         calibrated: apply the model's temperature to the probabilities; False gives the softmax as trained.
+        progress: optional callable ``progress(done, total)`` told the images done after each batch.
 
     Returns:
         float32 arrays of shapes (N, C) and (N, D).
@@ -72,6 +79,8 @@ def predict_with_features(
         p, f = model.predict_on_batch(to_model_input(pixels[start : start + batch_size], spec))
         probs.append(np.asarray(p, dtype=np.float32))
         feats.append(np.asarray(f, dtype=np.float32).reshape(len(p), -1))
+        if progress is not None:
+            progress(start + len(p), len(pixels))
     if not probs:
         return np.zeros((0, len(loaded.metadata.class_names)), np.float32), np.zeros((0, 0), np.float32)
     probs = np.concatenate(probs)
