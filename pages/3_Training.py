@@ -36,7 +36,7 @@ test_pct = c3.number_input(
 fractions = ((100 - val_pct - test_pct) / 100, val_pct / 100, test_pct / 100)
 if folder is not None:
     try:
-        report = ui.dataset_report(str(folder), int(seed), fractions, ui.dataset_key(folder))
+        report = ui.dataset_report(str(folder), int(seed), fractions, ui.dataset_key(folder), ui.report_image_size())
         ui.show_validation(report)
     except RadiologyError as exc:
         st.error(str(exc))

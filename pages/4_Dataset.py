@@ -16,7 +16,9 @@ if folder is None:
     st.info("Pick a dataset folder inside the data root.")
     st.stop()
 try:
-    report = ui.dataset_report(str(folder), DEFAULT_SEED, DEFAULT_FRACTIONS, ui.dataset_key(folder))
+    report = ui.dataset_report(
+        str(folder), DEFAULT_SEED, DEFAULT_FRACTIONS, ui.dataset_key(folder), ui.report_image_size()
+    )
 except RadiologyError as exc:
     st.error(str(exc))
     st.stop()
@@ -56,7 +58,9 @@ st.markdown(
 )
 if st.button("Measure source predictability"):
     try:
-        sources = ui.source_report(str(folder), DEFAULT_SEED, DEFAULT_FRACTIONS, ui.dataset_key(folder))
+        sources = ui.source_report(
+            str(folder), DEFAULT_SEED, DEFAULT_FRACTIONS, ui.dataset_key(folder), ui.report_image_size()
+        )
     except RadiologyError as exc:
         st.error(str(exc))
         st.stop()

@@ -881,3 +881,25 @@ def test_home_describes_an_imported_checkpoint_by_its_history(tmp_path, monkeypa
     assert not at.exception, at.exception
     text = " ".join(m.value for m in at.markdown)
     assert "epochs: 2 of 9;" in text and "epochs: 9;" not in text
+
+
+def test_dataset_reports_decode_at_the_training_forms_image_size(app_env, monkeypatch):
+    """The dataset check decodes at the Training form's image size, its default until it is changed, so that a
+    run then finds the images in the decode cache at its own size."""
+    import ui
+    from radiology import splits
+
+    sizes, real = [], splits.check_splits
+    monkeypatch.setattr(
+        splits, "check_splits", lambda *a, spec=None, **k: sizes.append(spec.height) or real(*a, spec=spec, **k)
+    )
+    ui.dataset_report.clear()
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
+    at.switch_page("pages/4_Dataset.py").run()
+    assert sizes == [224], sizes
+    at.switch_page("pages/3_Training.py").run()
+    at.session_state["train_image_size"] = 64
+    at.run()
+    at.switch_page("pages/4_Dataset.py").run()
+    assert not at.exception, at.exception
+    assert sizes[-1] == 64 and set(sizes) == {224, 64}, sizes

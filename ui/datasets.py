@@ -8,7 +8,7 @@ import streamlit as st
 
 from radiology.errors import RadiologyError
 from radiology.settings import data_root, runs_dir
-from ui.forms import remembered
+from ui.forms import MEMORY, remembered
 
 
 def dataset_picker(key: str) -> Path | None:
@@ -41,15 +41,20 @@ def dataset_picker(key: str) -> Path | None:
 
 
 @st.cache_data(show_spinner="Reading and checking every image (cached after the first time)…", max_entries=4)
-def dataset_report(path: str, seed: int, fractions: tuple[float, float, float], fingerprint_key: str):
+def dataset_report(path: str, seed: int, fractions: tuple[float, float, float], fingerprint_key: str, image_size: int):
     """Discovers, decodes (through the decode cache) and validates a dataset, split with ``seed`` and ``fractions``.
+
+    Images are decoded at ``image_size``, the size a training of them would use, so that the run then finds
+    them in the decode cache and the cache holds one entry rather than two.
 
     Returns:
         plain data: ``CheckedSplits.summary()`` plus image sizes per class and sample paths per class.
     """
     from radiology.splits import check_splits
 
-    checked = check_splits(path, seed=seed, fractions=fractions, cache_dir=runs_dir() / ".cache")
+    checked = check_splits(
+        path, seed=seed, fractions=fractions, spec=_square(image_size), cache_dir=runs_dir() / ".cache"
+    )
     decoded = checked.decoded
     index = decoded.index()
     readable = [(s, index[s.path]) for s in checked.dataset.samples() if decoded.ok[index[s.path]]]
@@ -121,13 +126,20 @@ def show_validation(report: dict) -> None:
 
 
 @st.cache_data(show_spinner="Fitting a source classifier on thumbnails…", max_entries=4)
-def source_report(path: str, seed: int, fractions: tuple[float, float, float], fingerprint_key: str) -> dict:
-    """Images per source and class, how well the source can be predicted from the pixels, and why not if it cannot."""
+def source_report(
+    path: str, seed: int, fractions: tuple[float, float, float], fingerprint_key: str, image_size: int
+) -> dict:
+    """Images per source and class, how well the source can be predicted from the pixels, and why not if it cannot.
+
+    Decodes at ``image_size``, through the same decode cache entry as :func:`dataset_report`.
+    """
     from radiology.confounding import source_predictability, unmeasured_reason
     from radiology.datasets import source_counts
     from radiology.splits import check_splits
 
-    checked = check_splits(path, seed=seed, fractions=fractions, cache_dir=runs_dir() / ".cache")
+    checked = check_splits(
+        path, seed=seed, fractions=fractions, spec=_square(image_size), cache_dir=runs_dir() / ".cache"
+    )
     samples = checked.dataset.samples()
     found = source_predictability(samples, checked.decoded, seed=seed)
     return {
@@ -135,3 +147,17 @@ def source_report(path: str, seed: int, fractions: tuple[float, float, float], f
         "predictability": found,
         "unmeasured": None if found else unmeasured_reason(checked.dataset.root, samples, checked.decoded),
     }
+
+
+def _square(image_size: int):
+    from radiology.preprocess import PreprocessSpec
+
+    return PreprocessSpec(height=int(image_size), width=int(image_size))
+
+
+def report_image_size() -> int:
+    """The size the dataset reports decode at: the Training form's image size, as set in this session or its default."""
+    from training.config import defaults
+
+    chosen = st.session_state.get("train_image_size") or st.session_state.get(MEMORY, {}).get("train_image_size")
+    return int(chosen or defaults()["image_size"])
