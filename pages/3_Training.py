@@ -17,20 +17,20 @@ DEFAULT, HELP = defaults(), field_help()  # every default and help below comes f
 st.header("Dataset")
 folder = ui.dataset_picker("train")
 c1, c2, c3 = st.columns(3)
-seed = c1.number_input("Seed", 0, 2**31 - 1, key=ui.remembered("train_seed", DEFAULT["seed"]), help=HELP["seed"])
+seed = c1.number_input("Seed", 0, 2**31 - 1, **ui.remembered("train_seed", DEFAULT["seed"]), help=HELP["seed"])
 _, default_val, default_test = (round(f * 100) for f in DEFAULT["fractions"])
 val_pct = c2.number_input(
     "Validation %",
     0,
     90,
-    key=ui.remembered("train_val_pct", default_val),
+    **ui.remembered("train_val_pct", default_val),
     help="Share split off for validation, for class folders only",
 )
 test_pct = c3.number_input(
     "Test %",
     0,
     90,
-    key=ui.remembered("train_test_pct", default_test),
+    **ui.remembered("train_test_pct", default_test),
     help="Share split off for testing, for class folders only",
 )
 fractions = ((100 - val_pct - test_pct) / 100, val_pct / 100, test_pct / 100)
@@ -60,7 +60,7 @@ c1, c2 = st.columns([1, 2])
 weights = c1.selectbox(
     "Initial weights",
     list(starts),
-    key=ui.remembered("train_weights", DEFAULT["weights"], options=list(starts)),
+    **ui.remembered("train_weights", DEFAULT["weights"], options=list(starts)),
     on_change=train_every_layer_from_scratch,
     help="ImageNet needs the network once; a run (of any image size) fine-tunes it",
 )
@@ -73,56 +73,55 @@ with c2:
         st.caption("Fine-tunes that run's model: its layers are copied by name, whatever its image size.")
 with st.form("launch", enter_to_submit=False):  # Enter in a half-edited number field must not start work
     c1, c2, c3, c4 = st.columns(4)
-    epochs = c1.number_input(
-        "Epochs", 1, 500, key=ui.remembered("train_epochs", DEFAULT["epochs"]), help=HELP["epochs"]
-    )
+    epochs = c1.number_input("Epochs", 1, 500, **ui.remembered("train_epochs", DEFAULT["epochs"]), help=HELP["epochs"])
     batch_size = c2.number_input(
-        "Batch size", 1, 1024, key=ui.remembered("train_batch_size", DEFAULT["batch_size"]), help=HELP["batch_size"]
+        "Batch size", 1, 1024, **ui.remembered("train_batch_size", DEFAULT["batch_size"]), help=HELP["batch_size"]
     )
     lr = c3.number_input(
-        "Learning rate", 1e-7, 1e-1, key=ui.remembered("train_lr", DEFAULT["lr"]), format="%.1e", help=HELP["lr"]
+        "Learning rate", 1e-7, 1e-1, **ui.remembered("train_lr", DEFAULT["lr"]), format="%.1e", help=HELP["lr"]
     )
-    trainable = c4.number_input(
-        "Trainable VGG16 layers",
-        *TRAINABLE_LAYERS,
-        key=ui.remembered("train_trainable", DEFAULT["trainable_layers"]),
-        help=HELP["trainable_layers"],
-    )
-    c4.caption(TRAINABLE_LAYERS_WHY[0].upper() + TRAINABLE_LAYERS_WHY[1:] + ".")
-    c1, c2, c3 = st.columns(3)
-    image_size = c2.number_input(
+    image_size = c4.number_input(
         "Image size (px)",
         32,
         1024,
-        key=ui.remembered("train_image_size", DEFAULT["image_size"]),
+        **ui.remembered("train_image_size", DEFAULT["image_size"]),
         step=32,
         help=HELP["image_size"],
     )
+    c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
+    trainable = c1.number_input(
+        "Trainable VGG16 layers",
+        *TRAINABLE_LAYERS,
+        **ui.remembered("train_trainable", DEFAULT["trainable_layers"]),
+        help=HELP["trainable_layers"],
+    )
+    c2.caption(TRAINABLE_LAYERS_WHY[0].upper() + TRAINABLE_LAYERS_WHY[1:] + ".")
+    c1, c2, c3 = st.columns(3)
     augment = c3.toggle(
         "Augmentation (flip, ±15° rotation)",
-        key=ui.remembered("train_augment", DEFAULT["augment"]),
+        **ui.remembered("train_augment", DEFAULT["augment"]),
         help=HELP["augment"],
     )
     mixed = c3.toggle(
-        "Allow bfloat16", key=ui.remembered("train_mixed", DEFAULT["mixed_precision"]), help=HELP["mixed_precision"]
+        "Allow bfloat16", **ui.remembered("train_mixed", DEFAULT["mixed_precision"]), help=HELP["mixed_precision"]
     )
     class_weights = c3.toggle(
-        "Class weights", key=ui.remembered("train_class_weights", DEFAULT["class_weights"]), help=HELP["class_weights"]
+        "Class weights", **ui.remembered("train_class_weights", DEFAULT["class_weights"]), help=HELP["class_weights"]
     )
     compute = c1.selectbox(
         "Compute",
         COMPUTE_CHOICES,
-        key=ui.remembered("train_compute", DEFAULT["compute"], options=COMPUTE_CHOICES),
+        **ui.remembered("train_compute", DEFAULT["compute"], options=COMPUTE_CHOICES),
         help=HELP["compute"] + " The choice is then reused by runs with these settings.",
     )
     workers = c2.number_input(
-        "Loader threads", 1, 64, key=ui.remembered("train_workers", DEFAULT["workers"]), help=HELP["workers"]
+        "Loader threads", 1, 64, **ui.remembered("train_workers", DEFAULT["workers"]), help=HELP["workers"]
     )
     patience = c1.number_input(
         "Plateau patience (epochs)",
         1,
         50,
-        key=ui.remembered("train_patience", DEFAULT["lr_patience"]),
+        **ui.remembered("train_patience", DEFAULT["lr_patience"]),
         help=HELP["lr_patience"],
     )
     st.caption(estimate.size_tradeoff(int(image_size)))

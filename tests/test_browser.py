@@ -226,6 +226,57 @@ def test_train_one_epoch_then_promote(page, server):
     _shot(page, "home")
 
 
+def test_enter_in_the_training_form_starts_nothing(page, server):
+    """Enter in a number field of the launch form neither estimates nor launches; beside Initial weights the
+    page says whether the ImageNet weights are at hand."""
+    from playwright.sync_api import expect
+
+    runs = server["runs"]
+    before = sorted(p.name for p in runs.iterdir() if p.name[:1].isdigit())
+    _open(page, server, "Training", "Training")
+    page.get_by_text("No exact or near-duplicate images across splits.").wait_for()
+    page.get_by_text("The ImageNet weights").first.wait_for()
+    epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
+    epochs.fill("3")
+    epochs.press("Enter")
+    page.wait_for_timeout(3000)  # a submitted form would have started an estimate by now
+    expect(page.get_by_text("Estimating:")).to_have_count(0)
+    assert sorted(p.name for p in runs.iterdir() if p.name[:1].isdigit()) == before  # no run launched
+    assert not list((runs / ".cache" / "estimates").glob("*.json"))
+    page.get_by_text("0 to 19: VGG16 has 19 layers").wait_for()
+    _shot(page, "training-form")
+
+
+def test_fit_the_gate_from_classify(page, server):
+    """A model without gate statistics offers Fit the gate on Classify; the background fit shows its progress and,
+    when it ends, the page says the gate is active and stops offering it."""
+    from dataclasses import replace
+
+    from playwright.sync_api import expect
+
+    from radiology.model import load_model, save_model
+
+    runs = server["runs"]
+    seed = registry.load_run(runs / "20260101-000000-seed")
+    bare = runs / "20260101-000001-nogate"
+    shutil.copytree(seed.dir, bare)
+    old = load_model(bare / "model.keras")
+    save_model(old.model, bare / "model.keras", replace(old.metadata, ood=None))
+    registry.set_active(registry.load_run(bare), runs)
+    try:
+        _open(page, server, "Classify", "Classify")
+        page.get_by_text("The out-of-distribution check is unavailable for this model").wait_for()
+        page.locator("summary", has_text="Fit the gate").click()
+        page.get_by_text("differs from the one the model was trained on").wait_for()
+        _shot(page, "classify-gate")
+        page.get_by_role("button", name="Fit the gate").click()
+        page.get_by_text("is fitted on").wait_for(timeout=400_000)
+        expect(page.get_by_text("The out-of-distribution check is unavailable")).to_have_count(0)
+        _shot(page, "classify-gate-fitted")
+    finally:
+        registry.set_active(seed, runs)
+
+
 def _fresh_app(tmp_path, bundled_dir: Path):
     """A Streamlit server nobody has visited yet, with an empty runs folder and data root; yields its URL."""
     if not Path(CHROMIUM).exists():

@@ -24,11 +24,11 @@ def dataset_picker(key: str) -> Path | None:
     choice = st.selectbox(
         "Dataset folder",
         found,
-        key=remembered(f"{key}_choice", found[0] if found else None, options=found or [None]),
+        **remembered(f"{key}_choice", found[0] if found else None, options=found),
         placeholder="no folders in the data root",
     )
     typed = st.text_input(
-        "…or a path inside the data root", key=remembered(f"{key}_typed", ""), placeholder="e.g. cxr3 or /data/cxr3"
+        "…or a path inside the data root", **remembered(f"{key}_typed", ""), placeholder="e.g. cxr3 or /data/cxr3"
     )
     wanted = typed.strip() or choice
     if not wanted:
