@@ -1,10 +1,12 @@
-"""Evaluating a run on a dataset in the background, and the status file the app reads while it runs.
+"""Evaluating or auditing a run on a dataset in the background, and the status file the app reads meanwhile.
 
-A job is a ``python -m radiology evaluate --save`` process. It reports through
-``evaluation_status.json`` in the run folder, a ``radiology.jobs`` status: state (``queued``,
-``running``, ``succeeded``, ``failed``), pid, phase, progress fraction, error. Its results land in
-a folder of their own, ``RUN/evaluations/JOB/`` (``metrics.json``, ``predictions.csv``), which appears
-whole or not at all; the run's training-time ``metrics.json`` is never touched.
+A job is a ``python -m radiology evaluate --save`` or ``python -m radiology audit --save`` process (its
+``kind``). It reports through ``evaluation_status.json`` in the run folder, a ``radiology.jobs`` status:
+state (``queued``, ``running``, ``succeeded``, ``failed``), kind, pid, phase, progress fraction, error. One
+job runs per run at a time, of either kind: both keep the CPU busy. An evaluation's results land in a folder
+of their own, ``RUN/evaluations/JOB/`` (``metrics.json``, ``predictions.csv``), an audit's in
+``RUN/audits/JOB/audit.json``; each appears whole or not at all, and the run's training-time
+``metrics.json`` is never touched.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from radiology.jobs import LIVE_STATES, now
 from radiology.registry import Run
 
 STATUS_FILE = "evaluation_status.json"
+KINDS = ("evaluate", "audit")  # the radiology subcommand a background job runs
 
 
 def update_status(run_dir: str | Path, job: str, state: str | None = None, **fields) -> dict:
@@ -61,12 +64,23 @@ def queue(run: Run, job: str, **fields) -> dict:
     """
     status = update_status(run.dir, job, "queued", queued=now(), **fields)
     if status.get("job") != job:
-        raise EvaluationError(f"run {run.id} is being evaluated already; wait for it to finish")
+        doing = "audited" if status.get("kind") == "audit" else "evaluated"
+        raise EvaluationError(
+            f"run {run.id} is being {doing} already (one evaluation or trust audit at a time); wait for it to finish"
+        )
     return status
 
 
-def start(run: Run, data: str | Path, *, split: str = "test", cache_dir: str | Path | None = None) -> str:
-    """Starts ``python -m radiology evaluate --save`` for a run in a background process.
+def start(
+    run: Run,
+    data: str | Path,
+    *,
+    split: str = "test",
+    cache_dir: str | Path | None = None,
+    kind: str = "evaluate",
+    n: int | None = None,
+) -> str:
+    """Starts ``python -m radiology evaluate --save`` (or ``audit --save``) for a run in a background process.
 
     The status is written as ``queued`` before the process starts, and the child moves it on, so it
     never goes backwards. The split is made with the model's own seed and fractions.
@@ -76,21 +90,28 @@ def start(run: Run, data: str | Path, *, split: str = "test", cache_dir: str | P
         data: the dataset folder (the caller checks it is inside the data root).
         split: ``train``, ``val``, ``test`` or ``all``.
         cache_dir: the decode cache folder, or None for none.
+        kind: ``evaluate`` or ``audit`` (the trust audit, ``radiology.audit``).
+        n: images of an audit's faithfulness sample; None for the command's default.
 
     Returns:
         the job id.
 
     Raises:
+        ValueError: an unknown kind.
         EvaluationError: the run is the bundled model, has no model, is still training, or is
-            being evaluated already.
+            being evaluated or audited already.
     """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     check_can_save(run)
     job = jobs.new_id()
-    queue(run, job, data=str(data), split=split, progress=0.0)
-    argv = ["-m", "radiology", "evaluate", "--model", str(run.dir), "--data", str(data)]
+    queue(run, job, kind=kind, data=str(data), split=split, progress=0.0)
+    argv = ["-m", "radiology", kind, "--model", str(run.dir), "--data", str(data)]
     argv += ["--split", split, "--save", "--job", job]
     if cache_dir is not None:
         argv += ["--cache-dir", str(cache_dir)]
+    if kind == "audit" and n is not None:
+        argv += ["--n", str(n)]
     jobs.start(
         run.dir / STATUS_FILE,
         argv,
