@@ -275,7 +275,7 @@ def cmd_audit(args) -> int:
     with jobs.recording(run_dir / STATUS_FILE if run_dir is not None else None, job=job):
         if run_dir is not None:
             _mark_running(run_dir, job)
-        result = _audit(args, _evaluation_reporter(run_dir, job))
+        result = _audit(args, _phases_to_stderr(_evaluation_reporter(run_dir, job)))
         saved_in = None
         if run_dir is not None:
             saved_in = save_audit(run_dir, job, result)
@@ -289,11 +289,24 @@ def cmd_audit(args) -> int:
     return 0
 
 
+def _phases_to_stderr(report):
+    """Wraps a ``report(phase, done, total)`` so that each new phase is also printed, with the time, to stderr."""
+    seen = []
+
+    def wrapped(phase: str, done: int, total: int) -> None:
+        if not seen or seen[-1] != phase:
+            seen.append(phase)
+            print(f"{time.strftime('%H:%M:%S')} {phase}…", file=sys.stderr, flush=True)
+        report(phase, done, total)
+
+    return wrapped
+
+
 def _audit(args, report) -> dict:
     """Loads the model and the split as in training, and audits it; returns the audit with what it was run on."""
-    from radiology.audit import audit_samples, verdict
-
     import keras
+
+    from radiology.audit import audit_samples, verdict
 
     keras.config.disable_interactive_logging()  # tf-keras-vis's ScoreCAM would print progress bars into --json
     loaded, checked, samples, measured = _split_of(args, report)
