@@ -43,6 +43,7 @@ N_IMAGES = 90  # images of the faithfulness sample: 30 per class
 BASELINES = ("random", "centre")
 BATCH = 64  # model inputs per forward pass
 N_BOOT = 1000
+ROOM = 0.3  # below this fall from the full to the blurred image, the verdict says the curves have little room
 AUDITS_DIR = "audits"
 AUDIT_FILE = "audit.json"
 
@@ -348,8 +349,10 @@ def faithfulness(
 
     Returns:
         ``{"methods": {method: scores}, "baselines": {"random": scores, "centre": scores}, "ranking",
-        "n", "steps", "blur_sigma_px", "layer", "tracked", "cost"}``, scores as :func:`summarise` gives
-        them, ``ranking`` the methods best first by score, and ``cost`` the seconds and model calls spent.
+        "full_probability", "blurred_probability", "n", "steps", "blur_sigma_px", "layer", "tracked", "cost"}``,
+        scores as :func:`summarise` gives them, ``ranking`` the methods best first by score, the mean
+        probability of the predicted class on the full and on the wholly blurred images (where every curve
+        starts and ends), and ``cost`` the seconds and model calls spent.
     """
     from radiology.explain import METHODS, Explainer, cam_grid
 
@@ -399,6 +402,9 @@ def faithfulness(
         "methods": {m: scores[m] for m in methods},
         "baselines": {b: scores[b] for b in BASELINES},
         "ranking": sorted(methods, key=lambda m: -scores[m]["score"]),
+        # the curves' room: every curve runs between these two, so close values leave little to tell maps apart
+        "full_probability": scores["random"]["deletion_curve"][0],
+        "blurred_probability": scores["random"]["deletion_curve"][-1],
         "n": len(x),
         "steps": steps,
         "blur_sigma_px": round(sigma, 3),
@@ -701,6 +707,13 @@ def verdict(audit: dict) -> list[str]:
                 if src["balanced_accuracy"] > 2 * src["chance"]
                 else "."
             )
+        )
+    full, gone = f.get("full_probability"), f.get("blurred_probability")
+    if full is not None and gone is not None and full - gone < ROOM:
+        lines.append(
+            f"Blurring the whole image only lowers the probability of the predicted class from {_pct(full)} to "
+            f"{_pct(gone)}: the model decides from coarse structure that a blur keeps, so deletion and insertion "
+            "have little room to tell the maps apart."
         )
     best = f["ranking"][0] if f.get("ranking") else None
     no_better = [m for m in f["ranking"] if not f["methods"][m].get("better_than_random")]

@@ -199,6 +199,7 @@ def test_faithfulness_scores_every_method_and_baseline(corner):
     assert gradcam["deletion_auc"] < found["baselines"]["random"]["deletion_auc"]
     assert found["baselines"]["centre"]["better_than_random"] is False
     assert sorted(found["ranking"]) == sorted(METHODS)
+    assert found["full_probability"] > 0.9 and found["blurred_probability"] < 0.1
     cost = found["cost"]
     assert cost["model_inputs"] == 8 * (2 + 2 * 6 * 9) and cost["calls_per_image"] == 2
     assert cost["curve_seconds"] > 0 and gradcam["map_seconds_per_image"] > 0
@@ -245,6 +246,9 @@ def test_verdict_says_when_the_borders_carry_the_decision():
     low = verdict({"shortcut": _shortcut(0.36, 0.31), "faithfulness": _faithfulness(())})
     assert low[0].startswith("From the borders alone it gets 36% right, no better than chance (33%)")
     assert "No better than a random map" not in " ".join(low)
+    room = _faithfulness() | {"full_probability": 0.92, "blurred_probability": 0.71}
+    lines = verdict({"shortcut": _shortcut(0.36, 0.31), "faithfulness": room})
+    assert "only lowers the probability of the predicted class from 92% to 71%" in " ".join(lines)
 
 
 def test_the_newest_audit_is_found_else_the_cards(tmp_path):
