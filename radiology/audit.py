@@ -655,6 +655,29 @@ def ranked_methods(audit: dict | None, methods) -> tuple[list[str], set[str]]:
     return ordered, {m for m in ranked if not scored[m].get("better_than_random", False)}
 
 
+def method_order_note(audit: dict | None) -> str:
+    """Says how the CAM methods are ordered for a model: by its audit's faithfulness, or not audited.
+
+    Args:
+        audit: the model's newest audit (:func:`latest_audit`), or None.
+    """
+    if not audit:
+        return (
+            "Not audited: the methods are in their usual order. The trust audit on the Evaluation page measures "
+            "which of them are faithful to this model."
+        )
+    f = audit["faithfulness"]
+    when = f", {audit['evaluated'][:10]}" if audit.get("evaluated") else ""
+    text = (
+        f"Most faithful first, as measured for this model (insertion − deletion AUC on {f['n']} images of its "
+        f"trust audit{when}, on {f['layer']})."
+    )
+    no_better = [m for m in f["ranking"] if not f["methods"][m].get("better_than_random")]
+    if no_better:
+        text += f" No better than a random map: {', '.join(no_better)}."
+    return text
+
+
 def _pct(value: float) -> str:
     return f"{value:.0%}"
 
@@ -749,3 +772,103 @@ def latest_audit(run_dir: str | Path, *, card: dict | None = None) -> dict | Non
                 return found
     trust = (card or {}).get("trust")
     return trust if isinstance(trust, dict) else None
+
+
+def _interval(ci) -> str:
+    return "" if not ci or ci[0] is None else f" ({ci[0]:.3f}–{ci[1]:.3f})"
+
+
+def faithfulness_rows(faithfulness: dict) -> list[dict]:
+    """The faithfulness table, one row per method (best first) then the baselines, every cell text.
+
+    Returns:
+        rows with ``map``, ``deletion AUC (95% CI)``, ``insertion AUC (95% CI)``, ``insertion − deletion``,
+        ``against the random map`` and ``seconds per map``.
+    """
+    rows = []
+    entries = [(m, faithfulness["methods"][m]) for m in faithfulness["ranking"]]
+    entries += [(f"{b} map (baseline)", r) for b, r in faithfulness["baselines"].items()]
+    for name, r in entries:
+        if "better_than_random" not in r:
+            against = "–"
+        else:
+            against = "better" if r["better_than_random"] else "no better than random"
+            against += f", {r['vs_random']['score']:+.3f}{_interval(r['vs_random']['score_ci'])}"
+        seconds = r.get("map_seconds_per_image")
+        rows.append(
+            {
+                "map": name,
+                "deletion AUC (95% CI)": f"{r['deletion_auc']:.3f}{_interval(r['deletion_ci'])}",
+                "insertion AUC (95% CI)": f"{r['insertion_auc']:.3f}{_interval(r['insertion_ci'])}",
+                "insertion − deletion": f"{r['score']:.3f}",
+                "against the random map": against,
+                "seconds per map": "–" if seconds is None else f"{seconds:.2f}",
+            }
+        )
+    return rows
+
+
+SHORTCUT_INPUTS = {"full": "full image", "borders_only": "borders only", "thorax_only": "thorax only"}
+
+
+def shortcut_rows(shortcut: dict) -> list[dict]:
+    """The shortcut table: accuracy (95% Wilson interval) and recall per class for each input, every cell text."""
+    rows = []
+    for key, label in SHORTCUT_INPUTS.items():
+        r = shortcut[key]
+        row = {"input": label, "accuracy (95% CI)": f"{r['accuracy']:.1%}{_percent_interval(r['accuracy_ci'])}"}
+        row |= {f"recall {c}": "–" if v is None else f"{v:.1%}" for c, v in r["recall"].items()}
+        rows.append(row)
+    return rows
+
+
+def _percent_interval(ci) -> str:
+    return "" if not ci or ci[0] is None else f" ({ci[0]:.1%}–{ci[1]:.1%})"
+
+
+def cam_rows(shortcut: dict) -> list[dict]:
+    """The share of Grad-CAM inside the thorax box per class, beside the box's own share of the image."""
+    area = shortcut["box"]["area"]
+    return [
+        {
+            "class": c,
+            "images": shortcut.get("cam_inside_thorax_n", {}).get(c),
+            "Grad-CAM inside the box": "–" if v is None else f"{v:.1%}",
+            "box share of the image": f"{area:.0%}",
+        }
+        for c, v in shortcut["cam_inside_thorax"].items()
+    ]
+
+
+def source_rows(source: dict) -> list[dict]:
+    """Source from features as rows: all images first, then within each class (where two sources qualify)."""
+    rows = [_source_row("all classes", source)]
+    rows += [_source_row(f"within {c}", v) for c, v in source.get("within_class", {}).items()]
+    return rows
+
+
+def _source_row(scope: str, found: dict) -> dict:
+    return {
+        "images": scope,
+        "sources": ", ".join(f"{s} ({v['recall']:.0%})" for s, v in found["sources"].items()),
+        "balanced accuracy": f"{found['balanced_accuracy']:.1%}",
+        "chance": f"{found['chance']:.1%}",
+    }
+
+
+def described(result: dict) -> str:
+    """What an audit was measured on, in words: split, data, sample sizes, date and duration."""
+    from radiology.evaluation import SPLIT_NAMES
+
+    f, s = result["faithfulness"], result["shortcut"]
+    split = SPLIT_NAMES.get(result.get("split"), result.get("split") or "unknown split")
+    text = (
+        f"{split} of {result.get('data_root', 'unknown data')}: faithfulness on {f['n']} images (stratified by "
+        f"class, {f['steps']} steps, layer {f['layer']}), shortcuts on {s['n']} images"
+    )
+    if result.get("evaluated"):
+        text += f", {result['evaluated'][:16].replace('T', ' ')} UTC"
+    seconds = result.get("seconds")
+    if seconds is not None:
+        text += f", took {seconds:.0f} s" if seconds < 90 else f", took {seconds / 60:.0f} min"
+    return text

@@ -217,6 +217,10 @@ def test_methods_are_ranked_by_score_and_marked():
     ordered, no_better = ranked_methods({"faithfulness": _faithfulness()}, METHODS)
     assert ordered == ["LayerCAM", "Grad-CAM", "Grad-CAM++", "ScoreCAM"] and no_better == {"ScoreCAM"}
     assert ranked_methods(None, METHODS) == (list(METHODS), set())
+    note = audit.method_order_note({"faithfulness": {**_faithfulness(), "n": 90, "layer": "block5_conv3"}})
+    assert note.startswith("Most faithful first, as measured for this model (insertion − deletion AUC on 90 images")
+    assert note.endswith("No better than a random map: ScoreCAM.")
+    assert audit.method_order_note(None).startswith("Not audited: the methods are in their usual order.")
 
 
 def _shortcut(borders: float, ci_low: float) -> dict:

@@ -3,8 +3,9 @@
 The pages import this package; the library (``radiology``, ``training``) never imports Streamlit.
 
 The package has one module per concept: ``navigation`` (the pages and their header), ``models`` (the model
-cache: cached loaders, explanations, file views), ``datasets`` (dataset widgets) and ``imports`` (the model
-import panel). Everything the pages use is re-exported here, so a page reads ``ui.X``.
+cache: cached loaders, explanations, file views), ``datasets`` (dataset widgets), ``imports`` (the model
+import panel) and ``trust`` (a trust audit shown on the Evaluation page). Everything the pages use is
+re-exported here, so a page reads ``ui.X``.
 """
 
 import os
@@ -38,6 +39,7 @@ from ui.models import (  # noqa: E402
     thumbnail_uri,
 )
 from ui.navigation import PAGES, navigation, page_header  # noqa: E402
+from ui.trust import show_audit  # noqa: E402
 
 __all__ = [
     "DISPLAY_SIDE",
@@ -64,6 +66,7 @@ __all__ = [
     "page_header",
     "run_data_root",
     "runs_dir",
+    "show_audit",
     "show_validation",
     "source_report",
     "thumbnail_uri",
