@@ -228,10 +228,10 @@ def curves(
 
 
 def _mean_ci(values: np.ndarray, rng: np.random.Generator, n_boot: int = N_BOOT) -> list[float]:
-    """The percentile bootstrap 95% interval of a mean."""
+    """The percentile bootstrap 95% interval of a mean; ``[None, None]`` for fewer than two values."""
     values = np.asarray(values, np.float64)
     if len(values) < 2:
-        return [float(values.mean()), float(values.mean())] if len(values) else [None, None]
+        return [None, None]
     means = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(axis=1)
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
