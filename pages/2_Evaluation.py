@@ -98,8 +98,8 @@ if folder is not None:
         max_value=3000,
         value=audit.N_IMAGES,
         step=3,
-        help=f"a sample stratified by class; each image costs about {2 + 12 * (audit.STEPS - 1)} model inputs for "
-        "its curves and 17 for its ScoreCAM, and the shortcuts predict the whole split three times more",
+        help=f"a sample stratified by class; each image costs {audit.inputs_per_image()} model inputs for its "
+        f"curves and {audit.SCORECAM_INPUTS} for its ScoreCAM, and the shortcuts predict the whole split 4 times more",
     )
     if st.button(
         f"Audit on the {SPLITS[split]} of {folder.name}",

@@ -33,6 +33,7 @@ from radiology import confounding, metrics, ood
 from radiology.cache import DecodedImages
 from radiology.datasets import Sample
 from radiology.errors import EvaluationError
+from radiology.explain import SCORECAM_MAX_N
 from radiology.fsutil import atomic_folder, read_json, write_json_atomic
 from radiology.model import LoadedModel, predict_images
 from radiology.preprocess import to_model_input
@@ -42,6 +43,7 @@ BLUR_SIGMA = 5 / 224  # RISE blurs with a Gaussian of σ = 5 px at 224 px; a fra
 N_IMAGES = 90  # images of the faithfulness sample: 30 per class
 BASELINES = ("random", "centre")
 BATCH = 64  # model inputs per forward pass
+SCORECAM_INPUTS = SCORECAM_MAX_N + 1  # model inputs of one ScoreCAM map: its masked copies and the prediction
 N_BOOT = 1000
 ROOM = 0.3  # below this fall from the full to the blurred image, the verdict says the curves have little room
 AUDITS_DIR = "audits"
@@ -319,6 +321,11 @@ def stratified_sample(labels, n: int, *, seed: int = 0) -> np.ndarray:
     return np.array(sorted(chosen))
 
 
+def inputs_per_image(steps: int = STEPS, maps: int = 6) -> int:
+    """Model inputs the curves of one image cost: the full and blurred image, and each map's inner steps twice."""
+    return 2 + 2 * maps * (steps - 1)
+
+
 def _predictor(loaded: LoadedModel):
     def predict(x):
         return loaded.calibrated(np.asarray(loaded.model.predict_on_batch(x), np.float32))
@@ -397,7 +404,7 @@ def faithfulness(
     )
     for method in methods:
         scores[method]["map_seconds_per_image"] = map_seconds[method] / max(len(x), 1)
-    inputs = len(x) * (2 + 2 * len(names) * (steps - 1))
+    inputs = len(x) * inputs_per_image(steps, len(names))
     return {
         "methods": {m: scores[m] for m in methods},
         "baselines": {b: scores[b] for b in BASELINES},
