@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from radiology import calibration, charts, confidence
+from radiology import audit, calibration, charts, confidence
 from radiology.errors import RadiologyError
 from radiology.explain import METHOD_HELP, METHODS, finer_layers, grid_note, jet_colorscale, layer_grid, overlay
 
@@ -37,8 +37,16 @@ files = st.file_uploader(
     help="Files stay in memory and are never written to disk.",
 )
 left, middle, right = st.columns(3)
-method = left.selectbox("Explanation method", METHODS, help="\n\n".join(f"**{m}**: {METHOD_HELP[m]}" for m in METHODS))
+trust = audit.latest_audit(run.dir, card=run.card)
+ordered, unfaithful = audit.ranked_methods(trust, METHODS)
+method = left.selectbox(
+    "Explanation method",
+    ordered,
+    format_func=lambda m: m + (" (no better than random)" if m in unfaithful else ""),
+    help="\n\n".join(f"**{m}**: {METHOD_HELP[m]}" for m in METHODS),
+)
 left.caption(METHOD_HELP[method])
+left.caption(audit.method_order_note(trust))
 layers = [loaded.metadata.gradcam_layer, *finer_layers(loaded)]
 layer = middle.selectbox(
     "Layer",

@@ -1,10 +1,10 @@
-"""Evaluation: evaluate any run on a dataset in the background; its metrics, curves, calibration and mistakes."""
+"""Evaluation: evaluate or audit any run on a dataset in the background; its trust, metrics, curves and mistakes."""
 
 import pandas as pd
 import streamlit as st
 
 import ui
-from radiology import calibration, charts, evaluation_job, registry
+from radiology import audit, calibration, charts, evaluation_job, registry
 from radiology.errors import RadiologyError
 from radiology.evaluation import SPLIT_NAMES as SPLITS
 from radiology.evaluation import (
@@ -36,6 +36,7 @@ chosen = st.selectbox("Run", ids, index=default, format_func=labels.get)
 run = runs[ids.index(chosen)]
 
 st.header("Evaluate on a dataset")
+folder, split = None, "test"
 if run.id == registry.BUNDLED_ID:
     st.caption("The bundled model's folder is read-only: promote or train a run to evaluate it on other data.")
 elif run.has_model:
@@ -65,25 +66,62 @@ def live_evaluation(run: registry.Run):
     key = f"_evaluating_{run.id}"
     if status is None:
         return
-    gate = status.get("task") == "fit-ood"  # a gate fit on the Classify page, which evaluates the test split too
+    what = {"audit": "trust audit", "fit-ood": "gate fit"}.get(status.get("kind"), "evaluation")
     if status["state"] in evaluation_job.LIVE_STATES:
         st.session_state[key] = True
         done, total = status.get("done", 0), status.get("total", 0)
         text = f"{status.get('phase', status['state'])}" + (f": {done} of {total}" if total else "")
-        doing = "Fitting the out-of-distribution gate" if gate else "Evaluating"
+        doing = {"trust audit": "Auditing", "gate fit": "Fitting the out-of-distribution gate"}.get(what, "Evaluating")
         st.progress(float(status.get("progress") or 0.0), text=f"{doing} on {status.get('data')}: {text}")
         return
     if st.session_state.pop(key, False):
         st.rerun()  # show the new results below
     if status["state"] == "failed":
-        st.error(f"The last {'gate fit' if gate else 'evaluation'} failed: {status.get('error')}")
-    elif gate:
+        st.error(f"The last {what} failed: {status.get('error')}")
+    elif what == "gate fit":  # a gate fit on the Classify page, which evaluates the test split too
         st.caption(f"Last job: fitted the out-of-distribution gate on {status.get('data')}")
     else:
-        st.caption(f"Last evaluation: {SPLITS.get(status.get('split'), status.get('split'))} of {status.get('data')}")
+        where = f"{SPLITS.get(status.get('split'), status.get('split'))} of {status.get('data')}"
+        st.caption(f"Last {what}: {where}")
 
 
 live_evaluation(run)
+
+st.header("Trust")
+st.caption(
+    "How far to believe this model's explanations, and whether it reads the lungs or the hospital: the trust audit "
+    "(`python -m radiology audit`)."
+)
+if folder is not None:
+    n_audit = st.number_input(
+        "Images for the faithfulness curves",
+        min_value=3,
+        max_value=3000,
+        value=audit.N_IMAGES,
+        step=3,
+        help=f"a sample stratified by class; each image costs {audit.inputs_per_image()} model inputs for its "
+        f"curves and {audit.SCORECAM_INPUTS} for its ScoreCAM, and the shortcuts predict the whole split 4 times more",
+    )
+    if st.button(
+        f"Audit on the {SPLITS[split]} of {folder.name}",
+        disabled=evaluation_job.is_running(run.dir),
+        help="runs in the background, as an evaluation does; one at a time per run",
+    ):
+        try:
+            evaluation_job.start(
+                run, folder, split=split, cache_dir=ui.runs_dir() / ".cache", kind="audit", n=int(n_audit)
+            )
+        except RadiologyError as exc:
+            st.error(str(exc))
+trust = audit.latest_audit(run.dir, card=run.card)
+if trust is None:
+    st.info(
+        "This model has not been audited yet"
+        + (": pick a dataset above and audit it." if run.id != registry.BUNDLED_ID else ".")
+    )
+else:
+    ui.show_audit(trust)
+
 records = run.evaluations()
 if not records:
     st.info("This run has no evaluation yet: pick a dataset above and evaluate it.")

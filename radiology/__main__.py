@@ -1,4 +1,4 @@
-"""Command line: ``python -m radiology predict|evaluate|fit-ood|calibrate|import-model|export``."""
+"""Command line: ``python -m radiology predict|evaluate|audit|fit-ood|calibrate|import-model|export``."""
 
 from __future__ import annotations
 
@@ -125,19 +125,10 @@ def cmd_evaluate(args) -> int:
     run_dir = run.dir if run is not None else None
     job = args.job or jobs.new_id()
     if run_dir is not None and not args.job:
-        queue(run, job, data=str(args.data), split=args.split)
+        queue(run, job, kind="evaluate", data=str(args.data), split=args.split)
     with jobs.recording(run_dir / STATUS_FILE if run_dir is not None else None, job=job):
         if run_dir is not None:
-            update_status(
-                run_dir,
-                job,
-                "running",
-                pid=os.getpid(),
-                pid_start=process_start(os.getpid()),
-                started=now(),
-                phase="loading the model",
-                progress=0.0,
-            )
+            _mark_running(run_dir, job)
         result, rows, names = _evaluate(args, _evaluation_reporter(run_dir, job))
         saved_in = None
         if run_dir is not None:
@@ -147,9 +138,33 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _evaluate(args, report) -> tuple[dict, list[dict], tuple[str, ...]]:
-    """Loads the model, checks the dataset split as in training, evaluates; returns metrics, rows, class names."""
-    from radiology.evaluation import evaluate_samples
+def _mark_running(run_dir: Path, job: str) -> None:
+    """Records this process as the running job of a background evaluation or audit."""
+    from radiology.evaluation_job import update_status
+
+    update_status(
+        run_dir,
+        job,
+        "running",
+        pid=os.getpid(),
+        pid_start=process_start(os.getpid()),
+        started=now(),
+        phase="loading the model",
+        progress=0.0,
+    )
+
+
+def _split_of(args, report):
+    """Loads ``--model`` and the ``--split`` of ``--data``, split as the model was trained.
+
+    Returns:
+        the loaded model, the checked splits, the chosen samples, and the fields that say what they are
+        (``data_root``, ``split``, ``split_method``, ``seed``, ``fractions``, ``data_fingerprint``,
+        ``split_matches_training``, ``training_overlap``).
+
+    Raises:
+        EvaluationError: the split is empty.
+    """
     from radiology.splits import check_splits, training_overlap, training_split
 
     loaded = _load(args.model)
@@ -174,26 +189,34 @@ def _evaluate(args, report) -> tuple[dict, list[dict], tuple[str, ...]]:
         if path in chosen:
             print(f"skipped {path}: {err}", file=sys.stderr)
     matches, overlap = training_overlap(meta.data_fingerprint, dataset, args.split)
+    measured = {
+        "data_root": str(dataset.root),
+        "split": args.split,
+        "split_method": dataset.split_method,
+        "seed": seed,
+        "fractions": list(fractions),
+        "data_fingerprint": dataset.fingerprint(),
+        "split_matches_training": matches,
+        "training_overlap": overlap,
+    }
+    return loaded, checked, samples, measured
+
+
+def _evaluate(args, report) -> tuple[dict, list[dict], tuple[str, ...]]:
+    """Loads the model, checks the dataset split as in training, evaluates; returns metrics, rows, class names."""
+    from radiology.evaluation import evaluate_samples
+
+    loaded, checked, samples, measured = _split_of(args, report)
     result, rows = evaluate_samples(
         loaded,
         samples,
         checked.decoded,
-        root=dataset.root,
+        root=checked.dataset.root,
         progress=lambda done, total: report("predicting", done, total),
         bf16=args.save,
     )
-    result.update(
-        data_root=str(dataset.root),
-        split=args.split,
-        split_method=dataset.split_method,
-        seed=seed,
-        fractions=list(fractions),
-        data_fingerprint=dataset.fingerprint(),
-        split_matches_training=matches,
-        training_overlap=overlap,
-        evaluated=now(),
-    )
-    return result, rows, meta.class_names
+    result.update(measured, evaluated=now())
+    return result, rows, loaded.metadata.class_names
 
 
 def _print_evaluation(args, result: dict, names, *, saved_in: Path | None) -> None:
@@ -226,6 +249,122 @@ def _print_evaluation(args, result: dict, names, *, saved_in: Path | None) -> No
     print(_ood_line(result["ood"]))
     if saved_in is not None:
         print(f"saved this evaluation (metrics.json, predictions.csv) in {saved_in}")
+
+
+def cmd_audit(args) -> int:
+    """Audits how far to trust a model on a split: its explanations' faithfulness and its shortcuts.
+
+    With ``--save`` the audit is stored in the run folder as ``audits/ID/audit.json`` and its progress in
+    the run's evaluation status, as ``evaluate --save`` does; every failure is recorded there, then raised again.
+    """
+    from radiology import jobs
+    from radiology.audit import save_audit
+    from radiology.evaluation_job import STATUS_FILE, queue, update_status
+
+    if args.n < 1:
+        raise EvaluationError(f"--n must be 1 or more images, got {args.n}")
+    if args.steps < 2:
+        raise EvaluationError(f"--steps must be 2 or more, got {args.steps}")
+    if args.shortcut_n is not None and args.shortcut_n < 1:
+        raise EvaluationError(f"--shortcut-n must be 1 or more images, got {args.shortcut_n}")
+    run = _save_target(args.model, job=args.job) if args.save else None
+    run_dir = run.dir if run is not None else None
+    job = args.job or jobs.new_id()
+    if run_dir is not None and not args.job:
+        queue(run, job, kind="audit", data=str(args.data), split=args.split)
+    with jobs.recording(run_dir / STATUS_FILE if run_dir is not None else None, job=job):
+        if run_dir is not None:
+            _mark_running(run_dir, job)
+        result = _audit(args, _phases_to_stderr(_evaluation_reporter(run_dir, job)))
+        saved_in = None
+        if run_dir is not None:
+            saved_in = save_audit(run_dir, job, result)
+            update_status(run_dir, job, "succeeded", ended=now(), progress=1.0, phase="done", audit=job)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_audit(result)
+        if saved_in is not None:
+            print(f"saved this audit in {saved_in / 'audit.json'}")
+    return 0
+
+
+def _phases_to_stderr(report):
+    """Wraps a ``report(phase, done, total)`` so that each new phase is also printed, with the time, to stderr."""
+    seen = []
+
+    def wrapped(phase: str, done: int, total: int) -> None:
+        if not seen or seen[-1] != phase:
+            seen.append(phase)
+            print(f"{time.strftime('%H:%M:%S')} {phase}…", file=sys.stderr, flush=True)
+        report(phase, done, total)
+
+    return wrapped
+
+
+def _audit(args, report) -> dict:
+    """Loads the model and the split as in training, and audits it; returns the audit with what it was run on."""
+    import keras
+
+    from radiology.audit import audit_samples, verdict
+
+    keras.config.disable_interactive_logging()  # tf-keras-vis's ScoreCAM would print progress bars into --json
+    loaded, checked, samples, measured = _split_of(args, report)
+    result = audit_samples(
+        loaded,
+        samples,
+        checked.decoded,
+        n=args.n,
+        shortcut_n=args.shortcut_n,
+        steps=args.steps,
+        seed=args.sample_seed,
+        progress=report,
+    )
+    result.update(measured, model=str(args.model or loaded.path), evaluated=now(), source="audit")
+    result["verdict"] = verdict(result)
+    return result
+
+
+def _print_audit(result: dict) -> None:
+    f, s = result["faithfulness"], result["shortcut"]
+    from radiology.evaluation import SPLIT_NAMES
+
+    print(f"audit of {result['model']} on the {SPLIT_NAMES[result['split']]} of {result['data_root']}")
+    print(
+        f"faithfulness on {f['n']} images (stratified by class; {f['steps']} steps, blur σ {f['blur_sigma_px']} px, "
+        f"{f['layer']}): deletion AUC lower is better, insertion AUC higher"
+    )
+    print(f"  {'map':<12}{'deletion':>10}{'insertion':>11}{'ins − del':>11}  vs random")
+    rows = [(m, f["methods"][m]) for m in f["ranking"]] + list(f["baselines"].items())
+    for name, r in rows:
+        mark = "" if "better_than_random" not in r else ("better" if r["better_than_random"] else "NO BETTER")
+        print(f"  {name:<12}{r['deletion_auc']:>10.3f}{r['insertion_auc']:>11.3f}{r['score']:>11.3f}  {mark}")
+    cost = f["cost"]
+    print(
+        f"  cost: maps {cost['map_seconds']:.0f} s, curves {cost['curve_seconds']:.0f} s "
+        f"({cost['model_inputs']:,} model inputs in {cost['model_calls']:,} calls, "
+        f"{cost['calls_per_image']:.1f} calls per image)"
+    )
+    names = result["class_names"]
+    print(f"shortcuts on {s['n']} images (thorax box {s['box']['area']:.0%} of the image; chance {s['chance']:.0%})")
+    print(f"  {'input':<14}{'accuracy':>10}" + "".join(f"{'recall ' + c:>18}" for c in names))
+    for key in ("full", "borders_only", "thorax_only"):
+        r = s[key]
+        recalls = "".join(f"{'–' if r['recall'][c] is None else format(r['recall'][c], '.3f'):>18}" for c in names)
+        print(f"  {key:<14}{r['accuracy']:>10.3f}{recalls}")
+    inside = ", ".join(f"{c} {'–' if v is None else format(v, '.2f')}" for c, v in s["cam_inside_thorax"].items())
+    print(f"  Grad-CAM mass inside the box: {inside}")
+    src = s["source_from_features"]
+    if src:
+        print(
+            f"  source from the model's features: balanced accuracy {src['balanced_accuracy']:.3f} over "
+            f"{len(src['sources'])} sources (chance {src['chance']:.3f})"
+        )
+    else:
+        print("  source from the model's features: not measured (fewer than two sources with 20 images)")
+    for line in result["verdict"]:
+        print(f"- {line}")
+    print(f"took {result['seconds']:.0f} s")
 
 
 def cmd_import_model(args) -> int:
@@ -471,6 +610,24 @@ def main(argv=None) -> int:
     )
     ev.add_argument("--job", help=argparse.SUPPRESS)  # the job id given by radiology.evaluation_job.start
     ev.set_defaults(func=cmd_evaluate)
+    au = sub.add_parser("audit", help="how far to trust a model: faithful explanations, shortcuts")
+    au.add_argument("--data", required=True)
+    au.add_argument("--model", help="run folder or model file (default: the active model)")
+    au.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    au.add_argument("--n", type=int, default=90, help="images of the faithfulness sample, stratified by class")
+    au.add_argument(
+        "--shortcut-n", type=int, default=None, help="images of the shortcut audit (default: the whole split)"
+    )
+    au.add_argument("--steps", type=int, default=20, help="removal steps of each deletion and insertion curve")
+    au.add_argument(
+        "--seed", type=int, default=None, help="split seed (default: the seed the model was trained with, else 42)"
+    )
+    au.add_argument("--sample-seed", type=int, default=0, help="seed of the samples, the random map and the folds")
+    au.add_argument("--cache-dir", default="", help="decode cache folder (default: none)")
+    au.add_argument("--json", action="store_true", help="print the audit as one JSON object")
+    au.add_argument("--save", action="store_true", help="store the audit in the --model run folder, as audits/ID/")
+    au.add_argument("--job", help=argparse.SUPPRESS)
+    au.set_defaults(func=cmd_audit)
     im = sub.add_parser("import-model", help="register a .keras or Keras 2 .h5 model file as a run")
     im.add_argument("file")
     im.add_argument("--name", help="a short name (default: the file's stem)")

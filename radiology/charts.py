@@ -186,3 +186,88 @@ def size_histogram(heights, widths) -> go.Figure:
     fig.add_histogram(x=list(heights), name="height", opacity=0.6)
     fig.update_layout(barmode="overlay", title="Original image sizes (pixels)", height=320)
     return fig
+
+
+METHOD_COLORS = {"Grad-CAM": "#1f77b4", "Grad-CAM++": "#ff7f0e", "ScoreCAM": "#2ca02c", "LayerCAM": "#9467bd"}
+BASELINE_STYLE = {"random": "dash", "centre": "dot"}
+
+
+def faithfulness_curves(faithfulness: dict, *, kind: str = "deletion") -> go.Figure:
+    """The mean deletion or insertion curve of each CAM method and baseline, from ``audit.faithfulness``.
+
+    Args:
+        faithfulness: the audit's ``faithfulness`` object.
+        kind: ``deletion`` (lower is better) or ``insertion`` (higher is better).
+
+    Raises:
+        ValueError: another kind.
+    """
+    if kind not in ("deletion", "insertion"):
+        raise ValueError(f"kind must be 'deletion' or 'insertion', got {kind!r}")
+    fig = go.Figure()
+    steps = faithfulness["steps"]
+    x = [i / steps for i in range(steps + 1)]
+    for name, r in faithfulness["methods"].items():
+        flag = "" if r.get("better_than_random", True) else ", no better than random"
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=r[f"{kind}_curve"],
+                mode="lines",
+                name=f"{name} (AUC {r[f'{kind}_auc']:.3f}{flag})",
+                line={"color": METHOD_COLORS.get(name), "width": 2},
+            )
+        )
+    for name, r in faithfulness["baselines"].items():
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=r[f"{kind}_curve"],
+                mode="lines",
+                name=f"{name} map (AUC {r[f'{kind}_auc']:.3f})",
+                line={"color": "gray", "dash": BASELINE_STYLE.get(name, "dashdot")},
+            )
+        )
+    verb = "removed (blurred), most salient first" if kind == "deletion" else "restored, most salient first"
+    better = "lower is better" if kind == "deletion" else "higher is better"
+    fig.update_layout(
+        title=f"{kind.capitalize()} ({better})",
+        xaxis_title=f"share of pixels {verb}",
+        yaxis_title="probability of the predicted class",
+        yaxis={"range": [0, 1]},
+        xaxis={"tickformat": ".0%"},
+        height=380,
+        legend={"font": {"size": 11}},
+        margin=dict(l=10, r=10, t=40, b=10),
+    )
+    return fig
+
+
+def shortcut_bars(shortcut: dict) -> go.Figure:
+    """Accuracy and recall per class on the full image, the borders only and the thorax only, with chance.
+
+    Args:
+        shortcut: the audit's ``shortcut`` object.
+    """
+    inputs = {"full": "full image", "borders_only": "borders only", "thorax_only": "thorax only"}
+    names = list(shortcut["full"]["recall"])
+    fig = go.Figure()
+    for key, label in inputs.items():
+        r = shortcut[key]
+        values = [r["accuracy"], *[r["recall"][c] for c in names]]
+        fig.add_trace(
+            go.Bar(
+                x=["accuracy", *[f"recall {c}" for c in names]],
+                y=values,
+                name=label,
+                text=["–" if v is None else f"{v:.0%}" for v in values],
+                textposition="outside",
+            )
+        )
+    fig.add_hline(
+        y=shortcut["chance"], line={"dash": "dot", "color": "gray"}, annotation_text=f"chance {shortcut['chance']:.0%}"
+    )
+    fig.update_yaxes(range=[0, 1.1], tickformat=".0%", fixedrange=True)
+    fig.update_layout(barmode="group", height=360, title="What the model gets right from each part of the film")
+    fig.update_layout(margin=dict(l=10, r=10, t=40, b=10))
+    return fig

@@ -41,32 +41,96 @@ def source_predictability(
         ``{"balanced_accuracy", "chance", "sources": {name: {"n", "recall"}}, "n"}``, or None when fewer
         than two sources qualify.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
-
     index = decoded.index()
     readable = [s for s in samples if s.source and decoded.ok[index[s.path]]]
+    chosen = choose_by_source([s.source for s in readable], per_source=per_source, min_images=min_images, seed=seed)
+    if chosen is None:
+        return None
+    picked = [readable[i] for i in chosen]
+    x = _thumbnails(np.stack([decoded.pixels[index[s.path]] for s in picked]))
     counts = Counter(s.source for s in readable)
-    kept_sources = sorted(src for src, n in counts.items() if n >= min_images)
-    if len(kept_sources) < 2:
+    return predict_source(x, [s.source for s in picked], [s.group or s.path for s in picked], counts=counts, seed=seed)
+
+
+def choose_by_source(sources: list, *, per_source: int = 600, min_images: int = 20, seed: int = 0) -> list[int] | None:
+    """Which items to use for predicting the source: at most ``per_source`` of each source that has ``min_images``.
+
+    Args:
+        sources: the source of each item; None or empty for unknown.
+        per_source: the most items of one source kept, drawn at random (seeded).
+        min_images: the fewest items a source needs to be kept.
+        seed: seed of the draw.
+
+    Returns:
+        indices into ``sources``, source by source (sorted by name), or None when fewer than two sources qualify.
+    """
+    counts = Counter(s for s in sources if s)
+    kept = sorted(src for src, n in counts.items() if n >= min_images)
+    if len(kept) < 2:
         return None
     rng = np.random.default_rng(seed)
     chosen = []
-    for src in kept_sources:
-        group = [s for s in readable if s.source == src]
-        chosen += [group[i] for i in sorted(rng.permutation(len(group))[:per_source])]
-    x = _thumbnails(np.stack([decoded.pixels[index[s.path]] for s in chosen]))
-    y = np.array([kept_sources.index(s.source) for s in chosen])
-    groups = np.array([s.group or s.path for s in chosen])
+    for src in kept:
+        members = [i for i, s in enumerate(sources) if s == src]
+        chosen += [members[i] for i in sorted(rng.permutation(len(members))[:per_source])]
+    return chosen
+
+
+def predict_source(
+    features: np.ndarray,
+    sources: list[str],
+    groups: list[str],
+    *,
+    counts=None,
+    standardize: bool = False,
+    seed: int = 0,
+) -> dict:
+    """Cross-validated balanced accuracy of a logistic regression predicting the source from any features.
+
+    The one source classifier of the project: the Dataset page and the model card run it on thumbnails
+    (:func:`source_predictability`), the trust audit on the model's own pooled features.
+
+    Args:
+        features: float array of shape (N, D), one row per image.
+        sources: the source of each image (two sources or more).
+        groups: the patient group of each image; the five folds keep a group together.
+        counts: images per source to report as ``n`` (default: those in ``sources``).
+        standardize: scale every feature to zero mean and unit variance inside each fold first, for features
+            on different scales such as a network's activations.
+        seed: seed of the folds.
+
+    Returns:
+        ``{"balanced_accuracy", "chance", "n", "sources": {name: {"n", "recall"}}}``.
+
+    Raises:
+        ValueError: fewer than two sources, or not one source and group per row.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    names = sorted(set(sources))
+    if len(names) < 2:
+        raise ValueError(f"predicting the source needs two sources or more, got {names}")
+    if not len(features) == len(sources) == len(groups):
+        raise ValueError(
+            f"expected one source and group per row: {len(features)} rows, {len(sources)} sources, {len(groups)} groups"
+        )
+    x = np.asarray(features, dtype=np.float32)
+    y = np.array([names.index(s) for s in sources])
     folds = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
     model = LogisticRegression(max_iter=300, C=0.1)
-    pred = cross_val_predict(model, x, y, groups=groups, cv=folds)
-    recalls = {src: float(np.mean(pred[y == k] == k)) for k, src in enumerate(kept_sources)}
+    if standardize:
+        model = make_pipeline(StandardScaler(), model)
+    pred = cross_val_predict(model, x, y, groups=np.asarray(groups), cv=folds)
+    recalls = {src: float(np.mean(pred[y == k] == k)) for k, src in enumerate(names)}
+    counts = counts or Counter(sources)
     return {
         "balanced_accuracy": float(np.mean(list(recalls.values()))),
-        "chance": 1 / len(kept_sources),
+        "chance": 1 / len(names),
         "n": int(len(y)),
-        "sources": {src: {"n": int(counts[src]), "recall": recalls[src]} for src in kept_sources},
+        "sources": {src: {"n": int(counts[src]), "recall": recalls[src]} for src in names},
     }
 
 

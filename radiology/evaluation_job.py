@@ -1,13 +1,13 @@
-"""Background jobs on a run's model: evaluating it on a dataset, or fitting its out-of-distribution gate.
+"""Background jobs on a run's model: evaluating it, auditing it, or fitting its out-of-distribution gate.
 
-A job is a ``python -m radiology evaluate --save`` or ``python -m radiology fit-ood`` process (its
-``task``: ``evaluate`` or ``fit-ood``). It reports through ``evaluation_status.json`` in the run folder,
-a ``radiology.jobs`` status: task, state (``queued``, ``running``, ``succeeded``, ``failed``), pid,
-phase, progress fraction, error. One job per run at a time, so an evaluation never reads a model file
-that a gate fit is rewriting. An evaluation's results land in a folder of their own,
-``RUN/evaluations/JOB/`` (``metrics.json``, ``predictions.csv``), which appears whole or not at all; the
-run's training-time ``metrics.json`` is never touched. A gate fit stores the statistics in the run's
-``model.keras`` and its test-split numbers under the new gate as an evaluation of their own.
+A job is a ``python -m radiology evaluate --save``, ``audit --save`` or ``fit-ood`` process (its ``kind``).
+It reports through ``evaluation_status.json`` in the run folder, a ``radiology.jobs`` status: kind, state
+(``queued``, ``running``, ``succeeded``, ``failed``), pid, phase, progress fraction, error. One job runs per
+run at a time, of any kind: an evaluation never reads a model file that a gate fit is rewriting, and each
+keeps the CPU busy. An evaluation's results land in a folder of their own, ``RUN/evaluations/JOB/``
+(``metrics.json``, ``predictions.csv``), an audit's in ``RUN/audits/JOB/audit.json``; each appears whole or
+not at all, and the run's training-time ``metrics.json`` is never touched. A gate fit stores the statistics
+in the run's ``model.keras`` and its test-split numbers under the new gate as an evaluation of their own.
 """
 
 from __future__ import annotations
@@ -21,7 +21,11 @@ from radiology.jobs import LIVE_STATES, now
 from radiology.registry import Run
 
 STATUS_FILE = "evaluation_status.json"
-TASKS = {"evaluate": "being evaluated", "fit-ood": "having its out-of-distribution gate fitted"}
+KINDS = {  # the radiology subcommand a background job runs, and how a refusal names it
+    "evaluate": "being evaluated",
+    "audit": "being audited",
+    "fit-ood": "having its out-of-distribution gate fitted",
+}
 
 
 def update_status(run_dir: str | Path, job: str, state: str | None = None, **fields) -> dict:
@@ -52,32 +56,40 @@ def read_status(run_dir: str | Path) -> dict | None:
 
 
 def is_running(run_dir: str | Path) -> bool:
-    """Whether a job on this run's model (an evaluation or a gate fit) is queued or running now."""
+    """Whether a job on this run's model (an evaluation, an audit or a gate fit) is queued or running now."""
     status = read_status(run_dir)
     return status is not None and status.get("state") in LIVE_STATES
 
 
-def queue(run: Run, job: str, *, task: str = "evaluate", **fields) -> dict:
+def queue(run: Run, job: str, *, kind: str = "evaluate", **fields) -> dict:
     """Queues ``job`` on a run's model, refusing while another job on it is live.
 
     Args:
         run: the run.
         job: the new job's id.
-        task: ``evaluate`` or ``fit-ood``.
+        kind: ``evaluate``, ``audit`` or ``fit-ood``.
         **fields: data, split, progress, and so on.
 
     Raises:
-        EvaluationError: another job on the run's model (an evaluation or a gate fit) is queued or running.
+        EvaluationError: another job on the run's model (an evaluation, an audit or a gate fit) is queued or running.
     """
-    status = update_status(run.dir, job, "queued", queued=now(), task=task, **fields)
+    status = update_status(run.dir, job, "queued", queued=now(), kind=kind, **fields)
     if status.get("job") != job:
-        busy = TASKS.get(status.get("task", "evaluate"), "busy")
-        raise EvaluationError(f"run {run.id} is {busy} already; wait for it to finish")
+        busy = KINDS.get(status.get("kind", "evaluate"), "busy")
+        raise EvaluationError(f"run {run.id} is {busy} already (one job on a model at a time); wait for it to finish")
     return status
 
 
-def start(run: Run, data: str | Path, *, split: str = "test", cache_dir: str | Path | None = None) -> str:
-    """Starts ``python -m radiology evaluate --save`` for a run in a background process.
+def start(
+    run: Run,
+    data: str | Path,
+    *,
+    split: str = "test",
+    cache_dir: str | Path | None = None,
+    kind: str = "evaluate",
+    n: int | None = None,
+) -> str:
+    """Starts ``python -m radiology evaluate --save`` (or ``audit --save``) for a run in a background process.
 
     The status is written as ``queued`` before the process starts, and the child moves it on, so it
     never goes backwards. The split is made with the model's own seed and fractions.
@@ -87,19 +99,26 @@ def start(run: Run, data: str | Path, *, split: str = "test", cache_dir: str | P
         data: the dataset folder (the caller checks it is inside the data root).
         split: ``train``, ``val``, ``test`` or ``all``.
         cache_dir: the decode cache folder, or None for none.
+        kind: ``evaluate`` or ``audit`` (the trust audit, ``radiology.audit``).
+        n: images of an audit's faithfulness sample; None for the command's default.
 
     Returns:
         the job id.
 
     Raises:
-        EvaluationError: the run is the bundled model, has no model, is still training, or is
-            being evaluated already.
+        ValueError: a kind other than ``evaluate`` or ``audit``.
+        EvaluationError: the run is the bundled model, has no model, is still training, or another job on
+            its model is live.
     """
+    if kind not in ("evaluate", "audit"):
+        raise ValueError(f"kind must be one of {('evaluate', 'audit')}, got {kind!r}")
     check_can_save(run)
     job = jobs.new_id()
-    queue(run, job, data=str(data), split=split, progress=0.0)
-    argv = ["-m", "radiology", "evaluate", "--model", str(run.dir), "--data", str(data)]
-    _spawn(run, job, argv + ["--split", split, "--save"], cache_dir)
+    queue(run, job, kind=kind, data=str(data), split=split, progress=0.0)
+    argv = ["-m", "radiology", kind, "--model", str(run.dir), "--data", str(data), "--split", split, "--save"]
+    if kind == "audit" and n is not None:
+        argv += ["--n", str(n)]
+    _spawn(run, job, argv, cache_dir)
     return job
 
 
@@ -125,7 +144,7 @@ def start_gate_fit(run: Run, data: str | Path, *, cache_dir: str | Path | None =
     """
     check_can_save(run)
     job = jobs.new_id()
-    queue(run, job, task="fit-ood", data=str(data), split="train", progress=0.0)
+    queue(run, job, kind="fit-ood", data=str(data), split="train", progress=0.0)
     _spawn(run, job, ["-m", "radiology", "fit-ood", "--model", str(run.dir), "--data", str(data)], cache_dir)
     return job
 

@@ -188,16 +188,52 @@ class Explainer:
             self._vis[method] = cls(self.vis_model.model, model_modifier=ReplaceToLinear(), clone=True)
         return self._vis[method]
 
+    def _vis_kwargs(self, method: str, layer: str) -> dict:
+        kwargs = {"penultimate_layer": layer}
+        if method == "ScoreCAM":  # a layer with fewer channels than the cap keeps them all (tf-keras-vis refuses more)
+            kwargs["max_N"] = min(SCORECAM_MAX_N, int(self.loaded.model.get_layer(layer).output.shape[-1]))
+        return kwargs
+
     def vis_cam(self, x: np.ndarray, label: int, method: str, *, layer: str | None = None) -> np.ndarray:
         """A CAM from tf-keras-vis for model input ``x`` of shape (1, H, W, C) and class ``label``, on ``layer``
         (default: the metadata's Grad-CAM layer)."""
         from tf_keras_vis.utils.scores import CategoricalScore
 
-        kwargs = {"penultimate_layer": layer or self.layer}
-        if method == "ScoreCAM":
-            kwargs["max_N"] = SCORECAM_MAX_N
-        cam = self._vis_method(method)(CategoricalScore([label]), x, **kwargs)
+        cam = self._vis_method(method)(CategoricalScore([label]), x, **self._vis_kwargs(method, layer or self.layer))
         return _normalize(np.asarray(cam)[0])
+
+    def cams(self, x: np.ndarray, method: str, *, labels=None) -> np.ndarray:
+        """The maps the app shows, for a batch of model inputs at once, on the metadata's Grad-CAM layer.
+
+        Grad-CAM runs fused where it can (it explains the predicted class); the other methods, and Grad-CAM
+        of a model whose head cannot be fused, run through tf-keras-vis with one score per image.
+
+        Args:
+            x: float32 array of shape (N, H, W, C), model inputs.
+            method: one of ``METHODS``.
+            labels: the class to explain per image, int array of shape (N,); the predicted classes when None.
+                The fused Grad-CAM always explains the predicted class.
+
+        Returns:
+            float32 array of shape (N, H, W), each map scaled to [0, 1].
+
+        Raises:
+            ValueError: an unknown method.
+        """
+        if method not in METHODS:
+            raise ValueError(f"unknown CAM method {method!r}, expected one of {METHODS}")
+        if method == "Grad-CAM" and self._fusable(self.layer):
+            if self._fused is None:
+                self._fused = self._build_fused()
+            _, _, cam, _ = self._fused(x)
+            return np.stack([self._expand(c) for c in cam.numpy()])
+        from tf_keras_vis.utils.scores import CategoricalScore
+
+        if labels is None:
+            labels = np.argmax(np.asarray(self.vis_model.model.predict_on_batch(x)), axis=-1)
+        kwargs = self._vis_kwargs(method, self.layer)
+        cam = self._vis_method(method)(CategoricalScore([int(k) for k in labels]), x, **kwargs)
+        return np.stack([_normalize(c) for c in np.asarray(cam).reshape(len(x), *x.shape[1:3])])
 
     def explain(
         self,

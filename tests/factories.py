@@ -199,3 +199,79 @@ def start_app(port: int, env: dict, *, log=None, timeout: float = 90):
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"streamlit did not answer on port {port} within {timeout:.0f} s")
+
+
+# A model that reads only the top-left corner: each class is a checkerboard of another contrast there.
+CORNER = 6  # the corner's side in pixels, inside the border strip that THORAX_BOX leaves on a 64-pixel image
+CORNER_AMPLITUDE = (0, 30, 60)  # the checkerboard's amplitude per class
+
+
+def corner_xray(label: int, seed: int = 0, size: int = 64) -> np.ndarray:
+    """A smooth random film whose class is written only as a checkerboard's contrast in its top-left corner."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    img = 128 + 30 * gaussian_filter(rng.normal(0, 1, (size, size)), 4) / 0.07
+    yy, xx = np.mgrid[0:CORNER, 0:CORNER]
+    level = np.clip(img[:CORNER, :CORNER].mean(), 70, 185)  # room for the checkerboard on both sides
+    img[:CORNER, :CORNER] = level + CORNER_AMPLITUDE[label] * np.where((yy + xx) % 2, 1, -1)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def corner_model(size: int = 64):
+    """A Keras model that classifies by the checkerboard contrast in the top-left corner and ignores the rest.
+
+    Its Grad-CAM layer ``conv`` detects a checkerboard everywhere; the head sees only the corner's cells.
+    """
+    import keras
+
+    inp = keras.Input((size, size, 3))
+    conv = keras.layers.Conv2D(2, 2, padding="same", activation="relu", name="conv")
+    h = conv(inp)
+    h = keras.layers.Cropping2D(((0, size - CORNER), (0, size - CORNER)))(h)
+    h = keras.layers.GlobalMaxPooling2D(name="pool")(h)
+    dense = keras.layers.Dense(3, activation="softmax", name="predictions")
+    model = keras.Model(inp, dense(h))
+    kernel = np.array([[1, -1], [-1, 1]], np.float32)[:, :, None] / 3  # the same on each of the 3 channels
+    # the bias silences the faint response of a smooth background and of rounding to uint8
+    conv.set_weights([np.stack([np.repeat(kernel, 3, 2), -np.repeat(kernel, 3, 2)], -1), np.full(2, -0.05, np.float32)])
+    # logits -g (s - c_k)^2 without the common term, s the summed response, c_k each class's response
+    centres = np.array([max(4 * a / 255 - 0.05, 0) for a in CORNER_AMPLITUDE]) * 2
+    g = 10.0
+    dense.set_weights([np.tile(2 * g * centres, (2, 1)).astype(np.float32), (-g * centres**2).astype(np.float32)])
+    return model
+
+
+def corner_loaded(size: int = 64):
+    """The corner model with its metadata, as ``radiology.model.load_model`` would give it."""
+    from radiology.model import LoadedModel, ModelMetadata
+    from radiology.preprocess import PreprocessSpec
+
+    spec = PreprocessSpec(height=size, width=size)
+    return LoadedModel(corner_model(size), ModelMetadata(preprocess=spec, gradcam_layer="conv"), "corner.keras")
+
+
+def corner_dataset(root: Path, *, per_class: int = 20, size: int = 64) -> Path:
+    """A class-folders dataset of corner films with a manifest.csv: two sources, one patient per image."""
+    rows = ["file,source,patient_id"]
+    for k, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            seed = zlib.crc32(f"{name}{i}".encode())
+            (root / name / f"{i}.png").write_bytes(png_bytes(corner_xray(k, seed, size)))
+            rows.append(f"{name}/{i}.png,{'north' if i % 2 else 'south'},p-{name}-{i}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def corner_run(folder: Path, *, size: int = 64) -> Path:
+    """A run folder holding the corner model, as an imported run that succeeded."""
+    import json
+
+    from radiology.model import save_model
+
+    loaded = corner_loaded(size)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(loaded.model, folder / "model.keras", loaded.metadata)
+    (folder / "status.json").write_text(json.dumps({"state": "succeeded", "kind": "imported"}))
+    return folder

@@ -27,6 +27,7 @@ PAGES = {
         "ROC and precision-recall",
         "Calibration",
         "Evaluate on a dataset",
+        "Trust",
         "Misclassified images",
         "Compare runs",
     ],
@@ -620,7 +621,7 @@ def test_classify_fits_the_gate_in_the_background(tiny_run, tmp_path, monkeypatc
     next(b for b in at.button if b.label == "Fit the gate").click().run()
     assert not at.exception, at.exception
     status = evaluation_job.read_status(run)
-    assert status["task"] == "fit-ood" and status["data"] == str((tmp_path / "data" / "tiny").resolve())
+    assert status["kind"] == "fit-ood" and status["data"] == str((tmp_path / "data" / "tiny").resolve())
     deadline = time.monotonic() + 400
     while evaluation_job.is_running(run) and time.monotonic() < deadline:
         time.sleep(1)
@@ -903,3 +904,78 @@ def test_dataset_reports_decode_at_the_training_forms_image_size(app_env, monkey
     at.switch_page("pages/4_Dataset.py").run()
     assert not at.exception, at.exception
     assert sizes[-1] == 64 and set(sizes) == {224, 64}, sizes
+
+
+def test_evaluation_page_audits_a_run_in_the_background(tmp_path, monkeypatch):
+    """The Trust section says a run is not audited, starts the audit as a background job with progress, then
+    shows its verdict, the faithfulness table with both baselines, the curves and the shortcut tables."""
+    from radiology import audit
+    from tests.factories import corner_dataset, corner_run
+
+    run_dir = corner_run(tmp_path / "runs" / "20260101-000000-corn")
+    corner_dataset(tmp_path / "data" / "corner", per_class=10)
+    monkeypatch.setenv("RADIOLOGY_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("RADIOLOGY_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setattr(registry, "BUNDLED_DIR", tmp_path / "no-bundle")
+    at = AppTest.from_file(str(ROOT / "pages/2_Evaluation.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert "Trust" in _texts(at) and any("has not been audited yet" in i.value for i in at.info)
+    next(n for n in at.number_input if n.label == "Images for the faithfulness curves").set_value(3).run()
+    next(b for b in at.button if b.label == "Audit on the test split of corner").click().run()
+    assert not at.exception, at.exception
+    status = evaluation_job.read_status(run_dir)
+    assert status["kind"] == "audit" and status["data"] == str((tmp_path / "data" / "corner").resolve())
+    deadline = time.monotonic() + 400
+    while evaluation_job.is_running(run_dir) and time.monotonic() < deadline:
+        time.sleep(1)
+    status = evaluation_job.read_status(run_dir)
+    console = (run_dir / "evaluation_console.txt").read_text()[-2000:]
+    assert status["state"] == "succeeded", (status, console)
+    at.run()
+    assert not at.exception, at.exception
+    assert audit.latest_audit(run_dir)["id"] == status["job"]
+    assert any(w.value.startswith("From the borders alone this model still gets 100% right") for w in at.warning)
+    assert any(c.value.startswith("Audited on test split of ") for c in at.caption)
+    assert any(c.value == "Last trust audit: test split of " + status["data"] for c in at.caption)
+    (faithfulness,) = [d.value for d in at.dataframe if "map" in d.value.columns]
+    assert set(faithfulness["map"]) == {
+        "Grad-CAM",
+        "Grad-CAM++",
+        "ScoreCAM",
+        "LayerCAM",
+        "random map (baseline)",
+        "centre map (baseline)",
+    }
+    (shortcuts,) = [d.value for d in at.dataframe if "input" in d.value.columns]
+    assert list(shortcuts["input"]) == ["full image", "borders only", "thorax only"]
+    titles = [c.proto.spec for c in at.get("plotly_chart")]
+    assert sum("Deletion" in t or "Insertion" in t for t in titles) == 2
+
+
+def test_classify_orders_the_methods_by_the_audit(app_env, monkeypatch):
+    """With an audit of the active model, Classify offers its most faithful method first and marks those no
+    better than random; without one it keeps the usual order and says the model is not audited."""
+    from radiology.audit import save_audit
+    from radiology.explain import METHODS
+
+    film = png_bytes(xray(7))
+    _fake_explanations(monkeypatch, {film: [0.1, 0.8, 0.1]})
+    at = _classify(monkeypatch, {"film.png": film})
+    assert at.selectbox[0].options == list(METHODS)
+    assert any(c.value.startswith("Not audited: the methods are in their usual order") for c in at.caption)
+    scores = dict(zip(METHODS, (0.2, 0.1, 0.0, 0.3)))
+    methods = {m: {"score": v, "better_than_random": m != "ScoreCAM"} for m, v in scores.items()}
+    ranking = sorted(methods, key=lambda m: -methods[m]["score"])
+    run_dir = app_env / "runs" / "20260102-000000-bbbb"
+    folder = save_audit(
+        run_dir,
+        "20260103-000000-aaaa",
+        {"faithfulness": {"methods": methods, "ranking": ranking, "n": 90, "layer": "x"}},
+    )
+    try:
+        at = _classify(monkeypatch, {"film.png": film})
+        assert at.selectbox[0].options == ["LayerCAM", "Grad-CAM", "Grad-CAM++", "ScoreCAM (no better than random)"]
+        assert at.selectbox[0].value == "LayerCAM"
+        assert any(c.value.startswith("Most faithful first, as measured for this model") for c in at.caption)
+    finally:
+        shutil.rmtree(folder.parent)

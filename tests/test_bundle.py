@@ -121,3 +121,46 @@ def test_card_only_rewrites_the_card_from_the_bundle(bundled, tiny_run, tmp_path
     args = ["--card-only", "--model", "-", "--data", "/no/such/data", "--phase", str(tiny_run), "--machine", "m"]
     assert bundle.main([*args, "--notes", str(notes), "--out", str(out)]) == 0
     assert "Rewritten without a dataset." in (out / "MODEL_CARD.md").read_text()
+
+
+def test_card_only_adds_the_trust_audit(bundled, tiny_run, tmp_path):
+    """--audit stores the trust audit in card.json without machine paths, and the card reports its verdict, the
+    faithfulness table, the shortcuts and the cost; a later --card-only without --audit keeps it."""
+    import numpy as np
+
+    from radiology import audit
+    from tests.factories import corner_loaded, corner_xray
+
+    out, _ = bundled
+    loaded = corner_loaded()
+    pixels = np.stack([corner_xray(k, k * 10 + i) for k in range(3) for i in range(2)])
+    labels = np.repeat([0, 1, 2], 2)
+    found = {
+        "class_names": list(loaded.metadata.class_names),
+        "faithfulness": audit.faithfulness(loaded, pixels, steps=4),
+        "shortcut": audit.shortcut(loaded, pixels, labels),
+        "split": "test",
+        "data_root": str(tmp_path / "machine" / "cxr3"),
+        "model": str(tmp_path / "machine" / "run"),
+        "seconds": 600.0,
+    }
+    (tmp_path / "audit.json").write_text(json.dumps(found))
+    args = ["--card-only", "--model", "-", "--data", "-", "--phase", str(tiny_run), "--machine", "m", "--out", str(out)]
+    assert bundle.main([*args, "--audit", str(tmp_path / "audit.json")]) == 0
+    assert bundle.main(args) == 0
+    trust = json.loads((out / "card.json").read_text())["trust"]
+    assert trust["data_root"] == "cxr3" and "model" not in trust and str(tmp_path) not in json.dumps(trust)
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "## Trust" in card and "Measured with `python -m radiology audit` on the test split of cxr3" in card
+    assert "- From the borders alone this model still gets 100% right" in card
+    assert "| map | deletion AUC (95% CI) | insertion AUC (95% CI) |" in card and "| random map (baseline) |" in card
+    assert "| borders only | 100.0%" in card and "the whole audit 10 min" in card
+
+
+def test_a_file_that_is_no_audit_is_refused(bundled, tiny_run, tmp_path, capsys):
+    """--audit with a JSON that is not an audit is one error line naming what it holds."""
+    out, _ = bundled
+    (tmp_path / "x.json").write_text(json.dumps({"accuracy": 0.9}))
+    args = ["--card-only", "--model", "-", "--data", "-", "--phase", str(tiny_run), "--machine", "m", "--out", str(out)]
+    assert bundle.main([*args, "--audit", str(tmp_path / "x.json")]) == 2
+    assert "expected a trust audit with faithfulness and shortcut objects" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Tests for radiology.charts: figures built from metric data."""
 
 import numpy as np
+import pytest
 
 from radiology import charts, metrics
 
@@ -61,3 +62,36 @@ def test_pr_curves_are_steps_without_markers():
     pr = charts.pr_figure(curves)
     assert all(t.mode == "lines" and t.line.shape == "hv" for t in pr.data)
     assert all(t.mode == "lines" for t in charts.roc_figure(curves).data[:-1])
+
+
+def _faithfulness() -> dict:
+    curve = {"deletion_curve": [1.0, 0.5, 0.2], "insertion_curve": [0.1, 0.6, 1.0], "deletion_auc": 0.55}
+    curve["insertion_auc"] = 0.57
+    return {
+        "steps": 2,
+        "methods": {
+            "Grad-CAM": {**curve, "better_than_random": True},
+            "ScoreCAM": {**curve, "better_than_random": False},
+        },
+        "baselines": {"random": curve, "centre": curve},
+    }
+
+
+def test_faithfulness_curves_show_every_map_and_mark_the_unfaithful():
+    """Deletion and insertion charts draw one line per method and baseline, name AUCs, and mark a method no
+    better than random; another kind is refused."""
+    fig = charts.faithfulness_curves(_faithfulness(), kind="insertion")
+    assert len(fig.data) == 4 and list(fig.data[0].x) == [0, 0.5, 1] and list(fig.data[0].y) == [0.1, 0.6, 1.0]
+    assert fig.data[0].name == "Grad-CAM (AUC 0.570)" and "no better than random" in fig.data[1].name
+    assert fig.data[2].line.dash == "dash" and "higher is better" in fig.layout.title.text
+    assert "lower is better" in charts.faithfulness_curves(_faithfulness()).layout.title.text
+    with pytest.raises(ValueError, match="got 'roar'"):
+        charts.faithfulness_curves(_faithfulness(), kind="roar")
+
+
+def test_shortcut_bars_compare_inputs_with_chance():
+    """The shortcut chart has one bar group per input and a chance line."""
+    r = {"accuracy": 0.7, "recall": {"covid": 0.9, "normal": None}}
+    fig = charts.shortcut_bars({"full": r, "borders_only": r, "thorax_only": r, "chance": 1 / 3})
+    assert [t.name for t in fig.data] == ["full image", "borders only", "thorax only"]
+    assert list(fig.data[0].text) == ["70%", "90%", "–"] and fig.layout.shapes[0].y0 == pytest.approx(1 / 3)

@@ -133,7 +133,7 @@ def test_a_gate_fit_and_an_evaluation_of_one_run_exclude_each_other(tmp_path, mo
         with pytest.raises(EvaluationError, match="having its out-of-distribution gate fitted already"):
             evaluation_job.start(run, tmp_path / "data")
         status = evaluation_job.read_status(run_dir)
-        assert status["task"] == "fit-ood" and status["job"] == job and evaluation_job.is_running(run_dir)
+        assert status["kind"] == "fit-ood" and status["job"] == job and evaluation_job.is_running(run_dir)
         ((argv, _),) = spawned
         assert argv[1:4] == ["-m", "radiology", "fit-ood"] and argv[argv.index("--job") + 1] == job
         assert argv[argv.index("--model") + 1] == str(run_dir) and "--cache-dir" in argv
@@ -141,3 +141,21 @@ def test_a_gate_fit_and_an_evaluation_of_one_run_exclude_each_other(tmp_path, mo
         for _, proc in spawned:
             proc.kill()
             proc.wait()
+
+
+def test_an_audit_is_a_job_of_the_same_kind_of_status(tmp_path):
+    """An unknown kind is refused before anything is written; an audit waits for a live evaluation of the run,
+    and an evaluation for a live audit, each naming what runs."""
+    from tests.factories import corner_run
+
+    run = registry.load_run(corner_run(tmp_path / "runs" / "r"))
+    with pytest.raises(ValueError, match="kind must be one of .*got 'explain'"):
+        evaluation_job.start(run, tmp_path, kind="explain")
+    assert evaluation_job.read_status(run.dir) is None
+    evaluation_job.queue(run, "a", kind="evaluate")  # queued, its process not started yet: live for a while
+    with pytest.raises(EvaluationError, match="is being evaluated already"):
+        evaluation_job.start(run, tmp_path, kind="audit")
+    evaluation_job.update_status(run.dir, "a", "failed", error="stopped")
+    evaluation_job.queue(run, "b", kind="audit")
+    with pytest.raises(EvaluationError, match="is being audited already"):
+        evaluation_job.start(run, tmp_path)

@@ -206,3 +206,21 @@ def test_finer_layers_of_vgg16_and_a_map_on_one(explainer, tiny_model):
     assert explainer.explain(img, method="LayerCAM", layer="block4_conv3").layer == "block4_conv3"
     with pytest.raises(ValueError, match="unknown layer 'no_such_conv'"):
         explainer.explain(img, layer="no_such_conv")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batched_cams_match_one_image_at_a_time(method):
+    """Explainer.cams gives, for a batch, the maps each image gets alone (fused Grad-CAM and tf-keras-vis)."""
+    loaded = _small_model("chain")
+    explainer = Explainer(loaded)
+    x = preprocess(xray(8, size=(32, 32)), loaded.metadata.preprocess)
+    x = np.concatenate([x, preprocess(xray(9, size=(32, 32)), loaded.metadata.preprocess)])
+    labels = np.argmax(loaded.model.predict_on_batch(x), axis=-1)
+    batch = explainer.cams(x, method)
+    assert batch.shape == (2, 32, 32) and 0 <= batch.min() and batch.max() <= 1
+    for i in range(2):
+        alone = explainer.vis_cam(x[i : i + 1], int(labels[i]), method)
+        if alone.std() > 0 and batch[i].std() > 0:
+            assert np.corrcoef(batch[i].ravel(), alone.ravel())[0, 1] > 0.98, method
+    with pytest.raises(ValueError, match="unknown CAM method 'Saliency'"):
+        explainer.cams(x, "Saliency")

@@ -167,3 +167,55 @@ def test_evaluate_save_records_any_failure_then_raises_it(tmp_path, monkeypatch,
         main(["evaluate", "--model", str(run_dir), "--data", str(tmp_path), "--save"])
     status = json.loads((run_dir / "evaluation_status.json").read_text())
     assert status["state"] == "failed" and status["error"] == (f"{type(error).__name__}: {error}".rstrip(": "))
+
+
+@pytest.fixture(scope="module")
+def corner(tmp_path_factory):
+    """A run holding the model that reads only one corner, and a dataset of its films with two sources."""
+    from tests.factories import corner_dataset, corner_run
+
+    base = tmp_path_factory.mktemp("corner")
+    return corner_run(base / "runs" / "corner"), corner_dataset(base / "data", per_class=20)
+
+
+def test_audit_json_has_faithfulness_and_shortcut_fields(capsys, corner):
+    """The audit's JSON holds deletion and insertion AUCs per method and baseline, and the shortcut figures
+    (full, borders only, thorax only with accuracy and recall; chance; CAM inside the thorax; source)."""
+    run, data = corner
+    code = main(["audit", "--model", str(run), "--data", str(data), "--split", "all", "--n", "6", "--steps", "5"])
+    assert code == 0 and "From the borders alone this model still gets 100% right" in capsys.readouterr().out
+    assert main(["audit", "--model", str(run), "--data", str(data), "--split", "all", "--n", "6", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    f, s = out["faithfulness"], out["shortcut"]
+    for name in ("Grad-CAM", "Grad-CAM++", "ScoreCAM", "LayerCAM"):
+        assert {"deletion_auc", "insertion_auc", "n", "better_than_random"} <= set(f["methods"][name])
+        assert f["methods"][name]["n"] == 6
+    assert {"deletion_auc", "insertion_auc", "n"} <= set(f["baselines"]["random"]) and "centre" in f["baselines"]
+    for key in ("full", "borders_only", "thorax_only"):
+        assert {"accuracy", "recall"} <= set(s[key]) and set(s[key]["recall"]) == {"covid", "normal", "pneumonia"}
+    assert s["borders_only"]["accuracy"] == 1.0 and s["thorax_only"]["accuracy"] == pytest.approx(1 / 3)
+    assert s["chance"] == pytest.approx(1 / 3) and set(s["cam_inside_thorax"]) == {"covid", "normal", "pneumonia"}
+    assert s["source_from_features"]["chance"] == 0.5 and s["n"] == 60
+    assert out["split"] == "all" and out["verdict"][0].startswith("From the borders alone")
+
+
+def test_audit_save_stores_it_in_the_run(capsys, corner):
+    """--save writes audits/ID/audit.json in the run and leaves the status succeeded, of kind audit."""
+    from radiology.audit import latest_audit
+
+    run, data = corner
+    assert main(["audit", "--model", str(run), "--data", str(data), "--n", "3", "--steps", "4", "--save"]) == 0
+    status = json.loads((run / "evaluation_status.json").read_text())
+    assert status["state"] == "succeeded" and status["kind"] == "audit" and status["audit"] == status["job"]
+    stored = latest_audit(run)
+    assert stored["id"] == status["job"] and stored["faithfulness"]["n"] == 3 and stored["split"] == "test"
+    assert f"saved this audit in {run / 'audits' / status['job'] / 'audit.json'}" in capsys.readouterr().out
+
+
+def test_audit_refuses_bad_counts_with_an_error_line(capsys, corner):
+    """--n 0, --steps 1 and --shortcut-n 0 are one error line each, naming the value."""
+    run, data = corner
+    base = ["audit", "--model", str(run), "--data", str(data)]
+    _fails(capsys, [*base, "--n", "0"], 2, "--n must be 1 or more images, got 0")
+    _fails(capsys, [*base, "--steps", "1"], 2, "--steps must be 2 or more, got 1")
+    _fails(capsys, [*base, "--shortcut-n", "0"], 2, "--shortcut-n must be 1 or more images, got 0")

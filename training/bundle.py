@@ -1,6 +1,7 @@
 """Bundling a trained run as the shipped default model: ``models/default/`` with its files and model card.
 
-``python -m training.bundle --model RUN --data DIR --phase DIR --machine TEXT [--phase DIR --machine TEXT ...]``
+``python -m training.bundle --model RUN --data DIR --phase DIR --machine TEXT [--phase DIR --machine TEXT ...]
+[--audit FILE]``
 
 The bundle is a run folder in the registry's layout (``status.json``, ``config.json``, ``model.keras``,
 ``metrics.json``, ``predictions.csv``, ``history.csv``) plus ``card.json`` (the summary Home shows) and
@@ -127,9 +128,12 @@ def bundle(
     gate_report: dict | None = None,
     notes: str = "",
     cache_dir: str | None = None,
+    audit: dict | None = None,
     progress=print,
 ) -> dict:
     """Writes the bundle of a trained, calibrated and gated run into ``out``; returns its test metrics.
+
+    ``audit`` is a trust audit of the model (``python -m radiology audit --json``); the card then reports it.
 
     Raises:
         RadiologyError: the run's model has no temperature or no gate statistics, or the data does not split.
@@ -203,18 +207,50 @@ def bundle(
         "confounding": confounding,
     }
     write_json_atomic(out / "card.json", card)
-    write_card(out, phases, gate_report=gate_report, notes=notes)
+    write_card(out, phases, gate_report=gate_report, notes=notes, audit=audit)
     return result
 
 
-def write_card(out: str | Path, phases: list[dict], *, gate_report: dict | None = None, notes: str = "") -> Path:
-    """Writes ``MODEL_CARD.md`` from the bundle's ``metrics.json`` and ``card.json``, so notes can change alone."""
+def portable_audit(audit: dict) -> dict:
+    """A trust audit without machine paths: its data named by its folder name, its model by nothing (the bundle).
+
+    Raises:
+        RadiologyError: the audit lacks its ``faithfulness`` or ``shortcut`` object.
+    """
+    if not isinstance(audit, dict) or not {"faithfulness", "shortcut"} <= set(audit):
+        found = sorted(audit) if isinstance(audit, dict) else type(audit).__name__
+        raise RadiologyError(
+            f"expected a trust audit with faithfulness and shortcut objects (python -m radiology audit --json), "
+            f"got {found}"
+        )
+    out = {k: v for k, v in audit.items() if k != "model"}
+    if out.get("data_root"):
+        out["data_root"] = Path(out["data_root"]).name
+    return out
+
+
+def write_card(
+    out: str | Path,
+    phases: list[dict],
+    *,
+    gate_report: dict | None = None,
+    notes: str = "",
+    audit: dict | None = None,
+) -> Path:
+    """Writes ``MODEL_CARD.md`` from the bundle's ``metrics.json`` and ``card.json``, so notes can change alone.
+
+    A new ``audit`` (``python -m radiology audit --json``) is stored in ``card.json`` as ``trust`` first, where
+    the app reads it; without one the card keeps the audit it has, if any.
+    """
     out = Path(out)
     try:
         result = json.loads((out / "metrics.json").read_text())
         card = json.loads((out / "card.json").read_text())
     except (OSError, ValueError) as exc:
         raise RadiologyError(f"{out} is not a bundle (metrics.json and card.json): {exc}") from exc
+    if audit is not None:
+        card["trust"] = portable_audit(audit)
+        write_json_atomic(out / "card.json", card)
     text = model_card(result, phases, card, gate_report=gate_report, notes=notes)
     atomic_write_text(out / "MODEL_CARD.md", text)
     return out / "MODEL_CARD.md"
@@ -387,6 +423,8 @@ def model_card(
         _gate_section(result["ood"], gate_report),
         "## Confounding",
         _confounding_section(confounding),
+        "## Trust",
+        _trust_section(card.get("trust")),
         "## Intended use and limits",
         "\n".join(f"- {line}" for line in card["limits"]),
         "## What would close the gap",
@@ -425,6 +463,55 @@ def _confounding_section(found: dict | None) -> str:
     )
 
 
+def _trust_section(found: dict | None) -> str:
+    """The trust audit (``radiology.audit``) as Markdown: verdict, faithfulness, shortcuts, cost."""
+    from radiology import audit
+
+    if not found:
+        return (
+            "Not audited. `python -m radiology audit --model models/default --data DIR --json > audit.json`, then "
+            "`python -m training.bundle ... --card-only --audit audit.json`, adds the audit here."
+        )
+    f, s = found["faithfulness"], found["shortcut"]
+    cost, box = f["cost"], s["box"]
+    parts = [
+        f"Measured with `python -m radiology audit` on the {audit.described(found)}.",
+        "\n".join(f"- {line}" for line in audit.verdict(found)),
+        "### Faithfulness of the explanations",
+        f"Deletion and insertion (Petsiuk et al., RISE, 2018): the pixels of the model input are replaced by a "
+        f"blurred copy (σ {f['blur_sigma_px']:g} px), most salient first, in {f['steps']} steps, tracking "
+        f"{f['tracked']}. The deletion AUC is lower, the insertion AUC higher, for a map that found what the "
+        "prediction rests on. A method is no better than random when its insertion − deletion, paired image by "
+        "image, is not above the random map's by a bootstrap 95% interval. The random map is noise on the CAM's "
+        "own grid, the centre map a prior that peaks mid-film.",
+        _markdown_table(audit.faithfulness_rows(f)),
+        f"Cost on the development machine: {cost['map_seconds']:.0f} s for the maps and "
+        f"{cost['curve_seconds']:.0f} s for the curves ({cost['model_inputs']:,} model inputs in "
+        f"{cost['model_calls']:,} batched calls, {cost['calls_per_image']:.1f} per image); the whole audit "
+        f"{found.get('seconds', 0) / 60:.0f} min.",
+        "### Shortcuts",
+        f"The thorax box covers rows {box['top']:.0%}–{box['bottom']:.0%} and columns {box['left']:.0%}–"
+        f"{box['right']:.0%} of the film ({box['area']:.0%} of it): the lung fields of a frontal film. Borders "
+        f"only: the box replaced by {box['fill']}; thorax only: everything outside it. Chance {s['chance']:.0%}; "
+        f"always answering the most frequent class {s['majority']:.0%}.",
+        _markdown_table(audit.shortcut_rows(s)),
+        "Where the Grad-CAM of the predicted class falls, for the images of each class:",
+        _markdown_table(audit.cam_rows(s)),
+    ]
+    source = s.get("source_from_features")
+    if source:
+        parts += [
+            "The source collection predicted from the model's own pooled features (cross-validated logistic "
+            "regression, folds by patient group; recall per source in brackets):",
+            _markdown_table(audit.source_rows(source)),
+        ]
+    return "\n\n".join(parts)
+
+
+def _markdown_table(rows: list[dict]) -> str:
+    return _table(list(rows[0]), [list(r.values()) for r in rows]) if rows else ""
+
+
 def _gap_section(targets: list[dict]) -> str:
     missed = [s["target"] for s in targets if not s["met"]]
     if not missed:
@@ -450,6 +537,7 @@ def main(argv=None) -> int:
     p.add_argument("--notes", help="a Markdown file with the recipe's choices and why")
     p.add_argument("--cache-dir", help="decode cache")
     p.add_argument("--card-only", action="store_true", help="rewrite MODEL_CARD.md of an existing bundle only")
+    p.add_argument("--audit", help="a trust audit of the model (python -m radiology audit --json) for the card")
     args = p.parse_args(argv)
     if len(args.machine) != len(args.phase):
         p.error(f"give one --machine per --phase: {len(args.phase)} phases, {len(args.machine)} machines")
@@ -457,11 +545,19 @@ def main(argv=None) -> int:
         phases = [read_phase(f, m) for f, m in zip(args.phase, args.machine)]
         gate = json.loads(Path(args.gate_report).read_text()) if args.gate_report else None
         notes = Path(args.notes).read_text() if args.notes else ""
+        audit = json.loads(Path(args.audit).read_text()) if args.audit else None
         if args.card_only:
-            print(f"wrote {write_card(args.out, phases, gate_report=gate, notes=notes)}")
+            print(f"wrote {write_card(args.out, phases, gate_report=gate, notes=notes, audit=audit)}")
             return 0
         result = bundle(
-            args.model, args.data, phases, args.out, gate_report=gate, notes=notes, cache_dir=args.cache_dir
+            args.model,
+            args.data,
+            phases,
+            args.out,
+            gate_report=gate,
+            notes=notes,
+            cache_dir=args.cache_dir,
+            audit=audit,
         )
     except (RadiologyError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -4,8 +4,9 @@ The pages import this package; the library (``radiology``, ``training``) never i
 
 The package has one module per concept: ``navigation`` (the pages and their header), ``models`` (the model
 cache: cached loaders, explanations, file views), ``datasets`` (dataset widgets), ``imports`` (the model
-import panel), ``forms`` (widget values that last the session), ``weights`` (the ImageNet weights panel) and
-``gate`` (the out-of-distribution gate panel and its background fit). Everything the pages use is
+import panel), ``forms`` (widget values that last the session), ``weights`` (the ImageNet weights panel),
+``gate`` (the out-of-distribution gate panel and its background fit) and ``trust`` (a trust audit shown on
+the Evaluation page). Everything the pages use is
 re-exported here, so a page reads ``ui.X``.
 """
 
@@ -44,6 +45,7 @@ from ui.models import (  # noqa: E402
     upload_thumbnail,
 )
 from ui.navigation import PAGES, navigation, page_header  # noqa: E402
+from ui.trust import show_audit  # noqa: E402
 from ui.weights import imagenet_panel  # noqa: E402
 
 __all__ = [
@@ -75,6 +77,7 @@ __all__ = [
     "remembered",
     "run_data_root",
     "runs_dir",
+    "show_audit",
     "show_validation",
     "source_report",
     "thumbnail_uri",

@@ -25,7 +25,7 @@ def gate_panel(run: registry.Run, loaded: LoadedModel) -> None:
     with its new statistics, says that the gate is active, and shows nothing more.
     """
     status = evaluation_job.read_status(run.dir) or {}
-    is_fit = status.get("task") == "fit-ood"
+    is_fit = status.get("kind") == "fit-ood"
     if is_fit and status.get("state") == "succeeded" and st.session_state.pop(_fitting_key(run), False):
         st.success(
             f"The out-of-distribution gate of {run.id} is fitted on {status.get('data')} and active: every image "
@@ -86,7 +86,7 @@ def _overlap_note(folder, loaded: LoadedModel) -> None:
 def _progress(run: registry.Run) -> None:
     """Re-reads the run's job status every second; when a gate fit ends, reruns the page to load the new model."""
     status = evaluation_job.read_status(run.dir)
-    if not status or status.get("task") != "fit-ood":
+    if not status or status.get("kind") != "fit-ood":
         return
     key = _fitting_key(run)
     if status["state"] in LIVE_STATES:
