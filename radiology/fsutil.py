@@ -125,6 +125,22 @@ def read_json(path: str | Path, default=None):
         return default
 
 
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Removes the temporary files and folders that killed writers left directly in ``folder``.
+
+    Only for a folder whose writer holds it alone (a run's trainer while it runs): a live writer's
+    temporary file would go too. Returns what was removed.
+    """
+    removed = []
+    for p in Path(folder).glob(TMP_PREFIX + "*"):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
 @contextmanager
 def atomic_folder(path: str | Path) -> Iterator[Path]:
     """Yields a unique temporary folder beside ``path``; on success it is renamed to ``path``.

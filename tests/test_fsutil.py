@@ -105,3 +105,16 @@ def test_csv_rows_with_different_keys_share_one_header(tmp_path):
     with open(tmp_path / "h.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["epoch", "loss", "val_loss"] and rows[0]["val_loss"] == "" and rows[1]["loss"] == "0.4"
+
+
+def test_remove_leftovers_takes_only_temporaries(tmp_path):
+    """What killed writers left (.tmp- files and folders) goes; every other file stays."""
+    from radiology.fsutil import TMP_PREFIX, remove_leftovers
+
+    (tmp_path / "model.keras").write_text("model")
+    (tmp_path / f"{TMP_PREFIX}abc.keras").write_text("half")
+    (tmp_path / f"{TMP_PREFIX}folder").mkdir()
+    (tmp_path / f"{TMP_PREFIX}folder" / "pixels.npy").write_text("half")
+    removed = remove_leftovers(tmp_path)
+    assert sorted(p.name for p in removed) == [f"{TMP_PREFIX}abc.keras", f"{TMP_PREFIX}folder"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]

@@ -30,7 +30,7 @@ import numpy as np
 from radiology import ood
 from radiology.calibration import fit_temperature
 from radiology.evaluation import evaluate_samples, write_evaluation
-from radiology.fsutil import write_csv_atomic
+from radiology.fsutil import remove_leftovers, write_csv_atomic
 from radiology.jobs import describe_error, is_live, now, process_start
 from radiology.model import (
     LoadedModel,
@@ -153,6 +153,8 @@ def run_training(config: TrainConfig, run_dir: str | Path, *, resume: bool = Fal
             (run_dir / CANCEL_FILE).unlink(missing_ok=True)
             update_status(run_dir, "queued", new_attempt=True, queued=now(), resumed=now())
         update_status(run_dir, "running", pid=pid, pid_start=process_start(pid), resumed=now())
+        for p in remove_leftovers(run_dir):  # a write the previous attempt was killed in
+            log.info("removed %s, left by the previous attempt", p.name)
     else:
         update_status(run_dir, "running", pid=pid, pid_start=process_start(pid), started=now(), error=None, attempt=1)
     try:
