@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
@@ -117,18 +118,11 @@ def cmd_evaluate(args) -> int:
     With ``--save`` every failure, whatever its type, is recorded in the run's evaluation status with its
     type and message, then raised again.
     """
-    from radiology import jobs
     from radiology.evaluation import save_evaluation
-    from radiology.evaluation_job import STATUS_FILE, queue, update_status
+    from radiology.evaluation_job import update_status
 
-    run = _save_target(args.model, job=args.job) if args.save else None
-    run_dir = run.dir if run is not None else None
-    job = args.job or jobs.new_id()
-    if run_dir is not None and not args.job:
-        queue(run, job, kind="evaluate", data=str(args.data), split=args.split)
-    with jobs.recording(run_dir / STATUS_FILE if run_dir is not None else None, job=job):
-        if run_dir is not None:
-            _mark_running(run_dir, job)
+    run_dir, job = _queued(args, "evaluate")
+    with _running(run_dir, job):
         result, rows, names = _evaluate(args, _evaluation_reporter(run_dir, job))
         saved_in = None
         if run_dir is not None:
@@ -138,20 +132,41 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _mark_running(run_dir: Path, job: str) -> None:
-    """Records this process as the running job of a background evaluation or audit."""
-    from radiology.evaluation_job import update_status
+def _queued(args, kind: str) -> tuple[Path | None, str]:
+    """The run folder ``--save`` records this command in, or None, and the command's job id.
 
-    update_status(
-        run_dir,
-        job,
-        "running",
-        pid=os.getpid(),
-        pid_start=process_start(os.getpid()),
-        started=now(),
-        phase="loading the model",
-        progress=0.0,
-    )
+    A job the app started arrives queued, with ``--job``; a console command queues its own.
+    """
+    from radiology import jobs
+    from radiology.evaluation_job import queue
+
+    run = _save_target(args.model, job=args.job) if args.save else None
+    job = args.job or jobs.new_id()
+    if run is not None and not args.job:
+        queue(run, job, kind=kind, data=str(args.data), split=args.split)
+    return (run.dir if run is not None else None), job
+
+
+@contextmanager
+def _running(run_dir: Path | None, job: str):
+    """Records this process as the running job ``job`` of ``run_dir``, and any failure in it, whatever its type,
+    before raising it again; does nothing when ``run_dir`` is None."""
+    from radiology import jobs
+    from radiology.evaluation_job import STATUS_FILE, update_status
+
+    with jobs.recording(run_dir / STATUS_FILE if run_dir is not None else None, job=job):
+        if run_dir is not None:
+            update_status(
+                run_dir,
+                job,
+                "running",
+                pid=os.getpid(),
+                pid_start=process_start(os.getpid()),
+                started=now(),
+                phase="loading the model",
+                progress=0.0,
+            )
+        yield
 
 
 def _split_of(args, report):
@@ -257,9 +272,8 @@ def cmd_audit(args) -> int:
     With ``--save`` the audit is stored in the run folder as ``audits/ID/audit.json`` and its progress in
     the run's evaluation status, as ``evaluate --save`` does; every failure is recorded there, then raised again.
     """
-    from radiology import jobs
     from radiology.audit import save_audit
-    from radiology.evaluation_job import STATUS_FILE, queue, update_status
+    from radiology.evaluation_job import update_status
 
     if args.n < 1:
         raise EvaluationError(f"--n must be 1 or more images, got {args.n}")
@@ -267,14 +281,8 @@ def cmd_audit(args) -> int:
         raise EvaluationError(f"--steps must be 2 or more, got {args.steps}")
     if args.shortcut_n is not None and args.shortcut_n < 1:
         raise EvaluationError(f"--shortcut-n must be 1 or more images, got {args.shortcut_n}")
-    run = _save_target(args.model, job=args.job) if args.save else None
-    run_dir = run.dir if run is not None else None
-    job = args.job or jobs.new_id()
-    if run_dir is not None and not args.job:
-        queue(run, job, kind="audit", data=str(args.data), split=args.split)
-    with jobs.recording(run_dir / STATUS_FILE if run_dir is not None else None, job=job):
-        if run_dir is not None:
-            _mark_running(run_dir, job)
+    run_dir, job = _queued(args, "audit")
+    with _running(run_dir, job):
         result = _audit(args, _phases_to_stderr(_evaluation_reporter(run_dir, job)))
         saved_in = None
         if run_dir is not None:
@@ -469,22 +477,10 @@ def cmd_fit_ood(args) -> int:
     With ``--job`` (a job queued by ``radiology.evaluation_job.start_gate_fit``) it reports its phase and
     progress in the run's job status, and records any failure there, whatever its type, before raising it again.
     """
-    from radiology import jobs
-    from radiology.evaluation_job import STATUS_FILE, update_status
+    from radiology.evaluation_job import update_status
 
     run_dir = Path(args.model) if args.job else None
-    with jobs.recording(run_dir / STATUS_FILE if run_dir is not None else None, job=args.job):
-        if run_dir is not None:
-            update_status(
-                run_dir,
-                args.job,
-                "running",
-                pid=os.getpid(),
-                pid_start=process_start(os.getpid()),
-                started=now(),
-                phase="loading the model",
-                progress=0.0,
-            )
+    with _running(run_dir, args.job):
         saved = _fit_ood(args, _evaluation_reporter(run_dir, args.job or ""))
         if run_dir is not None:
             update_status(

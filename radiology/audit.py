@@ -32,7 +32,7 @@ import numpy as np
 from radiology import confounding, metrics, ood
 from radiology.cache import DecodedImages
 from radiology.datasets import Sample
-from radiology.errors import EvaluationError
+from radiology.evaluation import labelled_pixels
 from radiology.explain import SCORECAM_MAX_N
 from radiology.fsutil import atomic_folder, read_json, write_json_atomic
 from radiology.model import LoadedModel, predict_images
@@ -614,13 +614,7 @@ def audit_samples(
         EvaluationError: no sample is readable, or a label is not among the model's classes.
     """
     names = list(loaded.metadata.class_names)
-    kept, pixels = decoded.readable(samples)
-    if not kept:
-        raise EvaluationError(f"no readable images to audit among {len(samples)} files")
-    unknown = {s.label for s in kept} - set(names)
-    if unknown:
-        raise EvaluationError(f"labels {sorted(unknown)} are not among the model's classes {names}")
-    labels = np.array([names.index(s.label) for s in kept])
+    kept, pixels, labels = labelled_pixels(loaded, decoded, samples, purpose="audit")
     start = time.perf_counter()
     pick = stratified_sample(labels, n, seed=seed)
     faithful = faithfulness(loaded, pixels[pick], methods=methods, steps=steps, seed=seed, progress=progress)

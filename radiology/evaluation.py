@@ -19,6 +19,33 @@ SMALL_SAMPLE = 30  # below this many images a percentile bootstrap of a proporti
 SPLIT_NAMES = {"test": "test split", "val": "validation split", "train": "training split", "all": "all images"}
 
 
+def labelled_pixels(
+    loaded: LoadedModel, decoded: DecodedImages, samples: list[Sample], *, purpose: str
+) -> tuple[list[Sample], np.ndarray, np.ndarray]:
+    """The readable ones of ``samples``, their pixels and their labels as indices of the model's classes.
+
+    Args:
+        loaded: the model whose class order the labels follow.
+        decoded: decoded images holding the samples.
+        samples: labelled samples.
+        purpose: what the images are for, in the error message ("evaluate", "audit").
+
+    Returns:
+        the readable samples, uint8 array of shape (N, H, W) and int array of shape (N,).
+
+    Raises:
+        EvaluationError: no sample is readable, or a label is not among the model's classes.
+    """
+    names = list(loaded.metadata.class_names)
+    kept, pixels = decoded.readable(samples)
+    if not kept:
+        raise EvaluationError(f"no readable images to {purpose} among {len(samples)} files")
+    unknown = {s.label for s in kept} - set(names)
+    if unknown:
+        raise EvaluationError(f"labels {sorted(unknown)} are not among the model's classes {names}")
+    return kept, pixels, np.array([names.index(s.label) for s in kept])
+
+
 def evaluate_samples(
     loaded: LoadedModel,
     samples: list[Sample],
@@ -50,12 +77,7 @@ def evaluate_samples(
         EvaluationError: no sample is readable, or a label is not among the model's classes.
     """
     names = list(loaded.metadata.class_names)
-    kept, pixels = decoded.readable(samples)
-    if not kept:
-        raise EvaluationError(f"no readable images to evaluate among {len(samples)} files")
-    unknown = {s.label for s in kept} - set(names)
-    if unknown:
-        raise EvaluationError(f"labels {sorted(unknown)} are not among the model's classes {names}")
+    kept, pixels, labels = labelled_pixels(loaded, decoded, samples, purpose="evaluate")
     index = decoded.index()
     rows_at = [index[s.path] for s in kept]
     stats = ood.load_stats(loaded.metadata)  # parsed once, not per chunk
@@ -71,7 +93,6 @@ def evaluate_samples(
     raw, features = np.concatenate(probs), np.concatenate(features)
     probs = loaded.calibrated(raw)
     gate = ood.gate_decoded(loaded, pixels, decoded.sizes[rows_at], features)
-    labels = np.array([names.index(s.label) for s in kept])
     result = metrics.evaluate(labels, probs, names, n_boot=n_boot)
     result["temperature"] = calibration.report(raw, labels, loaded.metadata.temperature)
     result["skipped"] = len(samples) - len(kept)
