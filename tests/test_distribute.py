@@ -207,7 +207,7 @@ def test_two_processes_train_one_run(data, one_device, tmp_path):
     codes = [p.wait(timeout=400) for p in procs]
     consoles = [(tmp_path / f"console.{k}.txt").read_text()[-3000:] for k in (0, 1)]
     assert codes == [0, 0], consoles
-    (run,) = list_runs(runs)
+    (run,) = list_runs(runs, include_bundled=False)
     assert run.state == "succeeded" and run.status["mesh"] == "JAX data-parallel on 4 devices (2 processes)"
     for a, b in zip(_weights(run.dir), _weights(one_device), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
@@ -274,4 +274,4 @@ def test_training_page_offers_distribute_and_refuses_an_indivisible_batch(tmp_pa
     assert any("batch size 30 does not divide over 4 devices: choose a multiple of 4" in e.value for e in at.error), [
         e.value for e in at.error
     ]
-    assert not (tmp_path / "runs").exists() or not list_runs(tmp_path / "runs")
+    assert not (tmp_path / "runs").exists() or not list_runs(tmp_path / "runs", include_bundled=False)

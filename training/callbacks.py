@@ -24,6 +24,7 @@ from radiology.jobs import now
 from radiology.model import ModelMetadata, save_checkpoint, save_model
 from radiology.registry import CANCEL_FILE, LAST_CHECKPOINT
 from training.clock import RunClock, format_duration
+from training.distribute import local
 from training.events import EventWriter
 
 LOG_EVERY_S = 60.0  # a progress line in the log at most this often within an epoch
@@ -238,8 +239,30 @@ def make_callbacks(monitor: RunMonitor, ctx: FitContext):
             improved = score > self.best
             if improved:
                 self.best = score
-            if ctx.writes:  # the variables are replicated: process 0's copy is the model
-                events.write_epoch(row)
+            if ctx.writes:
+                self._write(epoch, row, improved)
+            left = (monitor.epochs - epoch - 1) * clock.epoch_seconds
+            monitor.update(force=True, images_per_s=round(rate, 2) if rate else None, epoch_left_s=0, run_left_s=left)
+            log.info(
+                "epoch %d/%d  %s  %.1fs  %s img/s  run left %s%s",
+                epoch + 1,
+                monitor.epochs,
+                "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "learning_rate"),
+                clock.epoch_seconds,
+                f"{rate:.1f}" if rate else "?",
+                format_duration(left),
+                ("  (best, saved)" if ctx.writes else "  (best)") if improved else "",
+            )
+
+        def _write(self, epoch, row, improved):
+            """Writes the epoch's events, checkpoints and history (process 0 of a distributed run).
+
+            The variables are replicated, so this process's copy is the model. The uncompiled copy that
+            ``save_model`` builds is made on this process's own devices, outside any distribution: its
+            variables would otherwise be created across every process, which only this one is doing.
+            """
+            events.write_epoch(row)
+            with local():
                 if improved:
                     monitor.update(force=True, phase="checkpoint")
                     save_model(self.model, ctx.run_dir / "model.keras", ctx.metadata)
@@ -252,19 +275,7 @@ def make_callbacks(monitor: RunMonitor, ctx: FitContext):
                     "seed_states": [np.asarray(v).tolist() for v in seed_variables(self.model)],
                 }
                 save_checkpoint(self.model, ctx.run_dir / LAST_CHECKPOINT, ctx.metadata, state)
-                write_csv_atomic(ctx.run_dir / "history.csv", self.rows)
-            left = (monitor.epochs - epoch - 1) * clock.epoch_seconds
-            monitor.update(force=True, images_per_s=round(rate, 2) if rate else None, epoch_left_s=0, run_left_s=left)
-            log.info(
-                "epoch %d/%d  %s  %.1fs  %s img/s  run left %s%s",
-                epoch + 1,
-                monitor.epochs,
-                "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "learning_rate"),
-                clock.epoch_seconds,
-                f"{rate:.1f}" if rate else "?",
-                format_duration(left),
-                "  (best, saved)" if improved else "",
-            )
+            write_csv_atomic(ctx.run_dir / "history.csv", self.rows)
 
     # the schedule first, so the checkpoint written at the end of an epoch holds its updated state
     return [plateau, RunCallback()]

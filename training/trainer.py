@@ -197,7 +197,11 @@ def run_training(
         if mesh.main:
             update_status(run_dir, state, ended=now())
             monitor.update(force=True, phase=state)
-        return peers.finish(state) if peers is not None else state
+        if peers is None:
+            return state
+        state = peers.finish(state)
+        log.info("the run ended: %s", state)
+        return state
     except Cancelled:
         if mesh.main:
             update_status(run_dir, "cancelled", ended=now())
