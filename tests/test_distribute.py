@@ -222,13 +222,7 @@ def test_killing_a_process_fails_the_run_with_its_message(data, tmp_path):
     runs = tmp_path / "runs"
     procs = _two_processes(data, runs, tmp_path, "--epochs", "200")
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            progress = next(runs.glob("*/progress.json"), None)
-            if progress is not None and json.loads(progress.read_text() or "{}").get("epoch", 0) >= 2:
-                break
-            assert procs[0].poll() is None, (tmp_path / "console.0.txt").read_text()[-3000:]
-            time.sleep(0.5)
+        _wait_for(runs, procs, tmp_path, epoch=2)
         procs[1].send_signal(signal.SIGKILL)
         assert procs[0].wait(timeout=120) == 1
     finally:
@@ -239,6 +233,57 @@ def test_killing_a_process_fails_the_run_with_its_message(data, tmp_path):
     assert run.state == "failed"
     assert run.error.startswith("process 1 of 2 "), run.error
     assert "stopped responding" in run.error or "failed" in run.error
+
+
+def _wait_for(runs: Path, procs, tmp: Path, *, epoch: int, batch: int = 0, timeout: float = 300) -> None:
+    """Waits until process 0's progress reaches ``batch`` of ``epoch`` in training."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        progress = next(runs.glob("*/progress.json"), None)
+        p = json.loads(progress.read_text() or "{}") if progress is not None else {}
+        if p.get("phase") == "training" and (p.get("epoch", 0), p.get("batch", 0)) >= (epoch, batch):
+            return
+        for k, proc in enumerate(procs):
+            assert proc.poll() is None, (tmp / f"console.{k}.txt").read_text()[-3000:]
+        time.sleep(0.2)
+    raise AssertionError(f"no progress to epoch {epoch} batch {batch} in {timeout} s")
+
+
+def _stop_lines(text: str) -> list[str]:
+    return [line.split(" INFO ", 1)[1] for line in text.splitlines() if "not counted" in line or "unvalidated" in line]
+
+
+def test_cancel_stops_both_processes_at_the_same_batch_and_resume_continues_them(data, tmp_path):
+    """The cancel file, which only process 0 reads, stops both processes at the same batch of epoch 2 (exit 3,
+    run cancelled); --resume run by both continues from epoch 1's last.keras to a succeeded 2-epoch run."""
+    runs = tmp_path / "runs"
+    procs = _two_processes(data, runs, tmp_path, "--epochs", "2")
+    try:
+        _wait_for(runs, procs, tmp_path, epoch=2)
+        run_dir = _only_run(runs)
+        (run_dir / "cancel").touch()
+        codes = [p.wait(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [3, 3], [(tmp_path / f"console.{k}.txt").read_text()[-2000:] for k in (0, 1)]
+    run = load_run(run_dir)
+    assert run.state == "cancelled" and len(run.history()) == 1 and (run_dir / "last.keras").is_file()
+    stopped = _stop_lines((run_dir / "log.txt").read_text())
+    assert stopped and stopped == _stop_lines((run_dir / "log.1.txt").read_text())
+
+    port = _free_port()
+    cluster = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+    procs = [
+        _start("--resume", str(run_dir), *cluster, "--process-id", str(k), devices=2, log=tmp_path / f"resume.{k}.txt")
+        for k in (0, 1)
+    ]
+    codes = [p.wait(timeout=400) for p in procs]
+    assert codes == [0, 0], [(tmp_path / f"resume.{k}.txt").read_text()[-2000:] for k in (0, 1)]
+    run = load_run(run_dir)
+    assert run.state == "succeeded" and run.status["attempt"] == 2 and [r["epoch"] for r in run.history()] == [1, 2]
+    assert "resumed after epoch 1 of 2" in (run_dir / "log.1.txt").read_text()
 
 
 def test_a_batch_the_devices_do_not_divide_is_refused_before_training(data, tmp_path):
