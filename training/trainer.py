@@ -340,7 +340,7 @@ def _fit(
         train = training_batches(config, data, host_augment=choice.compute.host_augment, mesh=mesh)
         if train.left_out:
             log.warning(
-                "%d training images a epoch left out: the last batch of %d does not split evenly over %d devices",
+                "%d training images an epoch left out: the last batch of %d does not split evenly over %d devices",
                 train.left_out,
                 train.left_out + train.images % config.batch_size,
                 mesh.devices,
