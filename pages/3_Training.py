@@ -165,11 +165,9 @@ if folder is not None:
             runs_dir=str(ui.runs_dir()),
             distribute=distribute_choice,
         )
+        backend = distribute.training_backend()
         mesh = distribute.resolve(
-            config.distribute,
-            config.batch_size,
-            backend=distribute.training_backend(),
-            devices=ui.cached_device_count(),
+            config.distribute, config.batch_size, backend=backend, devices=ui.cached_device_count(backend)
         )
         st.caption(f"Trains on {mesh.describe()}.")
     except (ValueError, RadiologyError) as exc:

@@ -151,16 +151,18 @@ def _main(args, peers) -> int:
         return _estimate(args, None)
     main_process = peers is None or peers.mesh.main
     run_dir = Path(args.resume or args.run_dir) if (args.resume or args.run_dir) else None
+    status = run_dir / STATUS_FILE if run_dir is not None and main_process else None
     try:
-        with jobs.recording(run_dir / STATUS_FILE if run_dir is not None and main_process else None):
+        with jobs.recording(status):
             if main_process:
                 config = TrainConfig.load(run_dir / "config.json") if run_dir is not None else _config(args)
             if peers is not None:  # process 0's config, which the others may have no copy of
                 config = TrainConfig.from_dict(peers.share("config", config.to_dict() if main_process else None))
-            mesh = plan(config)  # refuses a batch the devices do not divide, before training
         if run_dir is None or not main_process:  # a resumed or launched run records failures in its folder
             _check_data(config)
             require_weights(config.weights)
+        with jobs.recording(status):
+            mesh = plan(config)  # refuses a batch the devices do not divide, before training
     except (RadiologyError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         if peers is not None:

@@ -3,7 +3,7 @@
 Keras provides the engine: ``keras.distribution.initialize`` joins the processes (JAX's multi-process
 runtime), ``DataParallel`` replicates the variables over a one-axis mesh of all their devices and splits
 each batch along it. This module decides whether a run distributes (:func:`plan`), sets the distribution
-up (:func:`initialize`, :func:`apply`) and keeps the processes of one run together (:class:`Peers`):
+up (:func:`initialize`, :func:`scope`) and keeps the processes of one run together (:class:`Peers`):
 
 * each process feeds its own slice of every global batch (``training.data.batches`` takes the shard);
 * only process 0 writes the run folder, the others log to ``log.<id>.txt`` in it;

@@ -194,8 +194,8 @@ def cached_device() -> str:
 
 
 @st.cache_resource
-def cached_device_count() -> int:
-    """The devices a run launched from the app trains on (more than one on JAX: data-parallel), found once."""
+def cached_device_count(backend: str) -> int:
+    """The devices a run launched from the app trains on with ``backend`` (several on JAX: data-parallel)."""
     from training.distribute import device_count
 
-    return device_count()
+    return device_count(backend)
