@@ -241,6 +241,33 @@ def test_killing_a_process_fails_the_run_with_its_message(data, tmp_path):
     assert "stopped responding" in run.error or "failed" in run.error
 
 
+def test_a_process_that_cannot_start_stops_the_run_before_its_folder_is_made(data, tmp_path):
+    """When process 1's machine lacks the dataset (the same relative --data, another working folder), both
+    processes exit 1 before any run folder is made, and process 0 names process 1 and its error."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "xrays").symlink_to(data)
+    runs = tmp_path / "runs"
+    port = _free_port()
+    argv = ["--data", "xrays", "--runs-dir", str(runs), *TINY, "--coordinator", f"127.0.0.1:{port}"]
+    env = {**_env(2), "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "training", *argv, "--num-processes", "2", "--process-id", str(k)],
+            cwd=tmp_path / folder,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k, folder in enumerate("ab")
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [1, 1], outs
+    assert "error: process 1 of 2 could not start: DatasetError: dataset folder not found: " in outs[0][1], outs[0][1]
+    assert not runs.exists() or not [p for p in runs.iterdir() if not p.name.startswith(".")]
+
+
 def _wait_for(runs: Path, procs, tmp: Path, *, epoch: int, batch: int = 0, timeout: float = 300) -> None:
     """Waits until process 0's progress reaches ``batch`` of ``epoch`` in training."""
     deadline = time.monotonic() + timeout

@@ -163,10 +163,21 @@ def _main(args, peers) -> int:
             require_weights(config.weights)
         with jobs.recording(status):
             mesh = plan(config)  # refuses a batch the devices do not divide, before training
+        error = None
     except (RadiologyError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if peers is not None:
-            peers.publish_failure(jobs.describe_error(exc))
+        error = exc
+    if peers is not None:
+        cause = peers.ready(jobs.describe_error(error) if error is not None else None)
+        if cause:  # in process 0: another process cannot start, so no run starts
+            print(f"error: {cause}", file=sys.stderr)
+            if status is not None:
+                jobs.update_status(status, "failed", ended=jobs.now(), error=cause)
+            peers.publish_failure(cause)
+            return EXIT["failed"]
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
+        if peers is not None and main_process:
+            peers.publish_failure(jobs.describe_error(error))
         return EXIT["failed"]
     if run_dir is None and main_process:
         for warning in config.warnings():

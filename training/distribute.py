@@ -419,6 +419,26 @@ class Peers:
             handler.flush()
         os._exit(1)
 
+    def ready(self, error: str | None) -> str | None:
+        """Every process's start-up checks (config, data, weights, mesh), gathered by process 0 before it makes
+        the run folder, so that a process that cannot start (a machine without the dataset) leaves none.
+
+        Args:
+            error: this process's failure in words, or None when its checks passed.
+
+        Returns:
+            in process 0, whose checks passed: the first other process's failure in words, or None when all
+            can start; else None.
+        """
+        self.client.key_value_set(self._key("ready", self.mesh.process_id), error or "", allow_overwrite=True)
+        if not self.mesh.main or error:
+            return None
+        for k in range(1, self.mesh.processes):
+            outcome = self.client.blocking_key_value_get(self._key("ready", k), 24 * 3600 * 1000)
+            if outcome:
+                return f"process {k} of {self.mesh.processes} could not start: {outcome}"
+        return None
+
     def share(self, name: str, value=None):
         """Process 0's ``value`` (JSON-ready) in every process: set by process 0, awaited by the others."""
         key = self._key("shared", name)
