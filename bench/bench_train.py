@@ -3,6 +3,7 @@
     KERAS_BACKEND=jax python -m bench.bench_train --packed .device/cxr3-pack.npz       # on a GPU machine
     python -m bench.bench_train --synthetic 96 --batch-size 16 --epochs 2               # a CPU smoke run
     python -m bench.bench_train --cpu --images 240                                      # the CPU mode, below
+    python -m bench.bench_train --distribute                                            # data-parallel smoke run
 
 * real: images on disk -> decode cache -> the trainer's loader -> ``fit`` with augmentation, the code
   ``python -m training`` runs, with the augmentation in the model and on the host;
@@ -22,6 +23,12 @@ temporary folder), side by side in one process:
 * Keras' default compute (float32, XLA left off on a CPU) against the compute the trainer chooses by
   timing, at 224 and at 64 px;
 * the estimate error of the clock: ``training.estimate.estimate_run`` against a real 2-epoch run at 64 px.
+
+``--distribute`` runs ``python -m training`` on the JAX backend with 1, 2 and 4 virtual CPU devices
+(``--xla_force_host_platform_device_count``), the same synthetic data, seed and global batch, and prints the
+run clock's images/s (global batch, the last epoch's batches after its first) and each run's mesh. Virtual
+devices share the same cores, so the figures show the mechanics (every run trains, the sharded batches and
+the collectives cost little), not a speed-up.
 """
 
 from __future__ import annotations
@@ -91,6 +98,48 @@ def _dataset(args, tmp: Path) -> Path:
     return make_dataset(tmp / "data", per_class=args.synthetic // 3, size=(256, 256))
 
 
+def distribute_mode(*, devices=(1, 2, 4), image_size: int = 64, per_class: int = 16, batch_size: int = 8) -> None:
+    """Trains the same tiny run on 1, 2 and 4 virtual JAX CPU devices, in subprocesses, and prints images/s."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from radiology.registry import load_run
+    from tests.factories import make_dataset
+
+    print(f"machine: {machine()}; the runs train on JAX (CPU)")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = make_dataset(tmp / "data", per_class=per_class, size=(image_size, image_size), splits=True)
+        print(
+            f"{3 * per_class} training images, {image_size} px, global batch {batch_size}, 3 epochs, weights none, "
+            "all layers trainable, float32, augmentation on the host; images/s of the last epoch:"
+        )
+        for n in devices:
+            env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+            env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
+            runs = tmp / f"runs{n}"
+            argv = ["--data", str(data), "--runs-dir", str(runs), "--epochs", "3", "--batch-size", str(batch_size)]
+            argv += ["--image-size", str(image_size), "--weights", "none", "--trainable-layers", "19"]
+            argv += ["--compute", "float32", "--n-boot", "10", "--distribute", "off" if n == 1 else "data"]
+            start = time.perf_counter()
+            out = subprocess.run([sys.executable, "-m", "training", *argv], env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - start
+            if out.returncode:
+                print(f"  {n} device(s): failed\n{out.stderr[-2000:]}")
+                continue
+            (run_dir,) = [p for p in runs.iterdir() if not p.name.startswith(".")]
+            run = load_run(run_dir)
+            rate = json.loads((run_dir / "progress.json").read_text())["images_per_s"]
+            seconds = run.history()[-1]["seconds"]
+            print(
+                f"  {n} device(s): {rate:6.1f} img/s, last epoch {seconds:5.1f} s, whole run {wall:5.1f} s  "
+                f"({run.status['mesh']})",
+                flush=True,
+            )
+
+
 def _fit(model, data, epochs, images_per_epoch) -> float:
     cb = Throughput(images_per_epoch)
     model.fit(data, epochs=epochs, callbacks=[cb], verbose=0)
@@ -111,9 +160,12 @@ def main(argv=None) -> None:
     p.add_argument("--data", default=None, help="dataset for --cpu (default ../shared/data/cxr3)")
     p.add_argument("--images", type=int, default=240, help="images of the subset for --cpu")
     p.add_argument("--parts", default="real,compute,estimate", help="parts of --cpu to run, comma-separated")
+    p.add_argument("--distribute", action="store_true", help="images/s on 1, 2 and 4 virtual JAX CPU devices")
     args = p.parse_args(argv)
     if args.cpu:
         return cpu_mode(args)
+    if args.distribute:
+        return distribute_mode()
 
     import keras
 

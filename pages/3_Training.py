@@ -8,8 +8,16 @@ from radiology import charts, registry
 from radiology.errors import RadiologyError
 from radiology.evaluation import worse_on_the_same_images
 from radiology.jobs import LIVE_STATES
-from training import clock, estimate, launch
-from training.config import COMPUTE_CHOICES, TRAINABLE_LAYERS, TRAINABLE_LAYERS_WHY, TrainConfig, defaults, field_help
+from training import clock, distribute, estimate, launch
+from training.config import (
+    COMPUTE_CHOICES,
+    DISTRIBUTE_CHOICES,
+    TRAINABLE_LAYERS,
+    TRAINABLE_LAYERS_WHY,
+    TrainConfig,
+    defaults,
+    field_help,
+)
 
 ui.page_header("Training")
 DEFAULT, HELP = defaults(), field_help()  # every default and help below comes from TrainConfig
@@ -124,6 +132,12 @@ with st.form("launch", enter_to_submit=False):  # Enter in a half-edited number 
         **ui.remembered("train_patience", DEFAULT["lr_patience"]),
         help=HELP["lr_patience"],
     )
+    distribute_choice = c2.selectbox(
+        "Distribute",
+        DISTRIBUTE_CHOICES,
+        **ui.remembered("train_distribute", DEFAULT["distribute"], options=DISTRIBUTE_CHOICES),
+        help=HELP["distribute"],
+    )
     st.caption(estimate.size_tradeoff(int(image_size)))
     b1, b2 = st.columns(2)
     estimate_clicked = b1.form_submit_button("Estimate duration", disabled=folder is None)
@@ -149,9 +163,16 @@ if folder is not None:
             image_size=int(image_size),
             compute=compute,
             runs_dir=str(ui.runs_dir()),
+            distribute=distribute_choice,
         )
-    except ValueError as exc:
+        backend = distribute.training_backend()
+        mesh = distribute.resolve(
+            config.distribute, config.batch_size, backend=backend, devices=ui.cached_device_count(backend)
+        )
+        st.caption(f"Trains on {mesh.describe()}.")
+    except (ValueError, RadiologyError) as exc:
         st.error(str(exc))
+        config = None
 for warning in config.warnings() if config is not None else []:
     st.warning(warning)
 if config is not None and estimate_clicked:
@@ -218,7 +239,8 @@ def live_run():
     p = run.progress()
     st.subheader(f"Run {run.id}: {'cancelling…' if run.cancel_requested else p.get('phase', run.state)}")
     if p.get("device"):
-        st.caption(f"{p['device']}, computing in {p.get('compute', '…')}")
+        mesh = f", {p['mesh']}" if p.get("mesh") else ""
+        st.caption(f"{p['device']}{mesh}, computing in {p.get('compute', '…')}")
     overall, within = run.progress_fractions()
     batch, batches = p.get("batch", 0), p.get("batches", 0)
     if p.get("phase") == "caching":

@@ -27,3 +27,7 @@ class EvaluationError(RadiologyError):
 
 class ResumeError(RadiologyError):
     """A run that cannot be resumed: still live, succeeded, or stopped before completing an epoch."""
+
+
+class DistributeError(RadiologyError):
+    """Distributed training that cannot run as set: the wrong backend, or a batch the devices do not divide."""

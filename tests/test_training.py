@@ -364,7 +364,9 @@ def test_resume_child_trusts_the_launcher(tmp_path, monkeypatch):
         json.dumps({"state": "queued", "pid": me, "pid_start": process_start(me), "attempt": 2})
     )
     calls = []
-    monkeypatch.setattr(training.trainer, "run_training", lambda c, d, resume: calls.append((d, resume)) or "succeeded")
+    monkeypatch.setattr(
+        training.trainer, "run_training", lambda c, d, resume, **_: calls.append((d, resume)) or "succeeded"
+    )
     assert main(["--resume", str(stopped), "--lock-fd", "99"]) == 0
     assert calls == [(stopped, True)]
 

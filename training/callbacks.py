@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from radiology.jobs import now
 from radiology.model import ModelMetadata, save_checkpoint, save_model
 from radiology.registry import CANCEL_FILE, LAST_CHECKPOINT
 from training.clock import RunClock, format_duration
+from training.distribute import local
 from training.events import EventWriter
 
 LOG_EVERY_S = 60.0  # a progress line in the log at most this often within an epoch
@@ -34,26 +36,44 @@ class Cancelled(Exception):
 
 
 class RunMonitor:
-    """Progress and cancellation of one run, shared by the data phase and the Keras callback."""
+    """Progress and cancellation of one run, shared by the data phase and the Keras callback.
 
-    def __init__(self, run_dir: Path, epochs: int):
+    Args:
+        run_dir: the run folder.
+        epochs: the run's epochs.
+        writes: whether this process writes the run folder (process 0 of a distributed run; the others
+            keep their progress to themselves).
+        agree: in a run of several processes, the collective that tells whether a flag is set in any of them
+            (``training.distribute.Peers.any``), so that a cancel stops them all at the same batch.
+    """
+
+    def __init__(self, run_dir: Path, epochs: int, *, writes: bool = True, agree: Callable[[bool], bool] | None = None):
         self.run_dir = run_dir
         self.epochs = epochs
+        self.writes = writes
+        self.agree = agree
         self.cancel_requested = False
         self._last_write = 0.0
         self.progress = {"phase": "starting", "epoch": 0, "epochs": epochs, "batch": 0, "batches": 0}
 
     def check_cancel(self) -> bool:
-        """Whether a cancel was requested by file or signal."""
+        """Whether a cancel was requested of this process, by file or signal."""
         if not self.cancel_requested and (self.run_dir / CANCEL_FILE).exists():
             self.cancel_requested = True
         return self.cancel_requested
 
+    def cancel_agreed(self) -> bool:
+        """Whether a cancel was requested of any process of the run; every process must call it at the same point."""
+        requested = self.check_cancel()
+        if self.agree is not None:
+            self.cancel_requested = requested = self.agree(requested)
+        return requested
+
     def update(self, *, force: bool = False, **fields) -> None:
-        """Records progress; writes it at most every 0.3 s unless forced."""
+        """Records progress; writes it at most every 0.3 s unless forced, in the process that writes the run folder."""
         self.progress.update(fields)
         t = time.monotonic()
-        if force or t - self._last_write > 0.3:
+        if self.writes and (force or t - self._last_write > 0.3):
             self._last_write = t
             # atomic but not fsynced: rewritten up to three times a second, and a crash may lose the last one
             write_json_atomic(self.run_dir / "progress.json", {**self.progress, "updated": now()}, durable=False)
@@ -73,6 +93,7 @@ class FitContext:
         monitor_key: the score the best checkpoint is chosen by.
         patience: ReduceLROnPlateau patience.
         resume: the state read from ``last.keras`` when resuming, else None.
+        writes: whether this process writes the run folder (checkpoints, history, TensorBoard events).
     """
 
     run_dir: Path
@@ -84,6 +105,7 @@ class FitContext:
     monitor_key: str
     patience: int
     resume: dict | None = None
+    writes: bool = True
 
 
 def make_callbacks(monitor: RunMonitor, ctx: FitContext):
@@ -92,8 +114,8 @@ def make_callbacks(monitor: RunMonitor, ctx: FitContext):
     resume = ctx.resume or {}
 
     val_batches = math.ceil(ctx.val_images / ctx.batch_size) if ctx.val_images else 0
-    events = EventWriter(ctx.run_dir)
-    if events.unavailable:
+    events = EventWriter(ctx.run_dir) if ctx.writes else None
+    if events is not None and events.unavailable:
         log.info(events.unavailable)
     # what the current epoch completed: a cancel cuts its training or its validation short
     cut = {"training": False, "validation": False}
@@ -163,11 +185,12 @@ def make_callbacks(monitor: RunMonitor, ctx: FitContext):
                     format_duration(fields["epoch_left_s"]),
                     format_duration(fields["run_left_s"]),
                 )
-            if monitor.check_cancel():
+            if monitor.cancel_agreed():
                 self.model.stop_training = True
 
         def on_train_end(self, logs=None):
-            events.close()
+            if events is not None:
+                events.close()
 
         def on_test_begin(self, logs=None):
             # Keras validates even after stop_training broke the epoch off, and resets stop_evaluating
@@ -175,12 +198,12 @@ def make_callbacks(monitor: RunMonitor, ctx: FitContext):
             self.train_seconds = clock.train_seconds()
             self.validated = 0
             cut["training"] = clock.done < ctx.batches
-            if monitor.check_cancel():
+            if monitor.cancel_agreed():
                 self.model.stop_evaluating = True
 
         def on_test_batch_end(self, batch, logs=None):
             self.validated += 1
-            if monitor.check_cancel():
+            if monitor.cancel_agreed():
                 self.model.stop_evaluating = True
                 self.model.stop_training = True
 
@@ -212,23 +235,12 @@ def make_callbacks(monitor: RunMonitor, ctx: FitContext):
                 "seconds": round(clock.epoch_seconds, 2),
             }
             self.rows.append(row)
-            events.write_epoch(row)
             score = -math.inf if cut["validation"] else logs.get(ctx.monitor_key, -math.inf)
             improved = score > self.best
             if improved:
                 self.best = score
-                monitor.update(force=True, phase="checkpoint")
-                save_model(self.model, ctx.run_dir / "model.keras", ctx.metadata)
-            state = {
-                "epoch": epoch + 1,
-                "best": self.best,
-                "monitor": ctx.monitor_key,
-                "plateau": plateau.state(),
-                "history": self.rows,
-                "seed_states": [np.asarray(v).tolist() for v in seed_variables(self.model)],
-            }
-            save_checkpoint(self.model, ctx.run_dir / LAST_CHECKPOINT, ctx.metadata, state)
-            write_csv_atomic(ctx.run_dir / "history.csv", self.rows)
+            if ctx.writes:
+                self._write(epoch, row, improved)
             left = (monitor.epochs - epoch - 1) * clock.epoch_seconds
             monitor.update(force=True, images_per_s=round(rate, 2) if rate else None, epoch_left_s=0, run_left_s=left)
             log.info(
@@ -239,8 +251,31 @@ def make_callbacks(monitor: RunMonitor, ctx: FitContext):
                 clock.epoch_seconds,
                 f"{rate:.1f}" if rate else "?",
                 format_duration(left),
-                "  (best, saved)" if improved else "",
+                ("  (best, saved)" if ctx.writes else "  (best)") if improved else "",
             )
+
+        def _write(self, epoch, row, improved):
+            """Writes the epoch's events, checkpoints and history (process 0 of a distributed run).
+
+            The variables are replicated, so this process's copy is the model. The uncompiled copy that
+            ``save_model`` builds is made on this process's own devices, outside any distribution: its
+            variables would otherwise be created across every process, which only this one is doing.
+            """
+            events.write_epoch(row)
+            with local():
+                if improved:
+                    monitor.update(force=True, phase="checkpoint")
+                    save_model(self.model, ctx.run_dir / "model.keras", ctx.metadata)
+                state = {
+                    "epoch": epoch + 1,
+                    "best": self.best,
+                    "monitor": ctx.monitor_key,
+                    "plateau": plateau.state(),
+                    "history": self.rows,
+                    "seed_states": [np.asarray(v).tolist() for v in seed_variables(self.model)],
+                }
+                save_checkpoint(self.model, ctx.run_dir / LAST_CHECKPOINT, ctx.metadata, state)
+            write_csv_atomic(ctx.run_dir / "history.csv", self.rows)
 
     # the schedule first, so the checkpoint written at the end of an epoch holds its updated state
     return [plateau, RunCallback()]

@@ -14,6 +14,7 @@ from radiology.preprocess import PreprocessSpec
 
 COMPUTE_CHOICES = ("auto", "float32", "xla")
 AUGMENT_PLACES = ("auto", "model", "host")
+DISTRIBUTE_CHOICES = ("auto", "off", "data")
 # VGG16 without its top has 19 layers counting its input layer, as the notebook counts them (the input holds no
 # weights, so 18 and 19 both train the whole network): the one range of trainable_layers, in the CLI and the page
 TRAINABLE_LAYERS = (0, 19)
@@ -56,6 +57,9 @@ class TrainConfig:
             :func:`radiology.settings.runs_dir`, whatever the working directory.
         cache_dir: where decoded images are cached, stored resolved; ``<runs_dir>/.cache`` when empty.
         n_boot: bootstrap resamples for the test confidence intervals.
+        distribute: ``data`` trains data-parallel with ``keras.distribution.DataParallel`` over every device of
+            every process (JAX backend only); ``off`` on one device; ``auto`` is data when the JAX backend sees
+            more than one device. The batch size is the global one, and must be a multiple of the devices.
     """
 
     data: str
@@ -77,6 +81,7 @@ class TrainConfig:
     runs_dir: str = ""
     cache_dir: str = ""
     n_boot: int = 1000
+    distribute: str = "auto"
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -96,6 +101,8 @@ class TrainConfig:
             raise ValueError(f"image_size must be a multiple of 32 and at least 32, got {self.image_size}")
         if self.compute not in COMPUTE_CHOICES:
             raise ValueError(f"compute must be one of {', '.join(COMPUTE_CHOICES)}, got {self.compute!r}")
+        if self.distribute not in DISTRIBUTE_CHOICES:
+            raise ValueError(f"distribute must be one of {', '.join(DISTRIBUTE_CHOICES)}, got {self.distribute!r}")
         object.__setattr__(self, "fractions", tuple(float(f) for f in self.fractions))
         # absolute, so the launched process, which runs in the project folder, finds the same folders
         runs = Path(self.runs_dir).resolve() if self.runs_dir else settings.runs_dir()
@@ -162,7 +169,8 @@ class TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-CHOICES = {"augment_on": AUGMENT_PLACES, "compute": COMPUTE_CHOICES}  # fields that take one of a few values
+# fields that take one of a few values
+CHOICES = {"augment_on": AUGMENT_PLACES, "compute": COMPUTE_CHOICES, "distribute": DISTRIBUTE_CHOICES}
 RANGES = {"trainable_layers": TRAINABLE_LAYERS}  # fields whose range the CLI and the page show
 
 

@@ -12,9 +12,14 @@ same file, the epoch, best score, learning-rate schedule and history, so a cance
 run resumes from its last completed epoch (``run_training(..., resume=True)``). A run that succeeds
 deletes it.
 
+A data-parallel run (``training.distribute``) trains with ``keras.distribution.DataParallel`` over every
+device of every process; each process runs this module with the same config and feeds its slice of every
+global batch. Only process 0 writes the run folder; the others log to ``log.<id>.txt`` in it. Process 0
+alone then fits the gate and evaluates the test split, on its own devices, and the others wait for it.
+
 This module orchestrates the run; the data phase is ``training.data``, progress, cancellation and the
-Keras callbacks are ``training.callbacks``, and the run folder's protocol (the cancel file, new run
-folders, what can be resumed) is ``radiology.registry``.
+Keras callbacks are ``training.callbacks``, the distribution is ``training.distribute``, and the run
+folder's protocol (the cancel file, new run folders, what can be resumed) is ``radiology.registry``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import numpy as np
 
 from radiology import ood
 from radiology.calibration import fit_temperature
+from radiology.errors import DistributeError
 from radiology.evaluation import evaluate_samples, write_evaluation
 from radiology.fsutil import remove_leftovers, write_csv_atomic
 from radiology.jobs import describe_error, is_live, now, process_start
@@ -57,6 +63,7 @@ from training.compute import (
 )
 from training.config import TrainConfig
 from training.data import TrainingData, batches, prepare_data, training_batches
+from training.distribute import Mesh, Peers, broadcast, local, scope
 
 
 def build_for_training(config: TrainConfig, spec: PreprocessSpec, compute: Compute | None = None):
@@ -112,8 +119,9 @@ def pick_compute(config: TrainConfig, data: TrainingData) -> tuple[ComputeChoice
     return choice, model
 
 
-def _setup_logging(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "log.txt")
+def _setup_logging(run_dir: Path, mesh: Mesh) -> logging.Handler:
+    name = "log.txt" if mesh.main else f"log.{mesh.process_id}.txt"
+    handler = logging.FileHandler(run_dir / name)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     log.addHandler(handler)
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in log.handlers):
@@ -122,7 +130,14 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def run_training(config: TrainConfig, run_dir: str | Path, *, resume: bool = False) -> str:
+def run_training(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    mesh: Mesh | None = None,
+    peers: Peers | None = None,
+) -> str:
     """Runs one training end to end and returns its final state.
 
     Writes the config, status, progress, history, log, best and last checkpoints, validation report
@@ -130,48 +145,77 @@ def run_training(config: TrainConfig, run_dir: str | Path, *, resume: bool = Fal
     and message go into ``status.json`` and its traceback into the log. Only an interrupt
     (``KeyboardInterrupt``, ``SystemExit``) is raised again, after it is recorded.
 
+    In a run of several processes every process calls this with the same config and folder; process 0
+    writes the folder, and a failure of any process fails the run with that process's message.
+
     Args:
         config: the run's frozen config.
         run_dir: the run folder, created beforehand.
         resume: continue the run in ``run_dir`` from its last completed epoch (``last.keras``); the
             status then reads ``running`` again with ``resumed`` set to the time and ``attempt`` counted up.
+        mesh: the run's mesh (``training.distribute.plan``); one device by default.
+        peers: the other processes of a run of several (``training.distribute.Peers``), else None.
 
     Returns:
-        ``succeeded``, ``failed`` or ``cancelled``.
+        ``succeeded``, ``failed`` or ``cancelled``: the run's state, the same in every process.
     """
     run_dir = Path(run_dir)
-    if not resume:
+    mesh = mesh or Mesh()
+    if not resume and mesh.main:
         config.save(run_dir / "config.json")
-    handler = _setup_logging(run_dir)
-    monitor = RunMonitor(run_dir, config.epochs)
+    handler = _setup_logging(run_dir, mesh)
+    monitor = RunMonitor(run_dir, config.epochs, writes=mesh.main, agree=peers.any if peers is not None else None)
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(monitor, "cancel_requested", True))
     pid = os.getpid()
-    if resume:
+    if peers is not None:
+        peers.on_peer_failure = lambda message: _peer_failed(run_dir, monitor, message)
+        peers.start()
+    if not mesh.main:
+        log.info("process %d of %d; process 0 writes the run folder", mesh.process_id, mesh.processes)
+    elif resume:
         if not is_live(load_run(run_dir).status):
             # resumed from the command line: this process starts the new attempt itself (launch.resume has
             # already queued it, and cleared the cancel file, when the run was resumed from the app)
             (run_dir / CANCEL_FILE).unlink(missing_ok=True)
             update_status(run_dir, "queued", new_attempt=True, queued=now(), resumed=now())
-        update_status(run_dir, "running", pid=pid, pid_start=process_start(pid), resumed=now())
+        update_status(run_dir, "running", pid=pid, pid_start=process_start(pid), resumed=now(), mesh=mesh.describe())
         for p in remove_leftovers(run_dir):  # a write the previous attempt was killed in
             log.info("removed %s, left by the previous attempt", p.name)
     else:
-        update_status(run_dir, "running", pid=pid, pid_start=process_start(pid), started=now(), error=None, attempt=1)
+        update_status(
+            run_dir,
+            "running",
+            pid=pid,
+            pid_start=process_start(pid),
+            started=now(),
+            error=None,
+            attempt=1,
+            mesh=mesh.describe(),
+        )
     try:
-        state = _train(config, run_dir, monitor, resume=resume)
-        update_status(run_dir, state, ended=now())
-        monitor.update(force=True, phase=state)
+        state = _train(config, run_dir, monitor, mesh, peers, resume=resume)
+        if mesh.main:
+            update_status(run_dir, state, ended=now())
+            monitor.update(force=True, phase=state)
+        if peers is None:
+            return state
+        state = peers.finish(state)
+        log.info("the run ended: %s", state)
         return state
     except Cancelled:
-        update_status(run_dir, "cancelled", ended=now())
-        monitor.update(force=True, phase="cancelled")
+        if mesh.main:
+            update_status(run_dir, "cancelled", ended=now())
+            monitor.update(force=True, phase="cancelled")
         log.info("cancelled before training started")
-        return "cancelled"
+        return peers.finish("cancelled") if peers is not None else "cancelled"
     except BaseException as exc:  # every failure is recorded; a status left at running would lie
         message = describe_error(exc)
         log.error("run failed: %s\n%s", message, traceback.format_exc())
-        update_status(run_dir, "failed", ended=now(), error=message)
-        monitor.update(force=True, phase="failed")
+        if peers is not None:
+            message = _failure_of_the_run(peers, mesh, message)
+        if mesh.main:
+            update_status(run_dir, "failed", ended=now(), error=message)
+            monitor.update(force=True, phase="failed")
         if not isinstance(exc, Exception):
             raise
         return "failed"
@@ -181,7 +225,41 @@ def run_training(config: TrainConfig, run_dir: str | Path, *, resume: bool = Fal
         handler.close()
 
 
-def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor, *, resume: bool = False) -> str:
+def _failure_of_the_run(peers: Peers, mesh: Mesh, message: str) -> str:
+    """The failure a distributed run records for this process's error, after telling the other processes.
+
+    A collective fails in every process when one of them dies, so process 0 first looks for a failure or
+    silence of another process, which is then the cause to name.
+    """
+    own = f"process {mesh.process_id} of {mesh.processes} failed: {message}"
+    if not mesh.main:
+        peers.publish_failure(message)
+        peers.stop()
+        return own
+    cause = peers.peer_failure()
+    peers.publish_failure(cause or own)  # the others end when they see it
+    peers.stop()
+    if cause:
+        log.error("the run failed because %s", cause)
+    return cause or own
+
+
+def _peer_failed(run_dir: Path, monitor: RunMonitor, message: str) -> None:
+    """In process 0's watcher thread: records another process's failure as the run's, and ends this process.
+
+    This process may be blocked in a collective that never returns, so it ends here rather than unwinds.
+    """
+    log.error("run failed: %s", message)
+    update_status(run_dir, "failed", ended=now(), error=message)
+    monitor.update(force=True, phase="failed")
+    for handler in log.handlers:
+        handler.flush()
+    os._exit(1)
+
+
+def _train(
+    config: TrainConfig, run_dir: Path, monitor: RunMonitor, mesh: Mesh, peers: Peers | None, *, resume: bool = False
+) -> str:
     log.info(
         "run %s%s: %s; augmentation in the %s",
         run_dir.name,
@@ -190,28 +268,61 @@ def _train(config: TrainConfig, run_dir: Path, monitor: RunMonitor, *, resume: b
         config.augment_where or "-",
     )
     device = device_description()
-    log.info("training on %s", device)
-    monitor.update(device=device)
+    log.info("training on %s; %s", device, mesh.describe())
+    monitor.update(device=device, mesh=mesh.describe())
     data = prepare_data(config, run_dir, monitor)
-    _fit(config, run_dir, monitor, data, resume=resume)
-    if monitor.check_cancel():
-        if (run_dir / LAST_CHECKPOINT).is_file():
+    _fit(config, run_dir, monitor, data, mesh, peers, resume=resume)
+    if monitor.cancel_agreed():
+        if not mesh.main:
+            log.info("cancelled")
+        elif (run_dir / LAST_CHECKPOINT).is_file():
             log.info("cancelled; the best checkpoint so far is kept, and %s to resume from", LAST_CHECKPOINT)
         else:
             log.info("cancelled before the first epoch was complete: nothing to resume from, start a new run")
         return "cancelled"
+    if not mesh.main:
+        log.info("training done; process 0 fits the gate and evaluates the test split")
+        return "succeeded"
     best = _fit_gate(run_dir, monitor, data)
     _evaluate_test(config, run_dir, monitor, data, best)
     (run_dir / LAST_CHECKPOINT).unlink(missing_ok=True)  # nothing left to resume; it is the largest file
     return "succeeded"
 
 
-def _fit(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data: TrainingData, *, resume: bool = False) -> None:
+def _compute(config: TrainConfig, data: TrainingData, mesh: Mesh) -> tuple[ComputeChoice, object | None]:
+    """The compute of the run: as :func:`pick_compute` on one device; not timed when distributed.
+
+    Timing candidates would run collectives in every process and could pick differently in each; on the
+    JAX backend every step is compiled with XLA anyway, so ``auto`` means float32 (bfloat16 where asked
+    and supported).
+    """
+    if not mesh.distributed:
+        return pick_compute(config, data)
+    name = "float32" if config.compute == "auto" else config.compute
+    host = config.augment_where == "host"
+    choice = forced_compute(name, mixed_requested=config.mixed_precision, host_augment=host)
+    if config.compute == "auto":
+        choice.notes.append("not timed: a data-parallel run compiles every step with XLA on JAX")
+    return choice, None
+
+
+def _fit(
+    config: TrainConfig,
+    run_dir: Path,
+    monitor: RunMonitor,
+    data: TrainingData,
+    mesh: Mesh,
+    peers: Peers | None,
+    *,
+    resume: bool = False,
+) -> None:
     """Picks the compute, builds and compiles the model and fits it, from the last checkpoint when resuming.
 
-    The callbacks keep the best checkpoint in ``model.keras`` and the last one in ``last.keras``.
+    The callbacks keep the best checkpoint in ``model.keras`` and the last one in ``last.keras`` (process 0).
     """
-    state = read_checkpoint_state(run_dir / LAST_CHECKPOINT) if resume else None
+    state = read_checkpoint_state(run_dir / LAST_CHECKPOINT) if resume and mesh.main else None
+    if resume and peers is not None:
+        state = peers.share("resume_state", state)
     metadata = ModelMetadata(
         tuple(data.class_names),
         data.spec,
@@ -220,58 +331,106 @@ def _fit(config: TrainConfig, run_dir: Path, monitor: RunMonitor, data: Training
         name=run_dir.name,
     )
     monitor.update(force=True, phase="timing compute")
-    choice, model = pick_compute(config, data)
+    choice, model = _compute(config, data, mesh)
     log.info(choice.summary())
     monitor.update(compute=choice.compute.label)
-    if model is None:
-        model = build_for_training(config, data.spec, choice.compute)
-    train = training_batches(config, data, host_augment=choice.compute.host_augment)
-    initial_epoch = 0
-    if state is not None:
-        model.optimizer.build(model.trainable_variables)
-        model.load_weights(run_dir / LAST_CHECKPOINT)  # weights, optimizer slots, step count, learning rate
-        for variable, value in zip(seed_variables(model), state.get("seed_states", [])):
-            variable.assign(np.asarray(value, dtype=variable.dtype))  # dropout and augmentation go on as they were
-        initial_epoch = int(state["epoch"])
-        for _ in range(initial_epoch):
-            train.on_epoch_end()  # the shuffle order of the epochs already done
-        write_csv_atomic(run_dir / "history.csv", state["history"])
-        log.info(
-            "resumed after epoch %d of %d: best %s %.4f, learning rate %.2e",
-            initial_epoch,
-            config.epochs,
-            state["monitor"],
-            state["best"],
-            float(np.asarray(model.optimizer.learning_rate)),
+    with scope(mesh):
+        if model is None:
+            model = build_for_training(config, data.spec, choice.compute)
+        train = training_batches(config, data, host_augment=choice.compute.host_augment, mesh=mesh)
+        if train.left_out:
+            log.warning(
+                "%d training images an epoch left out: the last batch of %d does not split evenly over %d devices",
+                train.left_out,
+                train.left_out + train.images % config.batch_size,
+                mesh.devices,
+            )
+        if not len(train):
+            raise DistributeError(
+                f"{len(data.x_train)} training images do not make one batch that splits over {mesh.devices} devices"
+            )
+        initial_epoch = 0
+        if state is not None:
+            _restore(model, run_dir / LAST_CHECKPOINT, config, data, choice, mesh)
+            for variable, value in zip(seed_variables(model), state.get("seed_states", [])):
+                variable.assign(np.asarray(value, dtype=variable.dtype))  # dropout and augmentation go on as they were
+            initial_epoch = int(state["epoch"])
+            for _ in range(initial_epoch):
+                train.on_epoch_end()  # the shuffle order of the epochs already done
+            if mesh.main:
+                write_csv_atomic(run_dir / "history.csv", state["history"])
+            log.info(
+                "resumed after epoch %d of %d: best %s %.4f, learning rate %.2e",
+                initial_epoch,
+                config.epochs,
+                state["monitor"],
+                state["best"],
+                float(np.asarray(model.optimizer.learning_rate)),
+            )
+            if initial_epoch >= config.epochs:
+                return
+        val = None
+        if len(data.x_val):
+            val = batches(
+                data.x_val, data.y_val, data.spec, config.batch_size, seed=None, shard=mesh.shard, devices=mesh.devices
+            )
+            if val.left_out:
+                log.warning(
+                    "%d validation images left out: the last batch does not split evenly over %d devices",
+                    val.left_out,
+                    mesh.devices,
+                )
+            if not len(val):
+                val = None
+        monitor_key = "val_accuracy" if val is not None else "accuracy"
+        class_weight = None
+        if config.class_weights:
+            counts = np.bincount(data.y_train, minlength=len(data.class_names))
+            class_weight = {k: len(data.y_train) / (len(data.class_names) * c) for k, c in enumerate(counts) if c}
+        ctx = FitContext(
+            run_dir,
+            metadata,
+            len(train),
+            config.batch_size,
+            train.images,
+            val.images if val is not None else 0,
+            monitor_key,
+            config.lr_patience,
+            state,
+            writes=mesh.main,
         )
-        if initial_epoch >= config.epochs:
-            return
-    val = batches(data.x_val, data.y_val, data.spec, config.batch_size, seed=None) if len(data.x_val) else None
-    monitor_key = "val_accuracy" if val is not None else "accuracy"
-    class_weight = None
-    if config.class_weights:
-        counts = np.bincount(data.y_train, minlength=len(data.class_names))
-        class_weight = {k: len(data.y_train) / (len(data.class_names) * c) for k, c in enumerate(counts) if c}
-    ctx = FitContext(
-        run_dir,
-        metadata,
-        len(train),
-        config.batch_size,
-        len(data.x_train),
-        len(data.x_val),
-        monitor_key,
-        config.lr_patience,
-        state,
-    )
-    model.fit(
-        train,
-        validation_data=val,
-        epochs=config.epochs,
-        initial_epoch=initial_epoch,
-        callbacks=make_callbacks(monitor, ctx),
-        class_weight=class_weight,
-        verbose=0,
-    )
+        model.fit(
+            train,
+            validation_data=val,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=make_callbacks(monitor, ctx),
+            class_weight=class_weight,
+            verbose=0,
+        )
+
+
+def _restore(model, path: Path, config: TrainConfig, data: TrainingData, choice: ComputeChoice, mesh: Mesh) -> None:
+    """Loads the weights, optimizer slots, step count and learning rate of ``last.keras`` into ``model``.
+
+    With several processes only process 0 is sure to have the file (no shared filesystem is assumed): it
+    reads it into a copy of the model on its own devices, and its values are broadcast to every process.
+    """
+    model.optimizer.build(model.trainable_variables)
+    if mesh.processes == 1:
+        model.load_weights(path)
+        return
+    variables = [*model.variables, *model.optimizer.variables]
+    if mesh.main:
+        with local():
+            twin = build_for_training(config, data.spec, choice.compute)
+            twin.optimizer.build(twin.trainable_variables)
+            twin.load_weights(path)
+            values = [np.asarray(v) for v in [*twin.variables, *twin.optimizer.variables]]
+    else:
+        values = [np.zeros(v.shape, dtype=v.dtype) for v in variables]
+    for variable, value in zip(variables, broadcast(values, main=mesh.main)):
+        variable.assign(value)
 
 
 def _fit_gate(run_dir: Path, monitor: RunMonitor, data: TrainingData) -> LoadedModel:

@@ -191,3 +191,11 @@ def cached_device() -> str:
     if other:
         return f"the {other} backend (RADIOLOGY_TRAINING_BACKEND); each run and estimate names its device"
     return device_description()
+
+
+@st.cache_resource
+def cached_device_count(backend: str) -> int:
+    """The devices a run launched from the app trains on with ``backend`` (several on JAX: data-parallel)."""
+    from training.distribute import device_count
+
+    return device_count(backend)
