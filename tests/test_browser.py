@@ -352,8 +352,9 @@ def test_import_notebook_h5_promote_and_classify(page, server, notebook_h5, tmp_
     not_model.write_bytes(png_bytes(xray(5)))
     before = {p.name for p in server["runs"].iterdir()}
     _open(page, server, "Training", "Runs")
-    page.get_by_text("Import a model file").click()
-    upload = page.locator("input[type=file]").last
+    panel = page.get_by_test_id("stExpander").filter(has_text="Import a model file")
+    panel.get_by_text("Import a model file").click()
+    upload = panel.locator("input[type=file]")  # the panel's own: the form above may offer a weights upload
     upload.set_input_files(str(not_model))
     page.get_by_text("notes.h5 is not a model file").wait_for()
     upload.set_input_files(str(notebook_h5))  # 60 MB: give the upload time on a busy 2-core machine
