@@ -191,13 +191,14 @@ def test_a_process_feeds_its_slice_of_each_global_batch_augmented_as_the_whole()
 
 def test_four_devices_train_as_one(data, one_device, tmp_path):
     """One epoch data-parallel on 4 virtual devices (distribute auto) gives the weights of one device with the
-    same seed and global batch, within float tolerance; the run's status, progress and log name the mesh."""
+    same seed and global batch, within float tolerance; the run's config, status, progress and log name the mesh."""
     out = _train("--data", str(data), "--runs-dir", str(tmp_path), *TINY, devices=4)
     assert out.returncode == 0, out.stderr[-3000:]
     run = load_run(_only_run(tmp_path))
     assert run.state == "succeeded"
     mesh = "JAX data-parallel on 4 devices (1 process)"
     assert run.status["mesh"] == mesh and run.progress()["mesh"] == mesh and mesh in run.log_tail(40)
+    assert run.config["mesh"] == mesh and TrainConfig.load(run.dir / "config.json").distribute == "auto"
     assert load_run(one_device).status["mesh"] == "one device"
     assert run.progress()["images_per_s"] > 0
     for a, b in zip(_weights(run.dir), _weights(one_device), strict=True):

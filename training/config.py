@@ -159,14 +159,20 @@ class TrainConfig:
             raise ValueError(f"unknown config keys: {sorted(unknown)}")
         return cls(**data)
 
-    def save(self, path: str | Path) -> None:
-        """Writes the config as JSON."""
-        write_json_atomic(path, self.to_dict())
+    def save(self, path: str | Path, *, mesh: str | None = None) -> None:
+        """Writes the config as JSON, with the run's mesh in words beside the fields when given.
+
+        ``mesh`` (``training.distribute.Mesh.describe``) is what ``distribute`` resolved to on the run's
+        devices, for the reader; :meth:`load` does not read it back.
+        """
+        write_json_atomic(path, {**self.to_dict(), **({"mesh": mesh} if mesh else {})})
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         """Reads a config written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        data = json.loads(Path(path).read_text())
+        data.pop("mesh", None)
+        return cls.from_dict(data)
 
 
 # fields that take one of a few values

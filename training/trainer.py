@@ -162,7 +162,7 @@ def run_training(
     run_dir = Path(run_dir)
     mesh = mesh or Mesh()
     if not resume and mesh.main:
-        config.save(run_dir / "config.json")
+        config.save(run_dir / "config.json", mesh=mesh.describe())
     handler = _setup_logging(run_dir, mesh)
     monitor = RunMonitor(run_dir, config.epochs, writes=mesh.main, agree=peers.any if peers is not None else None)
     previous = signal.signal(signal.SIGTERM, lambda *_: setattr(monitor, "cancel_requested", True))
