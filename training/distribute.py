@@ -235,22 +235,21 @@ def scope(mesh: Mesh):
     import keras
 
     devices = keras.distribution.list_devices()
-    data_parallel = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
-    previous = keras.distribution.distribution()
-    keras.distribution.set_distribution(data_parallel)
-    try:
+    with _distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)):
         yield
-    finally:
-        keras.distribution.set_distribution(previous)
+
+
+def local():
+    """Computes on this process's own devices inside, outside any distribution."""
+    return _distribution(None)
 
 
 @contextlib.contextmanager
-def local():
-    """Computes on this process's own devices inside, outside any distribution."""
+def _distribution(distribution):
     import keras
 
     previous = keras.distribution.distribution()
-    keras.distribution.set_distribution(None)
+    keras.distribution.set_distribution(distribution)
     try:
         yield
     finally:
