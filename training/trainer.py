@@ -338,13 +338,7 @@ def _fit(
         if model is None:
             model = build_for_training(config, data.spec, choice.compute)
         train = training_batches(config, data, host_augment=choice.compute.host_augment, mesh=mesh)
-        if train.left_out:
-            log.warning(
-                "%d training images an epoch left out: the last batch of %d does not split evenly over %d devices",
-                train.left_out,
-                train.left_out + train.images % config.batch_size,
-                mesh.devices,
-            )
+        _warn_left_out("training", train, mesh)
         if not len(train):
             raise DistributeError(
                 f"{len(data.x_train)} training images do not make one batch that splits over {mesh.devices} devices"
@@ -374,12 +368,7 @@ def _fit(
             val = batches(
                 data.x_val, data.y_val, data.spec, config.batch_size, seed=None, shard=mesh.shard, devices=mesh.devices
             )
-            if val.left_out:
-                log.warning(
-                    "%d validation images left out: the last batch does not split evenly over %d devices",
-                    val.left_out,
-                    mesh.devices,
-                )
+            _warn_left_out("validation", val, mesh)
             if not len(val):
                 val = None
         monitor_key = "val_accuracy" if val is not None else "accuracy"
@@ -407,6 +396,17 @@ def _fit(
             callbacks=make_callbacks(monitor, ctx),
             class_weight=class_weight,
             verbose=0,
+        )
+
+
+def _warn_left_out(split: str, loader, mesh: Mesh) -> None:
+    """Logs the images of ``split`` each epoch leaves out because its last batch does not split over the devices."""
+    if loader.left_out:
+        log.warning(
+            "%d %s images an epoch left out: the last batch does not split evenly over %d devices",
+            loader.left_out,
+            split,
+            mesh.devices,
         )
 
 
