@@ -157,6 +157,26 @@ def test_card_only_adds_the_trust_audit(bundled, tiny_run, tmp_path):
     assert "| borders only | 100.0%" in card and "the whole audit 10 min" in card
 
 
+def test_card_only_keeps_the_gate_report(bundled, tiny_run, tmp_path):
+    """--gate-report stores the gate's measured rates in card.json without the model's path; a later --card-only
+    without it still reports them."""
+    out, _ = bundled
+    report = {
+        "model": str(tmp_path / "machine" / "run" / "model.keras"),
+        "test_passing": 0.991,
+        "auroc_gate_score": 0.97,
+        "auroc_feature_score": 0.69,
+        "groups": {"colour photographs": {"n": 13, "flagged": 1.0}},
+    }
+    (tmp_path / "gate.json").write_text(json.dumps(report))
+    args = ["--card-only", "--model", "-", "--data", "-", "--phase", str(tiny_run), "--machine", "m", "--out", str(out)]
+    assert bundle.main([*args, "--gate-report", str(tmp_path / "gate.json")]) == 0
+    assert bundle.main(args) == 0
+    assert str(tmp_path) not in (out / "card.json").read_text()
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "it passes 99.1% of the test split" in card and "| colour photographs | 13 | 100.0% |" in card
+
+
 def test_a_file_that_is_no_audit_is_refused(bundled, tiny_run, tmp_path, capsys):
     """--audit with a JSON that is not an audit is one error line naming what it holds."""
     out, _ = bundled

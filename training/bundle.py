@@ -239,8 +239,9 @@ def write_card(
 ) -> Path:
     """Writes ``MODEL_CARD.md`` from the bundle's ``metrics.json`` and ``card.json``, so notes can change alone.
 
-    A new ``audit`` (``python -m radiology audit --json``) is stored in ``card.json`` as ``trust`` first, where
-    the app reads it; without one the card keeps the audit it has, if any.
+    A new ``gate_report`` (what ``tests/test_realdata.py`` writes) and a new ``audit`` (``python -m radiology
+    audit --json``) are stored in ``card.json`` first, as ``gate`` and ``trust`` (where the app reads the audit);
+    without them the card keeps those it has, if any.
     """
     out = Path(out)
     try:
@@ -248,10 +249,13 @@ def write_card(
         card = json.loads((out / "card.json").read_text())
     except (OSError, ValueError) as exc:
         raise RadiologyError(f"{out} is not a bundle (metrics.json and card.json): {exc}") from exc
+    if gate_report is not None:
+        card["gate"] = {k: v for k, v in gate_report.items() if k != "model"}  # the model's path on the machine
     if audit is not None:
         card["trust"] = portable_audit(audit)
+    if gate_report is not None or audit is not None:
         write_json_atomic(out / "card.json", card)
-    text = model_card(result, phases, card, gate_report=gate_report, notes=notes)
+    text = model_card(result, phases, card, notes=notes)
     atomic_write_text(out / "MODEL_CARD.md", text)
     return out / "MODEL_CARD.md"
 
@@ -303,7 +307,6 @@ def model_card(
     phases: list[dict],
     card: dict,
     *,
-    gate_report: dict | None,
     notes: str,
 ) -> str:
     """The model card as Markdown, from the bundle's measurements (``metrics.json``, ``card.json``)."""
@@ -420,7 +423,7 @@ def model_card(
             else "; bfloat16 inference was not measured (the machine has no bf16)."
         ),
         "## Out-of-distribution gate",
-        _gate_section(result["ood"], gate_report),
+        _gate_section(result["ood"], card.get("gate")),
         "## Confounding",
         _confounding_section(confounding),
         "## Trust",
