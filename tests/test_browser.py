@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from radiology import registry
+from radiology.explain import METHODS
 from tests.factories import CHROMIUM_ARGS, dicom_bytes, free_port, make_dataset, png_bytes, start_app, xray
 
 pytestmark = pytest.mark.browser
@@ -437,6 +438,7 @@ def test_fresh_clone_classifies_with_the_bundled_model(fresh_clone, browser, tmp
     else:
         assert any(c in heading.inner_text() for c in ("covid", "normal", "pneumonia"))
     # the bundled model's trust audit puts its most faithful method first, whichever that is
-    pg.get_by_text(re.compile(r"^(Grad-CAM|Grad-CAM\+\+|ScoreCAM|LayerCAM) overlay, block5_conv3$")).first.wait_for()
+    methods = "|".join(map(re.escape, METHODS))
+    pg.get_by_text(re.compile(rf"^({methods}) overlay, block5_conv3$")).first.wait_for()
     _shot(pg, "fresh-clone-classify")
     context.close()
